@@ -1,0 +1,48 @@
+# Two entry points: `make run` (set up + run the pipeline) and `make test` (set up + run tests).
+# Both create .venv when missing. torch is installed first and on its own, pinned, so pip never
+# swaps in a newer (CUDA, multi-GB) build to satisfy a looser range elsewhere.
+
+VENV   ?= .venv
+PYTHON ?= python3
+TORCH  := torch==2.13.0
+BIN    := $(abspath $(VENV))/bin
+
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+# Absolute, so `dvc exp run --temp` (a temp copy of the repo) logs to this repo's store.
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: install run test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -c "import tomllib, torch; \
+	pin = [d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] if d.startswith('torch==')][0]; \
+	want = pin.split('==')[1]; got = torch.__version__.split('+')[0]; \
+	assert got == want, f'torch {got} installed but {want} pinned: remove $(VENV) and re-run make'; \
+	assert pin == '$(TORCH)', 'Makefile TORCH and pyproject.toml torch pin differ'"
+	$(BIN)/python -m pip check
+	touch $@
+
+run: install
+	test -d .dvc || dvc init --quiet
+	dvc repro
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python benchmarks/recurrence.py
+
+clean:
+	rm -rf data metrics plots reports mlflow.db mlartifacts

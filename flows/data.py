@@ -1,0 +1,65 @@
+"""``data`` stage: produce the raw datasets, log counts and checksums to MLflow.
+
+Run by DVC as ``python -m flows.data``; ``data.source`` picks the embedded synthetic data or
+the real downloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+
+from flows.common import params_from, parse_overrides, stage_args
+from pimc import tracking
+from pimc.config import DataConfig
+from pimc.data import raw
+from pimc.io import write_json
+from pimc.paths import metrics_file
+
+STAGE = "data"
+
+
+@task
+def synthesize(cfg: DataConfig) -> dict[str, Any]:
+    return raw.synthesize(cfg)
+
+
+# Retries only on I/O that can fail transiently; downloads resume where they stopped.
+@task(retries=3, retry_delay_seconds=30)
+def download_eurosat(cfg: DataConfig) -> None:
+    raw.download_eurosat(cfg)
+
+
+@task(retries=3, retry_delay_seconds=30)
+def download_pastis(cfg: DataConfig) -> None:
+    raw.download_pastis(cfg)
+
+
+@task
+def summarize(cfg: DataConfig) -> dict[str, Any]:
+    return raw.summarize(cfg)
+
+
+@flow(name="pimc-data", log_prints=True)
+def data_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """Produce ``data.root``/{PASTIS,EuroSAT} and write ``metrics/data.json``."""
+    cfg = params_from(params_path, overrides).data
+    with tracking.start_run(STAGE, cfg, tags={"data.source": cfg.source}) as run:
+        if cfg.source == "synthetic":
+            synthesize(cfg)
+        else:
+            download_eurosat(cfg)
+            download_pastis(cfg)
+        stats = summarize(cfg)
+        metrics = raw.count_metrics(stats)
+        run.log_metrics(metrics)
+        run.log_dict(stats, "data_stats.json")
+        write_json(metrics_file(STAGE), metrics)
+    print(f"data: {metrics}")
+    return stats
+
+
+if __name__ == "__main__":
+    args = stage_args(__doc__)
+    data_flow(args.params, parse_overrides(args.overrides))

@@ -1,0 +1,212 @@
+"""One typed view of ``params.yaml``.
+
+Every stage section is a frozen dataclass; :func:`load_params` builds them recursively from the
+YAML, coercing and checking types from the annotations, and rejects unknown keys with an error
+that names the key, the file and the valid alternatives. Stage code takes these dataclasses,
+never raw dicts, so a typo in ``params.yaml`` fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pimc.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size of the embedded synthetic dataset (see :mod:`pimc.data.synthetic`)."""
+
+    pastis_patches: int = 20
+    patch_size: int = 32
+    min_dates: int = 38
+    max_dates: int = 61
+    cloud_prob: float = 0.1
+    eurosat_per_class: int = 40
+
+    def __post_init__(self) -> None:
+        _check(
+            self.pastis_patches >= 5, "data.synthetic.pastis_patches", "must be >= 5 (one per fold)"
+        )
+        _check(self.patch_size >= 8, "data.synthetic.patch_size", "must be >= 8")
+        _check(
+            2 <= self.min_dates <= self.max_dates,
+            "data.synthetic.min_dates/max_dates",
+            "need 2 <= min_dates <= max_dates",
+        )
+        _check(0.0 <= self.cloud_prob <= 1.0, "data.synthetic.cloud_prob", "must be in [0, 1]")
+        _check(self.eurosat_per_class >= 5, "data.synthetic.eurosat_per_class", "must be >= 5")
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    """Where a real dataset is downloaded from. ``None`` keeps the dataset class's pinned value."""
+
+    url: str | None = None
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The ``data`` stage: which raw datasets to produce and where."""
+
+    source: Literal["synthetic", "real"] = "synthetic"
+    root: str = "data/raw"
+    seed: int = 0
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    eurosat: MirrorConfig = field(default_factory=MirrorConfig)
+    pastis: MirrorConfig = field(default_factory=MirrorConfig)
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of ``params.yaml``. Later stages add their sections here."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _check(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"'{key}' {problem}")
+
+
+def load_params(
+    path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None
+) -> Params:
+    """Read ``params.yaml`` into :class:`Params`.
+
+    Args:
+        path: the YAML file. Missing sections and keys take the dataclass defaults.
+        overrides: dotted keys applied on top, e.g. ``{"data.source": "real"}`` (what
+            ``dvc exp run -S`` would change), validated like the file itself.
+
+    Raises:
+        ConfigError: unknown key, wrong type, invalid value, or unreadable file.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: file not found; run from the repository root") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value, path)
+    return from_dict(Params, raw, source=str(path))
+
+
+def from_dict(cls: type, raw: Any, source: str = "params.yaml", where: str = "") -> Any:
+    """Build dataclass ``cls`` from nested mappings, checking keys and types."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: '{where or 'top level'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(
+                f"{source}: unknown key '{dotted}'. Valid keys here: {', '.join(names)}. "
+                "Fix the spelling or remove it."
+            )
+        kwargs[key] = _coerce(hints[key], value, dotted, source)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:  # a __post_init__ check: prefix the file it came from
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = ConfigError(f"{source}: '{key}' = {value!r} is not a valid {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, source, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key, source)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"{source}: '{key}' = {value!r}; choose one of {', '.join(map(repr, args))}"
+            )
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad
+        item = args[0]
+        return tuple(_coerce(item, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad
+        return {str(k): _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise bad
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"config field {key}: unsupported annotation {tp!r}")  # a pimc bug
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any, path: Path) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' in {path} is not a section")
+    node[leaf] = value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain-dict view of a config dataclass (for checkpoints and YAML)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flat ``{"data.synthetic.patch_size": 32, ...}`` view, as MLflow params want."""
+    items = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    out: dict[str, Any] = {}
+    for key, value in items.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, Mapping):
+            out.update(flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out

@@ -1,0 +1,241 @@
+"""PASTIS (Garnot & Landrieu, ICCV 2021): Sentinel-2 time series of French crop parcels.
+
+On disk, ``root`` holds::
+
+    metadata.geojson          one feature per patch: ID_PATCH, Fold (1-5), TILE, dates-S2, footprint
+    NORM_S2_patch.json        {"Fold_k": {"mean": [10], "std": [10]}}
+    DATA_S2/S2_<ID>.npy       int16 (T, 10, H, W), T = 38..61, reflectance x1e4
+    ANNOTATIONS/TARGET_<ID>.npy     (3, H, W); channel 0 = semantic class 0..19
+    ANNOTATIONS/ParcelIDs_<ID>.npy  (H, W)
+
+One sample per patch. Cloudy dates are kept (PASTIS has no cloud mask).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+
+_REMEDY = "re-extract PASTIS.zip, or re-run `dvc repro data` for the synthetic dataset"
+
+
+class PASTIS(Dataset):
+    """PASTIS patches, filtered by fold.
+
+    Args:
+        root: folder holding ``metadata.geojson``.
+        folds: folds to use (1-5). Usual split: train (1, 2, 3), val (4,), test (5,).
+        bands: band names to return, in this order (default: all 10 in file order).
+        transforms: optional callable applied to each sample dict.
+        download: fetch and extract ``PASTIS.zip`` (29 GB) into ``root``'s parent if missing.
+        url: mirror of the zip (default :attr:`url`). md5: its md5 (``None`` skips the check).
+
+    Samples are dicts: ``image`` float32 (T, C, H, W) reflectance x1e4; ``mask`` int64 (H, W)
+    semantic class (0 background, 19 void); ``dates`` datetime64[D] (T,); ``id`` int (ID_PATCH);
+    ``fold`` int.
+
+    Raises:
+        DatasetNotFoundError: ``metadata.geojson`` or a patch's file is missing.
+        ConfigError: unknown fold or band.
+    """
+
+    url = "https://zenodo.org/records/5012942/files/PASTIS.zip?download=1"
+    md5 = "cfc441bf18137ff0bbf4fad58828fb98"
+    filename = "PASTIS.zip"
+    band_names = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    classes = (
+        "Background", "Meadow", "Soft winter wheat", "Corn", "Winter barley", "Winter rapeseed",
+        "Spring barley", "Sunflower", "Grapevine", "Beet", "Winter triticale",
+        "Winter durum wheat", "Fruits, vegetables, flowers", "Potatoes", "Leguminous fodder",
+        "Soybeans", "Orchard", "Mixed cereal", "Sorghum", "Void label",
+    )  # fmt: skip
+    background_index = 0
+    void_index = 19
+    all_folds = (1, 2, 3, 4, 5)
+    # The official 5-fold rotations (train, val, test).
+    rotations = (
+        ((1, 2, 3), (4,), (5,)),
+        ((2, 3, 4), (5,), (1,)),
+        ((3, 4, 5), (1,), (2,)),
+        ((4, 5, 1), (2,), (3,)),
+        ((5, 1, 2), (3,), (4,)),
+    )
+
+    def __init__(
+        self,
+        root: str | Path = "data/raw/PASTIS",
+        folds: Sequence[int] = (1, 2, 3),
+        bands: Sequence[str] = band_names,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        download: bool = False,
+        url: str | None = None,
+        md5: str | None = md5,
+    ) -> None:
+        bad_folds = [f for f in folds if f not in self.all_folds]
+        if bad_folds or not folds:
+            raise ConfigError(f"PASTIS: unknown fold(s) {bad_folds or '(none)'}; folds are 1-5")
+        unknown = [b for b in bands if b not in self.band_names]
+        if unknown or not bands:
+            raise ConfigError(
+                f"PASTIS: unknown band(s) {unknown or '(none given)'}; "
+                f"valid names: {', '.join(self.band_names)}"
+            )
+        self.root = Path(root)
+        self.folds = tuple(int(f) for f in folds)
+        self.bands = tuple(bands)
+        self.band_indices = [self.band_names.index(b) for b in self.bands]
+        self.transforms = transforms
+        if download:
+            self._download(url or self.url, md5)
+        self.metadata = self._load_metadata()
+        self._verify()
+
+    # -- on-disk checks ------------------------------------------------------------------------
+
+    def _download(self, url: str, md5: str | None) -> None:
+        from pimc.data.download import download_url, extract_archive
+
+        if (self.root / "metadata.geojson").is_file():
+            return
+        # The zip's top folder is PASTIS/, so it is extracted beside root.
+        archive = download_url(url, self.root.parent / self.filename, md5)
+        extract_archive(archive, self.root.parent)
+
+    def _load_metadata(self) -> pd.DataFrame:
+        path = self.root / "metadata.geojson"
+        if not path.is_file():
+            raise DatasetNotFoundError(
+                f"PASTIS not found: {path} is missing. Run `pimc download pastis --root "
+                f"{self.root}`, pass download=True, or extract PASTIS.zip (from {self.url}) so "
+                f"that {self.root} holds metadata.geojson, DATA_S2/ and ANNOTATIONS/."
+            )
+        try:
+            features = json.loads(path.read_text())["features"]
+            rows = [self._parse_feature(f) for f in features]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise DatasetCorruptError(
+                f"{path}: not a PASTIS metadata file ({type(err).__name__}: {err}); {_REMEDY}"
+            ) from err
+        table = pd.DataFrame(rows, columns=["id", "fold", "tile", "dates", "geometry"])
+        table = table[table["fold"].isin(self.folds)].sort_values("id").reset_index(drop=True)
+        return table
+
+    @staticmethod
+    def _parse_feature(feature: dict) -> tuple:
+        props = feature["properties"]
+        dates = props["dates-S2"]
+        if isinstance(dates, str):  # some exports store the dict as a JSON string
+            dates = json.loads(dates)
+        ordered = [dates[k] for k in sorted(dates, key=int)]
+        parsed = pd.to_datetime([str(d) for d in ordered], format="%Y%m%d").values
+        return (
+            int(props["ID_PATCH"]),
+            int(props["Fold"]),
+            props.get("TILE"),
+            parsed.astype("datetime64[D]"),
+            feature.get("geometry"),
+        )
+
+    def _verify(self) -> None:
+        missing = []
+        for pid in self.metadata["id"]:
+            for path in (self.s2_path(pid), self.target_path(pid)):
+                if not path.is_file():
+                    missing.append(path)
+        if missing:
+            raise DatasetNotFoundError(
+                f"{len(missing)} file(s) of patches listed in {self.root / 'metadata.geojson'} "
+                f"are missing, e.g. {missing[0]}; {_REMEDY}, or drop those patches from the "
+                "metadata."
+            )
+
+    # -- paths and norms -----------------------------------------------------------------------
+
+    def s2_path(self, patch_id: int) -> Path:
+        return self.root / "DATA_S2" / f"S2_{patch_id}.npy"
+
+    def target_path(self, patch_id: int) -> Path:
+        return self.root / "ANNOTATIONS" / f"TARGET_{patch_id}.npy"
+
+    def norm(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band (mean, std) of the selected bands, averaged over this dataset's folds."""
+        path = self.root / "NORM_S2_patch.json"
+        try:
+            table = json.loads(path.read_text())
+            mean = np.mean([table[f"Fold_{f}"]["mean"] for f in self.folds], axis=0)
+            std = np.mean([table[f"Fold_{f}"]["std"] for f in self.folds], axis=0)
+        except FileNotFoundError as err:
+            raise DatasetNotFoundError(f"{path} is missing; {_REMEDY}") from err
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise DatasetCorruptError(f"{path}: unreadable normalisation table ({err})") from err
+        if mean.shape != (len(self.band_names),):
+            raise DatasetCorruptError(f"{path}: expected 10 values per fold, got {mean.shape}")
+        idx = self.band_indices
+        return torch.tensor(mean[idx], dtype=torch.float32), torch.tensor(
+            std[idx], dtype=torch.float32
+        )
+
+    # -- Dataset protocol ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.metadata)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Return one patch: ``image`` (T, C, H, W), ``mask`` (H, W), ``dates``, ``id``, ``fold``."""
+        row = self.metadata.iloc[index]
+        pid = int(row["id"])
+        series = self._load_npy(self.s2_path(pid))
+        if series.ndim != 4 or series.shape[1] != len(self.band_names):
+            raise DatasetCorruptError(
+                f"{self.s2_path(pid)} has shape {series.shape}; expected (T, 10, H, W); {_REMEDY}"
+            )
+        dates = row["dates"]
+        if series.shape[0] != len(dates):
+            raise DatasetCorruptError(
+                f"{self.s2_path(pid)} has T={series.shape[0]} dates but metadata.geojson lists "
+                f"{len(dates)} in 'dates-S2' for patch {pid}; the files do not belong together. "
+                f"{_REMEDY}"
+            )
+        target = self._load_npy(self.target_path(pid))
+        if target.shape != (3, *series.shape[2:]):
+            raise DatasetCorruptError(
+                f"{self.target_path(pid)} has shape {target.shape}; expected "
+                f"(3, {series.shape[2]}, {series.shape[3]}) to match its S2 patch; {_REMEDY}"
+            )
+        sample = {
+            "image": torch.from_numpy(series[:, self.band_indices].astype(np.float32)),
+            "mask": torch.from_numpy(target[0].astype(np.int64)),
+            "dates": dates,
+            "id": pid,
+            "fold": int(row["fold"]),
+        }
+        return self.transforms(sample) if self.transforms is not None else sample
+
+    @staticmethod
+    def _load_npy(path: Path) -> np.ndarray:
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError as err:
+            raise DatasetNotFoundError(f"{path} is missing; {_REMEDY}") from err
+        except (ValueError, OSError, EOFError) as err:
+            raise DatasetCorruptError(
+                f"{path}: cannot read ({err}); the file is truncated or not a .npy array. {_REMEDY}"
+            ) from err
+
+    def index_of(self, patch_id: int) -> int:
+        """Position of ``ID_PATCH`` in this dataset."""
+        hits = np.flatnonzero(self.metadata["id"].to_numpy() == int(patch_id))
+        if not len(hits):
+            raise ConfigError(
+                f"PASTIS: patch {patch_id} is not in folds {self.folds} of {self.root}"
+            )
+        return int(hits[0])

@@ -1,0 +1,94 @@
+"""The ``data`` stage's work: produce the raw datasets (synthetic or real) and describe them.
+
+Plain functions, called by ``flows/data.py``; usable from a notebook without Prefect or DVC.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pimc.config import DataConfig
+from pimc.data.download import md5sum
+from pimc.data.eurosat import EuroSAT
+from pimc.data.pastis import PASTIS
+from pimc.paths import eurosat_root, pastis_root
+
+
+def synthesize(cfg: DataConfig, progress: bool = True) -> dict[str, Any]:
+    """Write the embedded synthetic PASTIS and EuroSAT under ``cfg.root`` (replacing old ones)."""
+    from pimc.data.synthetic import SyntheticSpec, write_synthetic
+
+    root = Path(cfg.root)
+    # Start clean: a smaller dataset must not inherit patches from a bigger earlier run.
+    for folder in (pastis_root(root), eurosat_root(root)):
+        shutil.rmtree(folder, ignore_errors=True)
+    spec = SyntheticSpec(seed=cfg.seed, **vars(cfg.synthetic))
+    return write_synthetic(root, spec, progress=progress)
+
+
+def download_eurosat(cfg: DataConfig) -> Path:
+    """Download (resuming) and extract real EuroSAT-MS; returns its root."""
+    root = eurosat_root(cfg.root)
+    EuroSAT(root, download=True, url=cfg.eurosat.url, md5=cfg.eurosat.md5 or EuroSAT.md5)
+    return root
+
+
+def download_pastis(cfg: DataConfig) -> Path:
+    """Download (resuming) and extract real PASTIS; returns its root."""
+    root = pastis_root(cfg.root)
+    PASTIS(
+        root,
+        folds=PASTIS.all_folds,
+        download=True,
+        url=cfg.pastis.url,
+        md5=cfg.pastis.md5 or PASTIS.md5,
+    )
+    return root
+
+
+def summarize(cfg: DataConfig) -> dict[str, Any]:
+    """Counts and checksums of both datasets, read back through the public readers.
+
+    Reading through :class:`PASTIS` and :class:`EuroSAT` is the check that what the stage
+    produced is what every later stage will see.
+    """
+    proot, eroot = pastis_root(cfg.root), eurosat_root(cfg.root)
+    pastis = PASTIS(proot, folds=PASTIS.all_folds)
+    lengths = np.array([len(d) for d in pastis.metadata["dates"]])
+    stats: dict[str, Any] = {
+        "pastis": {
+            "patches": len(pastis),
+            "patches_per_fold": {
+                int(k): int(v) for k, v in Counter(pastis.metadata["fold"]).items()
+            },
+            "dates_min": int(lengths.min()),
+            "dates_max": int(lengths.max()),
+            "md5": {
+                name: md5sum(proot / name) for name in ("metadata.geojson", "NORM_S2_patch.json")
+            },
+        },
+        "eurosat": {"md5": {}},
+    }
+    for split in EuroSAT.split_filenames:
+        ds = EuroSAT(eroot, split=split)
+        stats["eurosat"][f"{split}_tiles"] = len(ds)
+        stats["eurosat"]["md5"][EuroSAT.split_filenames[split]] = md5sum(
+            eroot / EuroSAT.split_filenames[split]
+        )
+    stats["eurosat"]["md5"][EuroSAT.filename] = md5sum(eroot / EuroSAT.filename)
+    return stats
+
+
+def count_metrics(stats: dict[str, Any]) -> dict[str, float]:
+    """The numeric part of :func:`summarize`, flattened for MLflow and ``dvc metrics``."""
+    return {
+        "pastis_patches": stats["pastis"]["patches"],
+        "pastis_dates_min": stats["pastis"]["dates_min"],
+        "pastis_dates_max": stats["pastis"]["dates_max"],
+        **{f"eurosat_{s}_tiles": stats["eurosat"][f"{s}_tiles"] for s in EuroSAT.split_filenames},
+    }

@@ -1,0 +1,395 @@
+"""Embedded synthetic PASTIS and EuroSAT-MS, written in the real datasets' on-disk layouts.
+
+The same readers (:class:`pimc.data.PASTIS`, :class:`pimc.data.EuroSAT`) serve real and
+synthetic data, so the whole pipeline runs in minutes on a laptop without the 29 GB + 2 GB
+downloads. The data are small but learnable: see :mod:`pimc.data.synthetic_pastis` and
+:mod:`pimc.data.synthetic_eurosat` for the structure they carry.
+
+Everything is seeded per patch / per tile, so a run is byte-identical to any other run with
+the same :class:`SyntheticSpec` (on the same numpy, GDAL and zlib). Every file is written to a
+temporary file in its folder and moved into place, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pimc.data import synthetic_eurosat, synthetic_pastis
+from pimc.errors import ConfigError
+from pimc.paths import eurosat_root, pastis_root
+
+__all__ = ["SyntheticSpec", "write_eurosat", "write_pastis", "write_synthetic"]
+
+FOLDS = (1, 2, 3, 4, 5)
+FIRST_PATCH_ID = 10000
+TILES = ("t30uxv", "t31tfj", "t31tfm", "t32ulu")
+# Upper-left corner (Lambert-93, metres) of each tile's grid of patches.
+_TILE_ORIGINS = {
+    "t30uxv": (605_000, 6_880_000),
+    "t31tfj": (650_000, 6_700_000),
+    "t31tfm": (680_000, 6_800_000),
+    "t32ulu": (630_000, 6_640_000),
+}
+_GRID_COLUMNS = 8
+PIXEL_M = 10
+EUROSAT_ZIP = "EuroSATallBands.zip"
+EUROSAT_BASE_DIR = "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
+SPLIT_FILES = {"train": "eurosat-train.txt", "val": "eurosat-val.txt", "test": "eurosat-test.txt"}
+SPLIT_SHARES = (0.6, 0.2)  # train, val; test takes the rest
+# Marks files this module wrote, so it never overwrites a real dataset put in the same place.
+MARKER = "pimc_synthetic"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the zip is byte-reproducible
+# Independent random streams, so e.g. adding EuroSAT tiles never changes the PASTIS patches.
+_PASTIS_STREAM, _EUROSAT_STREAM, _SPLIT_STREAM = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Size and seed of the synthetic datasets; defaults run the pipeline in minutes on 2 cores.
+
+    Attributes:
+        seed: master seed (>= 0).
+        pastis_patches: number of PASTIS patches, spread over folds 1-5 round-robin.
+        patch_size: H = W of a patch in pixels (real PASTIS: 128).
+        min_dates: fewest acquisition dates of a patch.
+        max_dates: most acquisition dates of a patch (at most one per day of the season).
+        cloud_prob: probability that a date is (partly) cloudy in a patch.
+        eurosat_per_class: EuroSAT tiles per class (>= 5, so that every split gets some).
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+
+    seed: int = 0
+    pastis_patches: int = 20
+    patch_size: int = 32
+    min_dates: int = 38
+    max_dates: int = 61
+    cloud_prob: float = 0.1
+    eurosat_per_class: int = 40
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.seed >= 0, "seed", "must be >= 0"),
+            (self.pastis_patches >= 1, "pastis_patches", "must be >= 1 (>= 5 fills every fold)"),
+            (self.patch_size >= 8, "patch_size", "must be >= 8"),
+            (
+                1 <= self.min_dates <= self.max_dates <= synthetic_pastis.SEASON_DAYS,
+                "min_dates/max_dates",
+                f"need 1 <= min_dates <= max_dates <= {synthetic_pastis.SEASON_DAYS} "
+                "(one date per day of Sept 2018 - Nov 2019 at most)",
+            ),
+            (0.0 <= self.cloud_prob <= 1.0, "cloud_prob", "must be in [0, 1]"),
+            (self.eurosat_per_class >= 5, "eurosat_per_class", "must be >= 5"),
+        )
+        for ok, name, rule in checks:
+            if not ok:
+                raise ConfigError(f"SyntheticSpec.{name}={getattr(self, name.split('/')[0])!r}: "
+                                  f"{rule}")
+
+
+# -- atomic writes -----------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` through a temporary file in the same folder, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the dataset private to its writer
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    _atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
+
+
+def _write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+# -- PASTIS ------------------------------------------------------------------------------------
+
+
+def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> dict[str, Any]:
+    """Write synthetic PASTIS into ``root`` (the folder that will hold ``metadata.geojson``).
+
+    Layout: ``metadata.geojson``, ``NORM_S2_patch.json``, ``DATA_S2/S2_<ID>.npy`` (int16
+    (T, 10, H, W)), ``ANNOTATIONS/TARGET_<ID>.npy`` (uint8 (3, H, W)) and
+    ``ANNOTATIONS/ParcelIDs_<ID>.npy`` (int32 (H, W)). ``metadata.geojson`` is written last,
+    so a crash leaves the previous dataset's metadata, never one listing missing files.
+
+    Args:
+        root: output folder; created if missing.
+        spec: sizes and seed.
+        progress: show a progress bar.
+
+    Returns:
+        Counts: ``patches``, ``dates`` (sum of T), ``parcels``, ``patches_per_fold``.
+
+    Raises:
+        ConfigError: ``root`` holds a PASTIS that this module did not write.
+    """
+    root = Path(root)
+    old_ids = _previous_pastis_ids(root)
+    n_bands = len(synthetic_pastis.BANDS)
+    # Row 0 accumulates all patches: the fallback for folds left empty by < 5 patches.
+    sums, squares = np.zeros((6, n_bands)), np.zeros((6, n_bands))
+    counts = np.zeros(6)
+    features, total_dates, total_parcels = [], 0, 0
+    for i in tqdm(range(spec.pastis_patches), desc="synthetic PASTIS", unit="patch",
+                  disable=not progress):
+        rng = np.random.default_rng([spec.seed, _PASTIS_STREAM, i])
+        n_dates = int(rng.integers(spec.min_dates, spec.max_dates + 1))
+        pid, fold, tile = FIRST_PATCH_ID + i, FOLDS[i % len(FOLDS)], TILES[i % len(TILES)]
+        # Parcel ids are unique over the dataset: the patch id times 1000 plus a local index.
+        patch = synthetic_pastis.generate_patch(
+            rng, spec.patch_size, n_dates, spec.cloud_prob, id_offset=pid * 1000
+        )
+        _save_npy(root / "DATA_S2" / f"S2_{pid}.npy", patch.s2)
+        _save_npy(root / "ANNOTATIONS" / f"TARGET_{pid}.npy", patch.target)
+        _save_npy(root / "ANNOTATIONS" / f"ParcelIDs_{pid}.npy", patch.parcel_ids)
+        for row in (0, fold):
+            for b in range(n_bands):
+                band = patch.s2[:, b].astype(np.float64).ravel()
+                sums[row, b] += band.sum()
+                squares[row, b] += band @ band
+            counts[row] += patch.s2[:, 0].size
+        features.append(_feature(pid, fold, tile, i // len(TILES), spec.patch_size, patch))
+        total_dates += n_dates
+        total_parcels += patch.n_parcel
+
+    norm = {}
+    for fold in FOLDS:
+        row = fold if counts[fold] else 0
+        mean = sums[row] / counts[row]
+        std = np.sqrt(np.maximum(squares[row] / counts[row] - mean**2, 0.0))
+        norm[f"Fold_{fold}"] = {"mean": mean.tolist(), "std": std.tolist()}
+    _write_text(root / "NORM_S2_patch.json", json.dumps(norm, indent=1) + "\n")
+
+    metadata = {
+        "type": "FeatureCollection",
+        "name": "metadata",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::2154"}},
+        MARKER: {"generator": __name__, "spec": asdict(spec)},
+        "features": features,
+    }
+    _write_text(root / "metadata.geojson", json.dumps(metadata) + "\n")
+    new_ids = {FIRST_PATCH_ID + i for i in range(spec.pastis_patches)}
+    for pid in sorted(old_ids - new_ids):  # patches of an earlier, bigger run
+        for path in (root / "DATA_S2" / f"S2_{pid}.npy",
+                     root / "ANNOTATIONS" / f"TARGET_{pid}.npy",
+                     root / "ANNOTATIONS" / f"ParcelIDs_{pid}.npy"):
+            path.unlink(missing_ok=True)
+    per_fold = {f: len(range(f - 1, spec.pastis_patches, len(FOLDS))) for f in FOLDS}
+    return {
+        "patches": spec.pastis_patches,
+        "dates": total_dates,
+        "parcels": total_parcels,
+        "patches_per_fold": per_fold,
+    }
+
+
+def _feature(
+    pid: int, fold: int, tile: str, slot: int, size: int, patch: synthetic_pastis.Patch
+) -> dict[str, Any]:
+    """GeoJSON Feature of one patch: properties as in real PASTIS, footprint in Lambert-93."""
+    step = size * PIXEL_M + 200  # patches on a grid with gaps, like PASTIS's sparse sampling
+    ox, oy = _TILE_ORIGINS[tile]
+    x0 = ox + (slot % _GRID_COLUMNS) * step
+    y1 = oy - (slot // _GRID_COLUMNS) * step
+    x1, y0 = x0 + size * PIXEL_M, y1 - size * PIXEL_M
+    return {
+        "type": "Feature",
+        "id": str(pid),
+        "properties": {
+            "ID_PATCH": pid,
+            "Fold": fold,
+            "TILE": tile,
+            "N_Parcel": patch.n_parcel,
+            "Parcel_Cover": round(patch.parcel_cover, 4),
+            "dates-S2": {str(k): d for k, d in enumerate(patch.dates)},
+        },
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+        },
+    }
+
+
+def _previous_pastis_ids(root: Path) -> set[int]:
+    """Patch ids of a synthetic PASTIS already in ``root``; refuse to overwrite a real one."""
+    path = root / "metadata.geojson"
+    if not path.exists():
+        return set()
+    try:
+        metadata = json.loads(path.read_text())
+        ours = isinstance(metadata, dict) and MARKER in metadata
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ours = False
+    if not ours:
+        raise ConfigError(
+            f"{path} exists and was not written by pimc.data.synthetic (it may be the real "
+            f"PASTIS); refusing to overwrite it. Choose another root, or delete {root} first."
+        )
+    return {int(f["properties"]["ID_PATCH"]) for f in metadata.get("features", [])}
+
+
+# -- EuroSAT -----------------------------------------------------------------------------------
+
+
+def write_eurosat(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> dict[str, Any]:
+    """Write synthetic EuroSAT-MS into ``root`` (the folder that will hold the zip and splits).
+
+    Layout: ``EuroSATallBands.zip`` with members
+    ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif`` (GeoTIFF,
+    13 bands B01..B12 then B8A, uint16, 64x64, UTM CRS, 10 m pixels) and
+    ``eurosat-{train,val,test}.txt`` listing ``<Class>_<n>.jpg`` (60/20/20 per class).
+    An extraction of an earlier synthetic zip (``ds/`` and the reader's ``.extracted-*``
+    marker) is removed, so readers re-extract the new tiles.
+
+    Args:
+        root: output folder; created if missing.
+        spec: sizes and seed.
+        progress: show a progress bar.
+
+    Returns:
+        Counts: ``tiles``, ``classes``, and tiles per split (``train``, ``val``, ``test``).
+
+    Raises:
+        ConfigError: ``root`` holds a EuroSAT that this module did not write.
+    """
+    root = Path(root)
+    _clear_previous_eurosat(root)
+    classes = synthetic_eurosat.CLASSES
+    n = spec.eurosat_per_class
+    bar = tqdm(total=len(classes) * n, desc="synthetic EuroSAT", unit="tile",
+               disable=not progress)
+
+    def write_zip(fh: IO[bytes]) -> None:
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+            parts = EUROSAT_BASE_DIR.split("/")
+            for depth in range(1, len(parts) + 1):
+                _zip_add(archive, "/".join(parts[:depth]) + "/", b"")
+            for c, cls in enumerate(classes):
+                _zip_add(archive, f"{EUROSAT_BASE_DIR}/{cls}/", b"")
+                for k in range(1, n + 1):
+                    rng = np.random.default_rng([spec.seed, _EUROSAT_STREAM, c, k])
+                    data = _geotiff(rng, synthetic_eurosat.generate_tile(rng, cls))
+                    _zip_add(archive, f"{EUROSAT_BASE_DIR}/{cls}/{cls}_{k}.tif", data)
+                    bar.update()
+            archive.comment = f"{MARKER} seed={spec.seed} per_class={n}".encode()
+
+    with bar:
+        _atomic_write(root / EUROSAT_ZIP, write_zip)
+
+    names: dict[str, list[str]] = {split: [] for split in SPLIT_FILES}
+    n_train, n_val = (round(share * n) for share in SPLIT_SHARES)
+    for c, cls in enumerate(classes):
+        order = np.random.default_rng([spec.seed, _SPLIT_STREAM, c]).permutation(n) + 1
+        for split, ks in zip(
+            SPLIT_FILES, (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]),
+            strict=True,
+        ):
+            names[split] += [f"{cls}_{k}.jpg" for k in sorted(ks)]
+    for split, filename in SPLIT_FILES.items():
+        _write_text(root / filename, "".join(f"{name}\n" for name in names[split]))
+    return {
+        "tiles": len(classes) * n,
+        "classes": len(classes),
+        **{split: len(names[split]) for split in SPLIT_FILES},
+    }
+
+
+def _zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """Add a member with fixed metadata, so the same content gives the same zip bytes."""
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.create_system = 3  # Unix, whatever the platform, for identical bytes
+    if name.endswith("/"):
+        info.external_attr = (0o40755 << 16) | 0x10  # directory
+    else:
+        info.external_attr = 0o644 << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+    archive.writestr(info, data, compresslevel=6)
+
+
+def _geotiff(rng: np.random.Generator, tile: np.ndarray) -> bytes:
+    """Encode a (13, 64, 64) tile as GeoTIFF in a random UTM zone of Europe, 10 m pixels."""
+    from rasterio.crs import CRS
+    from rasterio.io import MemoryFile
+    from rasterio.transform import from_origin
+
+    epsg = 32631 + int(rng.integers(5))  # UTM zones 31N-35N
+    west = PIXEL_M * int(rng.integers(20_000, 80_000))
+    north = PIXEL_M * int(rng.integers(450_000, 650_000))
+    with MemoryFile() as memfile:
+        with memfile.open(
+            driver="GTiff",
+            width=tile.shape[2],
+            height=tile.shape[1],
+            count=tile.shape[0],
+            dtype="uint16",
+            crs=CRS.from_epsg(epsg),
+            transform=from_origin(west, north, PIXEL_M, PIXEL_M),
+        ) as dst:
+            dst.write(tile)
+        return bytes(memfile.getbuffer())
+
+
+def _clear_previous_eurosat(root: Path) -> None:
+    """Remove an earlier synthetic extraction; refuse when ``root`` holds a real EuroSAT."""
+    archive = root / EUROSAT_ZIP
+    ours = False
+    if archive.exists():
+        try:
+            with zipfile.ZipFile(archive) as old:
+                ours = old.comment.startswith(MARKER.encode())
+        except (OSError, zipfile.BadZipFile):
+            ours = False
+    if (archive.exists() or (root / "ds").exists()) and not ours:
+        raise ConfigError(
+            f"{root} holds a EuroSAT ({EUROSAT_ZIP} or its extraction ds/) that was not written "
+            f"by pimc.data.synthetic (it may be the real one); refusing to overwrite it. Choose "
+            f"another root, or delete {root} first."
+        )
+    if ours:
+        shutil.rmtree(root / "ds", ignore_errors=True)
+        (root / f".extracted-{EUROSAT_ZIP}").unlink(missing_ok=True)
+
+
+# -- both --------------------------------------------------------------------------------------
+
+
+def write_synthetic(root: str | Path, spec: SyntheticSpec, progress: bool = True) -> dict:
+    """Write both datasets: ``root/PASTIS`` and ``root/EuroSAT``.
+
+    Args:
+        root: data root (``data.root`` in ``params.yaml``).
+        spec: sizes and seed.
+        progress: show progress bars.
+
+    Returns:
+        ``{"pastis": counts, "eurosat": counts}`` (see :func:`write_pastis`, :func:`write_eurosat`).
+    """
+    return {
+        "pastis": write_pastis(pastis_root(root), spec, progress=progress),
+        "eurosat": write_eurosat(eurosat_root(root), spec, progress=progress),
+    }

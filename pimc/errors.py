@@ -1,0 +1,31 @@
+"""Errors raised by pimc.
+
+Every message names the file, URL or parameter at fault and says how to fix it, so users never
+have to read a traceback from deep inside numpy or rasterio.
+"""
+
+from __future__ import annotations
+
+
+class PimcError(Exception):
+    """Base class of every error pimc raises on purpose."""
+
+
+class ConfigError(PimcError, ValueError):
+    """A parameter in ``params.yaml`` (or an override) is unknown or invalid."""
+
+
+class DatasetNotFoundError(PimcError, FileNotFoundError):
+    """A dataset folder or one of its files is missing."""
+
+
+class DatasetCorruptError(PimcError, ValueError):
+    """A dataset file exists but cannot be read or has the wrong shape/content."""
+
+
+class ChecksumError(DatasetCorruptError):
+    """A downloaded or placed file does not match its expected md5."""
+
+
+class DownloadError(PimcError, OSError):
+    """A download failed (network, HTTP status); the message names the URL."""

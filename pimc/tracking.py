@@ -1,0 +1,181 @@
+"""MLflow, in one place.
+
+Every MLflow call in pimc goes through this module, so the tracking URI, the artifact location,
+the run tags (git SHA, DVC stage) and the order "params first" are decided once.
+
+The tracking URI comes from ``MLFLOW_TRACKING_URI``; by default it is ``sqlite:///mlflow.db``
+in the working directory (the repo root when DVC runs a stage), with artifacts in
+``mlartifacts/`` beside it. A :class:`TrackedRun` carries its run id explicitly, so logging
+works from any thread (Prefect may run tasks in worker threads, where MLflow's "active run"
+is not visible).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from pimc.config import flatten
+
+DEFAULT_EXPERIMENT = "pimc"
+_MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit for params
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or an absolute ``sqlite:///<cwd>/mlflow.db``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    # Absolute, so `dvc exp run --temp` (which runs in a temp copy) still logs to the repo's db.
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+def artifact_location() -> str | None:
+    """Where new experiments keep artifacts; ``None`` lets a remote server decide."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    if os.environ.get("PIMC_ARTIFACT_ROOT"):
+        return Path(os.environ["PIMC_ARTIFACT_ROOT"]).resolve().as_uri()
+    if uri.startswith("sqlite:///"):
+        # Artifacts beside the database, so one folder holds the whole local store.
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return (Path.cwd() / "mlartifacts").resolve().as_uri()
+
+
+def git_sha() -> str:
+    """Commit of the working tree (``unknown`` outside git), ``-dirty`` when it has changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def _client():
+    import mlflow  # imported lazily: it costs seconds and most library users never track
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.MlflowClient()
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location())
+
+
+@dataclass
+class TrackedRun:
+    """Handle to one MLflow run; every method logs to ``run_id`` explicitly."""
+
+    run_id: str
+    experiment_id: str
+
+    @property
+    def client(self):
+        return _client()
+
+    def log_params(self, params: Any) -> None:
+        """Log a config dataclass or mapping, flattened to dotted keys."""
+        from mlflow.entities import Param
+
+        flat = flatten(params) if is_dataclass(params) or isinstance(params, Mapping) else {}
+        items = [Param(k, str(v)) for k, v in sorted(flat.items())]
+        client = self.client
+        for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
+            client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
+        now = get_current_time_millis()
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, data: Any, name: str) -> None:
+        """Write ``data`` as JSON artifact ``name`` (e.g. ``"stats/data.json"``)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / Path(name).name
+            target.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+            parent = str(Path(name).parent)
+            self.log_artifact(target, None if parent == "." else parent)
+
+
+@contextmanager
+def start_run(
+    stage: str,
+    params: Any,
+    *,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[TrackedRun]:
+    """Open an MLflow run for one pipeline stage; params are logged before anything else.
+
+    The run is tagged ``pimc.stage`` (the DVC stage name) and ``git.sha``; it ends FAILED if the
+    body raises, FINISHED otherwise.
+
+    Args:
+        stage: DVC stage name, e.g. ``"data"``.
+        params: the stage's config dataclass (or a mapping); logged flattened.
+        experiment: MLflow experiment name (created with a local artifact location if missing).
+        run_name: defaults to the stage name.
+        tags: extra tags.
+    """
+    client = _client()
+    exp_id = _experiment_id(client, experiment)
+    all_tags = {"pimc.stage": stage, "git.sha": git_sha(), "mlflow.runName": run_name or stage}
+    all_tags.update({k: str(v) for k, v in (tags or {}).items()})
+    run = client.create_run(exp_id, tags=all_tags, run_name=run_name or stage)
+    tracked = TrackedRun(run.info.run_id, exp_id)
+    status = "FAILED"
+    try:
+        tracked.log_params(params)
+        yield tracked
+        status = "FINISHED"
+    finally:
+        client.set_terminated(tracked.run_id, status=status)
+
+
+def get_run(run_id: str):
+    """The MLflow run (for tests and reports)."""
+    return _client().get_run(run_id)
+
+
+def search_runs(stage: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> list:
+    """Runs of ``experiment`` (optionally one stage), newest first."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = f"tags.`pimc.stage` = '{stage}'" if stage else ""
+    return client.search_runs(
+        [exp.experiment_id], filter_string=query, order_by=["start_time DESC"]
+    )

@@ -1,0 +1,75 @@
+"""Hermetic test environment: Prefect, MLflow, DVC and git write only under a temp folder.
+
+The environment is set at import time, before any test module imports prefect or mlflow,
+because both read some settings once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_ENV_ROOT = Path(tempfile.mkdtemp(prefix="pimc-tests-"))
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_ENV_ROOT / "prefect"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{_ENV_ROOT / 'mlflow.db'}",
+        "PIMC_ARTIFACT_ROOT": str(_ENV_ROOT / "mlartifacts"),
+        "DVC_NO_ANALYTICS": "1",
+        "MPLBACKEND": "Agg",
+        "GIT_AUTHOR_NAME": "pimc-tests",
+        "GIT_AUTHOR_EMAIL": "tests@pimc.invalid",
+        "GIT_COMMITTER_NAME": "pimc-tests",
+        "GIT_COMMITTER_EMAIL": "tests@pimc.invalid",
+    }
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_ENV_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def env_root() -> Path:
+    """The session's temp folder holding PREFECT_HOME, mlflow.db and artifacts."""
+    return _ENV_ROOT
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every in-process flow test (its start is slow)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset (both layouts) written once per session; treat as read-only."""
+    from pimc.data.synthetic import SyntheticSpec, write_synthetic
+
+    root = tmp_path_factory.mktemp("raw")
+    spec = SyntheticSpec(
+        seed=0, pastis_patches=5, patch_size=16, min_dates=38, max_dates=45, eurosat_per_class=5
+    )
+    write_synthetic(root, spec, progress=False)
+    return root
+
+
+@pytest.fixture
+def data_copy(tiny_data, tmp_path) -> Path:
+    """A private copy of :func:`tiny_data` that a test may corrupt."""
+    dest = tmp_path / "raw"
+    shutil.copytree(tiny_data, dest)
+    return dest

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from pimc.config import DataConfig, Params, flatten, load_params
+from pimc.errors import ConfigError
+from tests.conftest import REPO
+
+
+def write(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repo_params_load_into_dataclasses():
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    assert isinstance(params.data, DataConfig)
+    assert params.data.source == "synthetic"
+    assert params.data.synthetic.patch_size >= 8
+
+
+def test_defaults_fill_missing_keys(tmp_path):
+    params = load_params(write(tmp_path, "data:\n  seed: 7\n"))
+    assert params.data.seed == 7
+    assert params.data.synthetic == DataConfig().synthetic
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.synthetic\.patch_sise'.*patch_size"):
+        load_params(write(tmp_path, "data:\n  synthetic:\n    patch_sise: 3\n"))
+
+
+def test_unknown_section_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_params(write(tmp_path, "trian: {}\n"))
+
+
+def test_bad_literal_lists_choices(tmp_path):
+    with pytest.raises(ConfigError, match="'data.source' = 'web'.*'synthetic', 'real'"):
+        load_params(write(tmp_path, "data:\n  source: web\n"))
+
+
+@pytest.mark.parametrize("text", ["data:\n  seed: 1.5\n", "data:\n  seed: true\n", "data: 3\n"])
+def test_bad_types(tmp_path, text):
+    with pytest.raises(ConfigError, match="data"):
+        load_params(write(tmp_path, text))
+
+
+def test_value_checks_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="data.synthetic.cloud_prob"):
+        load_params(write(tmp_path, "data:\n  synthetic:\n    cloud_prob: 2.0\n"))
+
+
+def test_overrides_are_validated(tmp_path):
+    path = write(tmp_path, "data:\n  seed: 1\n")
+    assert load_params(path, {"data.source": "real"}).data.source == "real"
+    with pytest.raises(ConfigError, match="unknown key 'data.sed'"):
+        load_params(path, {"data.sed": 3})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_configs_are_frozen_and_flatten():
+    params = Params()
+    with pytest.raises(AttributeError):
+        params.data.seed = 3  # type: ignore[misc]
+    flat = flatten(params)
+    assert flat["data.synthetic.patch_size"] == params.data.synthetic.patch_size
+    assert flat["data.eurosat.url"] is None

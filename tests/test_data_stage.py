@@ -1,0 +1,98 @@
+"""The ``data`` stage through the paths users take: the Prefect flow, and real downloads
+served by a local HTTP server (127.0.0.1) in place of the Hugging Face / Zenodo mirrors."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pimc import tracking
+from pimc.config import load_params
+from pimc.data import PASTIS, EuroSAT
+from pimc.data import raw as raw_stage
+from pimc.data.download import md5sum
+from pimc.errors import ChecksumError, DownloadError
+
+TINY = """
+data:
+  root: data/raw
+  synthetic: {pastis_patches: 5, patch_size: 16, max_dates: 42, eurosat_per_class: 5}
+"""
+
+
+def test_data_flow_writes_metrics_and_logs_run(prefect_harness, tmp_path, monkeypatch):
+    from flows.data import data_flow
+
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(TINY)
+    stats = data_flow("params.yaml")
+    metrics = json.loads(Path("metrics/data.json").read_text())
+    assert metrics["pastis_patches"] == 5 == stats["pastis"]["patches"]
+    assert metrics["eurosat_train_tiles"] + metrics["eurosat_test_tiles"] > 0
+    assert 38 <= metrics["pastis_dates_min"] <= metrics["pastis_dates_max"] <= 42
+    run = tracking.search_runs("data")[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data.source"] == "synthetic"
+    assert run.data.metrics["pastis_patches"] == 5
+    assert len(PASTIS("data/raw/PASTIS", folds=PASTIS.all_folds)) == 5
+
+
+@pytest.fixture
+def mirror(tiny_data, tmp_path):
+    """A local HTTP server holding EuroSAT's files and a PASTIS.zip made from the tiny data."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        tiny_data / "EuroSAT", site / "eurosat", ignore=shutil.ignore_patterns("ds", ".*")
+    )
+    with zipfile.ZipFile(site / "PASTIS.zip", "w") as zf:
+        for path in sorted((tiny_data / "PASTIS").rglob("*")):
+            zf.write(path, Path("PASTIS") / path.relative_to(tiny_data / "PASTIS"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", site
+    server.shutdown()
+    server.server_close()
+
+
+def test_real_download_path_against_local_mirror(mirror, tmp_path):
+    url, site = mirror
+    cfg = load_params(
+        Path(__file__).parents[1] / "params.yaml",
+        {
+            "data.source": "real",
+            "data.root": str(tmp_path / "raw"),
+            "data.eurosat.url": f"{url}/eurosat/",
+            "data.eurosat.md5": md5sum(site / "eurosat" / EuroSAT.filename),
+            "data.pastis.url": f"{url}/PASTIS.zip",
+            "data.pastis.md5": md5sum(site / "PASTIS.zip"),
+        },
+    ).data
+    raw_stage.download_eurosat(cfg)
+    raw_stage.download_pastis(cfg)
+    stats = raw_stage.summarize(cfg)
+    assert stats["pastis"]["patches"] == 5
+    assert stats["eurosat"]["train_tiles"] > 0
+    # A second run finds everything in place and downloads nothing (server may be gone).
+    raw_stage.download_eurosat(cfg)
+
+
+def test_zip_failing_md5_is_refused(mirror, tmp_path):
+    url, _ = mirror
+    with pytest.raises(ChecksumError, match=EuroSAT.filename):
+        EuroSAT(tmp_path / "EuroSAT", download=True, url=f"{url}/eurosat/", md5="0" * 32)
+    assert not (tmp_path / "EuroSAT" / EuroSAT.filename).exists()
+
+
+def test_offline_error_names_url_and_manual_placement(tmp_path):
+    with pytest.raises(DownloadError, match=r"127\.0\.0\.1:9/PASTIS\.zip.*place"):
+        PASTIS(tmp_path / "PASTIS", download=True, url="http://127.0.0.1:9/PASTIS.zip")

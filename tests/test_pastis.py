@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pimc.data import PASTIS
+from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+
+
+def all_folds(root):
+    return PASTIS(root / "PASTIS", folds=PASTIS.all_folds)
+
+
+def test_sample_keys_shapes_and_types(tiny_data):
+    ds = all_folds(tiny_data)
+    assert len(ds) == 5
+    sample = ds[0]
+    image, mask = sample["image"], sample["mask"]
+    assert image.dtype == torch.float32 and image.ndim == 4 and image.shape[1] == 10
+    assert mask.dtype == torch.int64 and mask.shape == image.shape[2:]
+    assert sample["dates"].dtype == np.dtype("datetime64[D]")
+    assert len(sample["dates"]) == image.shape[0]
+    assert np.all(np.diff(sample["dates"]).astype(int) > 0)
+    assert sample["dates"].min() >= np.datetime64("2018-09-01")
+    assert int(mask.min()) >= 0 and int(mask.max()) <= 19
+    raw = np.load(ds.s2_path(sample["id"]))
+    assert torch.equal(image, torch.from_numpy(raw.astype(np.float32)))
+
+
+def test_folds_filter_and_values(tiny_data):
+    for fold in PASTIS.all_folds:
+        ds = PASTIS(tiny_data / "PASTIS", folds=(fold,))
+        assert len(ds) >= 1
+        assert all(ds[i]["fold"] == fold for i in range(len(ds)))
+    train = PASTIS(tiny_data / "PASTIS", folds=(1, 2, 3))
+    assert sorted(train.metadata["fold"].unique()) == [1, 2, 3]
+
+
+def test_bands_by_name(tiny_data):
+    ds = PASTIS(tiny_data / "PASTIS", folds=PASTIS.all_folds, bands=("B8A", "B02"))
+    sample = ds[0]
+    raw = np.load(ds.s2_path(sample["id"])).astype(np.float32)
+    assert torch.equal(sample["image"][:, 0], torch.from_numpy(raw[:, 7]))  # B8A is index 7
+    assert torch.equal(sample["image"][:, 1], torch.from_numpy(raw[:, 0]))
+
+
+def test_norm_is_average_over_folds(tiny_data):
+    ds = PASTIS(tiny_data / "PASTIS", folds=(1, 2), bands=("B04", "B08"))
+    table = json.loads((tiny_data / "PASTIS" / "NORM_S2_patch.json").read_text())
+    mean, std = ds.norm()
+    expected = (np.array(table["Fold_1"]["mean"]) + np.array(table["Fold_2"]["mean"])) / 2
+    np.testing.assert_allclose(mean.numpy(), expected[[2, 6]], rtol=1e-6)
+    assert std.shape == (2,) and bool((std > 0).all())
+
+
+def test_dates_as_json_string(data_copy):
+    meta = data_copy / "PASTIS" / "metadata.geojson"
+    doc = json.loads(meta.read_text())
+    for feat in doc["features"]:
+        feat["properties"]["dates-S2"] = json.dumps(feat["properties"]["dates-S2"])
+    meta.write_text(json.dumps(doc))
+    ds = all_folds(data_copy)
+    assert len(ds[0]["dates"]) == ds[0]["image"].shape[0]
+
+
+def test_unknown_fold_and_band(tiny_data):
+    with pytest.raises(ConfigError, match="fold"):
+        PASTIS(tiny_data / "PASTIS", folds=(6,))
+    with pytest.raises(ConfigError, match="B99.*B02"):
+        PASTIS(tiny_data / "PASTIS", bands=("B99",))
+
+
+def test_missing_dataset(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="metadata.geojson.*download"):
+        PASTIS(tmp_path / "PASTIS")
+
+
+def test_patch_file_missing_is_named(data_copy):
+    ds = all_folds(data_copy)
+    victim = ds.s2_path(int(ds.metadata["id"][2]))
+    victim.unlink()
+    with pytest.raises(DatasetNotFoundError, match=victim.name):
+        all_folds(data_copy)
+
+
+def test_truncated_npy_is_named(data_copy):
+    ds = all_folds(data_copy)
+    path = ds.s2_path(ds[0]["id"])
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DatasetCorruptError, match=rf"{path.name}.*truncated"):
+        ds[0]
+
+
+def test_garbage_npy_is_named(data_copy):
+    ds = all_folds(data_copy)
+    path = ds.s2_path(ds[0]["id"])
+    path.write_bytes(b"not a numpy file at all")
+    with pytest.raises(DatasetCorruptError, match=path.name):
+        ds[0]
+
+
+def test_date_count_mismatch(data_copy):
+    ds = all_folds(data_copy)
+    path = ds.s2_path(ds[0]["id"])
+    np.save(path, np.load(path)[:-1])
+    with pytest.raises(DatasetCorruptError, match=r"T=\d+ dates but metadata.geojson lists"):
+        ds[0]
+
+
+def test_target_wrong_shape(data_copy):
+    ds = all_folds(data_copy)
+    path = ds.target_path(ds[0]["id"])
+    np.save(path, np.load(path)[0])
+    with pytest.raises(DatasetCorruptError, match=rf"{path.name} has shape.*expected \(3,"):
+        ds[0]

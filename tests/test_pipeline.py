@@ -1,0 +1,79 @@
+"""`dvc repro` end to end, the way a user runs it: a fresh git repo holding the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {
+        "synthetic": {
+            "pastis_patches": 5,
+            "patch_size": 16,
+            "max_dates": 42,
+            "eurosat_per_class": 5,
+        }
+    },
+}
+
+
+def sh(*cmd, cwd):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A git repo with the project's pipeline files and tiny params, `dvc repro`-ed once."""
+    work = tmp_path_factory.mktemp("project")
+    for name in ("pimc", "flows"):
+        shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, work / name)
+    shutil.copytree(REPO / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                params[section][key].update(value)
+            else:
+                params[section][key] = value
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", cwd=work)
+    sh("git", "add", "-A", cwd=work)
+    sh("git", "commit", "-qm", "project", cwd=work)
+    out = sh("dvc", "repro", cwd=work)
+    return work, out
+
+
+def test_repro_runs_every_stage(project):
+    work, _ = project
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    assert "data" in lock["stages"]
+    metrics = json.loads((work / "metrics" / "data.json").read_text())
+    assert metrics["pastis_patches"] == 5
+    assert (work / "data" / "raw" / "EuroSAT" / "EuroSATallBands.zip").is_file()
+
+
+def test_second_repro_is_a_no_op(project):
+    work, _ = project
+    out = sh("dvc", "repro", cwd=work)
+    assert "Running stage" not in out
+    status = sh("dvc", "status", cwd=work)
+    assert "up to date" in status

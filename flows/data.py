@@ -45,7 +45,7 @@ def summarize(cfg: DataConfig) -> dict[str, Any]:
 def data_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
     """Produce ``data.root``/{PASTIS,EuroSAT} and write ``metrics/data.json``."""
     cfg = params_from(params_path, overrides).data
-    with tracking.start_run(STAGE, cfg, tags={"data.source": cfg.source}) as run:
+    with tracking.start_run(STAGE, {"data": cfg}, tags={"data.source": cfg.source}) as run:
         if cfg.source == "synthetic":
             synthesize(cfg)
         else:

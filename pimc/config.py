@@ -71,10 +71,61 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class PrepareConfig:
+    """The ``prepare`` stage: per-pixel index series and image patches of sampled pixels."""
+
+    seed: int = 0
+    folds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    indices: tuple[str, ...] = ("ndvi", "evi", "savi")
+    time_axis: Literal["grid", "pad"] = "grid"
+    grid_start: str = "2018-09-01"
+    grid_end: str = "2019-11-30"
+    grid_step_days: int = 10
+    max_length: int = 61
+    despike: Literal["none", "median", "blue"] = "median"
+    despike_window: int = 3
+    blue_threshold: float = 0.2
+    sampler: Literal["random", "stratified", "hilbert"] = "random"
+    pixels_per_patch: int = 128
+    exclude_classes: tuple[int, ...] = (19,)
+    patch_size: int = 9
+    patch_date: Literal["fixed", "random", "median"] = "median"
+    patch_date_index: int = 0
+    random_dates: int = 4
+    out: str = "data/prepared"
+
+    def __post_init__(self) -> None:
+        _check(self.pixels_per_patch >= 1, "prepare.pixels_per_patch", "must be >= 1")
+        _check(self.patch_size % 2 == 1, "prepare.patch_size", "must be odd (centred window)")
+        _check(self.grid_step_days >= 1, "prepare.grid_step_days", "must be >= 1")
+        _check(len(self.indices) >= 1, "prepare.indices", "must name at least one index")
+
+
+@dataclass(frozen=True)
+class RecurrenceConfig:
+    """The ``recurrence`` stage: recurrence plots (pyts semantics) of the prepared series."""
+
+    dimension: int | float = 1
+    time_delay: int | float = 1
+    threshold: float | Literal["point", "distance"] | None = None
+    percentage: float = 10.0
+    normalize: bool = True
+    size: int | None = 32
+    materialize: bool = True
+    out: str = "data/recurrence"
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.percentage <= 100.0, "recurrence.percentage", "must be in [0, 100]")
+        _check(self.size is None or self.size >= 4, "recurrence.size", "must be >= 4 or null")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``. Later stages add their sections here."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    recurrence: RecurrenceConfig = field(default_factory=RecurrenceConfig)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +232,13 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return " | ".join(map(repr, args))
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -205,7 +263,7 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in items.items():
         dotted = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, Mapping):
+        if dataclasses.is_dataclass(value) or isinstance(value, Mapping):
             out.update(flatten(value, dotted))
         else:
             out[dotted] = value

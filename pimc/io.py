@@ -6,8 +6,10 @@ mistake for a finished one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,3 +45,30 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, data: Any) -> Path:
     """Atomically write ``data`` as indented JSON (what DVC metrics and plots read)."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def fresh_output_dir(out: str | Path, fingerprint: str) -> Path:
+    """Make ``out`` a folder whose contents belong to ``fingerprint`` (a hash of the inputs).
+
+    Kept as is when its stamp matches (so an interrupted stage resumes from finished files);
+    emptied when the stamp differs or is missing (outputs of another config are never mixed).
+    """
+    out = Path(out)
+    stamp = out / ".fingerprint"
+    if out.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(stamp, fingerprint)
+    return out
+
+
+def fingerprint(*parts: Any) -> str:
+    """Short stable hash of JSON-able parts and/or bytes."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(
+            part
+            if isinstance(part, bytes)
+            else json.dumps(part, sort_keys=True, default=str).encode()
+        )
+    return h.hexdigest()[:16]

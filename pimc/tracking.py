@@ -144,7 +144,8 @@ def start_run(
 
     Args:
         stage: DVC stage name, e.g. ``"data"``.
-        params: the stage's config dataclass (or a mapping); logged flattened.
+        params: the stage's config, e.g. ``{"data": params.data}``; logged flattened with
+            dotted keys (``data.synthetic.patch_size``) as in ``params.yaml``.
         experiment: MLflow experiment name (created with a local artifact location if missing).
         run_name: defaults to the stage name.
         tags: extra tags.

@@ -23,6 +23,7 @@ SEASON_START = dt.date(2018, 9, 1)
 SEASON_END = dt.date(2019, 11, 30)
 SEASON_DAYS = (SEASON_END - SEASON_START).days + 1
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+REVISIT_DAYS = 5
 BACKGROUND = 0
 VOID = 19
 _NIR = [5, 6, 7]  # B07, B08, B8A: where leaf structure (and so crop type) shows most
@@ -150,6 +151,7 @@ def generate_patch(
     n_dates: int,
     cloud_prob: float,
     id_offset: int,
+    orbit: int = 0,
 ) -> Patch:
     """Generate one patch.
 
@@ -159,11 +161,16 @@ def generate_patch(
         n_dates: T, number of acquisition dates.
         cloud_prob: probability that a date is (partly) cloudy.
         id_offset: added to the patch-local parcel index to make dataset-wide parcel ids.
+        orbit: picks the day (modulo the revisit) of the patch's tile's acquisitions.
 
     Returns:
         The patch's arrays and metadata.
     """
-    days = np.sort(rng.choice(SEASON_DAYS, size=n_dates, replace=False))
+    # Sentinel-2A+B revisit a tile every 5 days; clouds and tile edges thin that out.
+    slots = np.arange(orbit % REVISIT_DAYS, SEASON_DAYS, REVISIT_DAYS)
+    if n_dates > len(slots):  # more dates than the revisit allows: any day will do
+        slots = np.arange(SEASON_DAYS)
+    days = np.sort(rng.choice(slots, size=n_dates, replace=False))
     dates = [int((SEASON_START + dt.timedelta(days=int(d))).strftime("%Y%m%d")) for d in days]
 
     cells, covers, labels = _parcels(rng, size)

@@ -1,0 +1,55 @@
+"""Figures people would rather see than read (matplotlib, Agg backend, PNG, written atomically)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pimc.io import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: stages run under DVC/Prefect without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rp_gallery(
+    means: Mapping[int, np.ndarray],
+    index_names: Sequence[str],
+    class_names: Sequence[str],
+    path: str | Path,
+) -> Path:
+    """Mean recurrence plot per class: one row per index, one column per class.
+
+    Args:
+        means: class id -> mean plot (I, S, S).
+        index_names: names of the I channels (rows).
+        class_names: names of all class ids (column titles).
+        path: PNG to write.
+    """
+    plt = _pyplot()
+    classes = sorted(means)
+    rows, cols = len(index_names), len(classes)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 1, 1.6 * rows + 0.6), squeeze=False)
+    for c, label in enumerate(classes):
+        for r, name in enumerate(index_names):
+            ax = axes[r][c]
+            ax.imshow(means[label][r], cmap="viridis", origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(class_names[label][:14], fontsize=7)
+            if c == 0:
+                ax.set_ylabel(name.upper(), fontsize=8)
+    fig.suptitle("Mean recurrence plot per class", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,377 @@
+"""Recurrence plots of (index) time series, in batched pure torch.
+
+Reproduces ``pyts.image.RecurrencePlot`` (pyts 0.14.1) on any device, in chunks of series so the
+working memory stays bounded, plus the options the training pipeline needs (per-plot
+normalisation, resizing, low-precision output).
+
+For a series ``x_1..x_T``, embedding dimension ``m`` and time delay ``tau``, the ``S = T - (m-1)tau``
+trajectories are ``v_i = (x_i, x_{i+tau}, ..., x_{i+(m-1)tau})`` and the plot is
+``R_ij = ||v_i - v_j||_2`` (``|x_i - x_j|`` when ``m = 1``), optionally binarised as
+``R_ij = 1[R_ij < eps]``.
+
+pyts semantics reproduced exactly (checked against its source and tests):
+
+* ``dimension`` / ``time_delay``: an ``int`` must lie in ``[1, T]``; a ``float`` must lie in
+  ``(0, 1]`` and means ``ceil(value * T)``. ``1`` (int) and ``1.0`` (float) therefore differ:
+  the latter is ``T``.
+* Binarisation is a *strict* ``<``: a distance equal to the threshold is 0.
+* ``threshold='point'``: ``eps`` is ``np.percentile(R.ravel(), percentage)`` per plot with
+  numpy's default ``'linear'`` method over all ``S*S`` entries (zero diagonal and both
+  triangles included). Because of the strict ``<`` and ties, the fraction of ones is close to,
+  not exactly, ``percentage`` %; ``percentage=0`` gives an all-zero plot.
+* ``threshold='distance'``: ``eps = percentage / 100 * max(R)`` per plot.
+* A numeric ``threshold`` must be ``> 0``; ``percentage`` must be in ``[0, 100]``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pimc.errors import ConfigError
+
+__all__ = ["RecurrencePlot", "recurrence_plot", "resolve_embedding"]
+
+#: Default number of series per chunk. Big enough that per-op overhead (and the thread
+#: start-up of each parallel region) is negligible, small enough that the temporary buffers of
+#: the thresholded / resized / cast paths stay at a few tens of MB for T ~ 60.
+DEFAULT_CHUNK_SIZE = 4096
+
+_THRESHOLD_MODES = ("point", "distance")
+
+
+def _is_real_number(value: object) -> bool:
+    # bool is an int subclass; True as a dimension is almost certainly a config mistake.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _resolve_length(name: str, value: int | float, n_timestamps: int) -> int:
+    """Turn an int-or-fraction ``dimension``/``time_delay`` into a number of steps, as pyts."""
+    if not _is_real_number(value):
+        raise ConfigError(f"{name} must be an int >= 1 or a float in (0, 1]; got {value!r}.")
+    if isinstance(value, numbers.Integral):
+        if not 1 <= value <= n_timestamps:
+            raise ConfigError(
+                f"{name}={value} must be in [1, T={n_timestamps}] for series of length "
+                f"{n_timestamps}; use a smaller {name} or a float fraction of T."
+            )
+        return int(value)
+    if not 0.0 < value <= 1.0:
+        raise ConfigError(
+            f"{name}={value} is a float, so it is a fraction of T and must be in (0, 1]; "
+            f"pass a fraction or an int number of steps."
+        )
+    return math.ceil(value * n_timestamps)
+
+
+def resolve_embedding(
+    n_timestamps: int, dimension: int | float = 1, time_delay: int | float = 1
+) -> tuple[int, int, int]:
+    """Resolve ``dimension`` and ``time_delay`` for series of length ``T`` as pyts does.
+
+    Args:
+        n_timestamps: Series length ``T``.
+        dimension: Embedding dimension ``m``: an int in ``[1, T]`` or a float fraction of ``T``
+            in ``(0, 1]`` (``m = ceil(dimension * T)``).
+        time_delay: Delay ``tau``, same int-or-fraction rule.
+
+    Returns:
+        ``(m, tau, S)`` with ``S = T - (m - 1) * tau`` the side of the recurrence plot.
+
+    Raises:
+        ConfigError: If a parameter is out of range or ``S < 1``.
+    """
+    m = _resolve_length("dimension", dimension, n_timestamps)
+    tau = _resolve_length("time_delay", time_delay, n_timestamps)
+    side = n_timestamps - (m - 1) * tau
+    if side < 1:
+        raise ConfigError(
+            f"series of length T={n_timestamps} are too short for dimension={dimension} (m={m}) "
+            f"and time_delay={time_delay} (tau={tau}): T - (m-1)*tau = {side} < 1 trajectories; "
+            "use a smaller dimension or time_delay."
+        )
+    return m, tau, side
+
+
+def _check_options(
+    threshold: float | str | None, percentage: float, size: int | None, chunk_size: int
+) -> None:
+    """Validate the parameters that do not depend on the input (raises ConfigError)."""
+    if isinstance(threshold, str):
+        if threshold not in _THRESHOLD_MODES:
+            raise ConfigError(
+                f"threshold={threshold!r} is not a known mode; use None, a float > 0, "
+                f"'point' or 'distance'."
+            )
+    elif threshold is not None:
+        if not _is_real_number(threshold) or not threshold > 0:
+            raise ConfigError(
+                f"threshold={threshold!r} must be None, 'point', 'distance' or a number > 0."
+            )
+    if not _is_real_number(percentage) or not 0 <= percentage <= 100:
+        raise ConfigError(f"percentage={percentage!r} must be a number in [0, 100].")
+    if size is not None and (not isinstance(size, numbers.Integral) or size < 1):
+        raise ConfigError(f"size={size!r} must be None (keep S x S) or an int >= 1.")
+    if not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ConfigError(f"chunk_size={chunk_size!r} must be an int >= 1.")
+
+
+def _numpy_percentile(flat: Tensor, percentage: float) -> Tensor:
+    """Per-row ``np.percentile(row, percentage)`` with numpy's default ``'linear'`` method.
+
+    Reproduces numpy's arithmetic step by step (virtual index ``(n-1)*q``, and its two-sided
+    lerp) so that the threshold is bit-identical to pyts': with a strict ``<``, a threshold one
+    ulp off would flip entries that tie with it.
+
+    Args:
+        flat: Values, shape ``(B, n)``.
+        percentage: Percentile in [0, 100].
+
+    Returns:
+        Percentiles, shape ``(B,)``.
+    """
+    n = flat.shape[1]
+    virtual = (n - 1) * (percentage / 100)  # python float == numpy float64 arithmetic
+    lo = math.floor(virtual)
+    hi = min(lo + 1, n - 1)
+    gamma = virtual - lo
+    # Only two order statistics are needed: kthvalue (selection) beats a full sort.
+    a = torch.kthvalue(flat, lo + 1, dim=1).values
+    b = a if hi == lo else torch.kthvalue(flat, hi + 1, dim=1).values
+    diff = b - a
+    # numpy's _lerp: a + d*g for g < 0.5, b - d*(1-g) otherwise (keeps monotonicity).
+    return a + diff * gamma if gamma < 0.5 else b - diff * (1 - gamma)
+
+
+def _distances(xc: Tensor, m: int, tau: int, side: int, out: Tensor) -> Tensor:
+    """Write the unthresholded recurrence plots of a chunk into ``out``.
+
+    Args:
+        xc: Series, shape ``(b, T)``, in the compute dtype.
+        m: Embedding dimension.
+        tau: Time delay.
+        side: ``S = T - (m-1)*tau``.
+        out: Destination, shape ``(b, S, S)``, compute dtype.
+
+    Returns:
+        ``out``.
+    """
+    if m == 1:
+        torch.sub(xc[:, :, None], xc[:, None, :], out=out)
+        return out.abs_()
+    # Accumulate squared differences one delay coordinate at a time, in the same order as
+    # pyts' scalar loop, instead of materialising a (b, S, S, m) tensor (m times the memory).
+    for k in range(m):
+        seg = xc[:, k * tau : k * tau + side]
+        if k == 0:
+            torch.sub(seg[:, :, None], seg[:, None, :], out=out)
+            out.square_()
+        else:
+            out.add_((seg[:, :, None] - seg[:, None, :]).square_())
+    return out.sqrt_()
+
+
+def recurrence_plot(
+    x: Tensor,
+    dimension: int | float = 1,
+    time_delay: int | float = 1,
+    threshold: float | str | None = None,
+    percentage: float = 10.0,
+    *,
+    normalize: bool = False,
+    size: int | None = None,
+    dtype: torch.dtype | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Tensor:
+    """Recurrence plots of a batch of series, matching ``pyts.image.RecurrencePlot``.
+
+    Args:
+        x: Series, shape ``(B, T)`` or ``(B, C, T)`` (e.g. C vegetation indices), any real
+            dtype, any device. Must be finite.
+        dimension: Embedding dimension ``m``: int in ``[1, T]`` or float fraction of ``T`` in
+            ``(0, 1]``.
+        time_delay: Time delay ``tau``, same int-or-fraction rule.
+        threshold: ``None`` for distances; a float ``eps > 0`` for ``1[R < eps]``; ``'point'``
+            for a per-plot ``eps`` at the ``percentage``-th percentile of its distances;
+            ``'distance'`` for ``eps = percentage % of the plot's max distance``.
+        percentage: Percentage in [0, 100] used by ``'point'`` and ``'distance'``.
+        normalize: Divide each plot by its max so it lies in [0, 1] (an all-zero plot, e.g.
+            of a constant series, stays all zeros).
+        size: If set, resize each ``S x S`` plot to ``size x size`` (bilinear,
+            ``align_corners=False``, antialiased when shrinking).
+        dtype: Output dtype (e.g. ``torch.float16``); default is the compute dtype.
+        chunk_size: Series processed at once; bounds the temporary memory to about
+            ``chunk_size * S * S`` compute-dtype elements beyond the output.
+
+    Returns:
+        Plots, shape ``(B, S', S')`` or ``(B, C, S', S')`` with ``S' = size or S``, on
+        ``x.device``. Computation runs in ``float64`` for ``float64`` input and ``float32``
+        otherwise; binarised plots hold 0.0 / 1.0.
+
+    Raises:
+        ConfigError: If a parameter is invalid, the series are too short for
+            ``dimension``/``time_delay``, ``x`` has the wrong rank, or ``x`` is not finite.
+    """
+    _check_options(threshold, percentage, size, chunk_size)
+    if x.ndim not in (2, 3):
+        raise ConfigError(
+            f"x must have shape (B, T) or (B, C, T); got shape {tuple(x.shape)}. Reshape the "
+            "index series so time is the last dimension."
+        )
+    if x.dtype in (torch.bool,) or x.is_complex():
+        raise ConfigError(f"x must be a real-valued tensor; got dtype {x.dtype}.")
+    lead = tuple(x.shape[:-1])
+    m, tau, side = resolve_embedding(x.shape[-1], dimension, time_delay)
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ConfigError(
+            "x: series contains NaN/inf; clean or interpolate the index series first."
+        )
+
+    compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out_dtype = compute_dtype if dtype is None else dtype
+    out_side = side if size is None else int(size)
+    series = x.reshape(-1, x.shape[-1])
+    n_series = series.shape[0]
+    out = torch.empty((n_series, out_side, out_side), dtype=out_dtype, device=x.device)
+
+    # Write distances straight into the output when nothing follows that needs a separate
+    # buffer: the common m=1 float32 path then makes exactly one pass over the output memory.
+    direct = threshold is None and not normalize and size is None and out_dtype == compute_dtype
+    workspace: Tensor | None = None
+    for start in range(0, n_series, chunk_size):
+        stop = min(start + chunk_size, n_series)
+        xc = series[start:stop].to(compute_dtype)
+        if direct:
+            _distances(xc, m, tau, side, out[start:stop])
+            continue
+        if workspace is None:
+            workspace = torch.empty(
+                (min(chunk_size, n_series), side, side), dtype=compute_dtype, device=x.device
+            )
+        plots = _distances(xc, m, tau, side, workspace[: stop - start])
+        plots = _postprocess(plots, threshold, percentage, normalize, size)
+        out[start:stop].copy_(plots)
+    return out.reshape(*lead, out_side, out_side)
+
+
+def _postprocess(
+    dist: Tensor,
+    threshold: float | str | None,
+    percentage: float,
+    normalize: bool,
+    size: int | None,
+) -> Tensor:
+    """Threshold, normalise and resize a chunk of distance plots.
+
+    Args:
+        dist: Distance plots, shape ``(b, S, S)``; may be overwritten.
+        threshold: As in :func:`recurrence_plot`.
+        percentage: As in :func:`recurrence_plot`.
+        normalize: As in :func:`recurrence_plot`.
+        size: As in :func:`recurrence_plot`.
+
+    Returns:
+        Plots, shape ``(b, S', S')``, in ``dist``'s dtype.
+    """
+    plots = dist
+    if threshold is not None:
+        if threshold == "point":
+            eps = _numpy_percentile(dist.flatten(1), percentage)[:, None, None]
+        elif threshold == "distance":
+            # Same operation order as pyts: (percentage / 100) * max.
+            eps = (percentage / 100) * dist.amax(dim=(1, 2), keepdim=True)
+        else:
+            eps = float(threshold)
+        plots = torch.lt(dist, eps).to(dist.dtype)
+    if normalize:
+        peak = plots.amax(dim=(1, 2), keepdim=True)
+        # An all-zero plot (constant series) has peak 0: divide by 1 to keep zeros, not NaN.
+        plots = plots / torch.where(peak > 0, peak, torch.ones_like(peak))
+    if size is not None and size != plots.shape[-1]:
+        plots = F.interpolate(
+            plots[:, None],
+            size=(size, size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=size < plots.shape[-1],
+        )[:, 0]
+    return plots
+
+
+class RecurrencePlot(nn.Module):
+    """``nn.Module`` wrapper of :func:`recurrence_plot`, to build plots on the fly on device.
+
+    Args:
+        dimension: See :func:`recurrence_plot`.
+        time_delay: See :func:`recurrence_plot`.
+        threshold: See :func:`recurrence_plot`.
+        percentage: See :func:`recurrence_plot`.
+        normalize: See :func:`recurrence_plot`.
+        size: See :func:`recurrence_plot`.
+        dtype: See :func:`recurrence_plot`.
+        chunk_size: See :func:`recurrence_plot`.
+
+    Raises:
+        ConfigError: At construction for input-independent invalid parameters (threshold,
+            percentage, size, chunk_size, the type of dimension/time_delay); the rest at forward.
+    """
+
+    def __init__(
+        self,
+        dimension: int | float = 1,
+        time_delay: int | float = 1,
+        threshold: float | str | None = None,
+        percentage: float = 10.0,
+        *,
+        normalize: bool = False,
+        size: int | None = None,
+        dtype: torch.dtype | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        super().__init__()
+        _check_options(threshold, percentage, size, chunk_size)
+        for name, value in (("dimension", dimension), ("time_delay", time_delay)):
+            if not _is_real_number(value) or value <= 0:
+                raise ConfigError(
+                    f"{name} must be an int >= 1 or a float in (0, 1]; got {value!r}."
+                )
+        self.dimension = dimension
+        self.time_delay = time_delay
+        self.threshold = threshold
+        self.percentage = percentage
+        self.normalize = normalize
+        self.size = size
+        self.dtype = dtype
+        self.chunk_size = chunk_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Compute the plots.
+
+        Args:
+            x: Series, shape ``(B, T)`` or ``(B, C, T)``.
+
+        Returns:
+            Plots, shape ``(B, S', S')`` or ``(B, C, S', S')``.
+        """
+        return recurrence_plot(
+            x,
+            self.dimension,
+            self.time_delay,
+            self.threshold,
+            self.percentage,
+            normalize=self.normalize,
+            size=self.size,
+            dtype=self.dtype,
+            chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"dimension={self.dimension}, time_delay={self.time_delay}, "
+            f"threshold={self.threshold!r}, percentage={self.percentage}, "
+            f"normalize={self.normalize}, size={self.size}, dtype={self.dtype}"
+        )

@@ -44,7 +44,7 @@ _E = {
 }
 E = {name: np.asarray(v, np.float32)[:, None, None] for name, v in _E.items()}
 # Path radiance (atmospheric scattering) per surface band: strong in blue, tiny in SWIR.
-_PATH = np.array([800, 550, 350, 250, 200, 150, 120, 110, 30, 20], np.float32)[:, None, None]
+_PATH = np.array([650, 450, 300, 220, 180, 140, 110, 100, 30, 20], np.float32)[:, None, None]
 _TRANSMITTANCE = 0.9
 
 Surface = np.ndarray  # (10, TILE, TILE) float32, PASTIS band order
@@ -86,7 +86,7 @@ def permanent_crop(rng: np.random.Generator) -> Surface:
     crowns = (np.sin(2 * np.pi * u / period) > rng.uniform(-0.2, 0.3)) & (
         np.sin(2 * np.pi * v / rng.uniform(3.0, 6.0)) > -0.5
     )
-    grass = rng.uniform(0.2, 0.6, 32)[block]
+    grass = rng.uniform(0.4, 0.8, 32)[block]  # dry grass between rows, summer-dry soils
     ground = _mix(grass, E["dry"], E["soil"])
     vigour = rng.uniform(0.7, 1.0, 32)[block] * crowns
     return _mix(vigour, E["orchard"], ground) * (1 + 0.03 * smooth_noise(rng, u.shape, 1))[None]
@@ -102,7 +102,7 @@ def forest(rng: np.random.Generator) -> Surface:
 
 def herbaceous(rng: np.random.Generator) -> Surface:
     shape = (TILE, TILE)
-    green = 1 / (1 + np.exp(-(2 * smooth_noise(rng, shape, 4.0) + rng.uniform(-1, 1))))
+    green = 1 / (1 + np.exp(-(2 * smooth_noise(rng, shape, 4.0) + rng.uniform(-1.5, 0.3))))
     surface = _mix(green, E["grass"], E["dry"])
     shrubs = smooth_noise(rng, shape, 1.5) > rng.uniform(1.0, 1.6)
     return np.where(shrubs[None], E["forest"], surface)
@@ -115,11 +115,11 @@ def pasture(rng: np.random.Generator) -> Surface:
 
 def highway(rng: np.random.Generator) -> Surface:
     surface = annual_crop(rng) if rng.random() < 0.5 else pasture(rng)
-    for _ in range(1 + (rng.random() < 0.3)):
+    for _ in range(1 + (rng.random() < 0.5)):  # sometimes a second road or a junction
         u, _ = _coords(rng)
         dist = np.abs(u - rng.uniform(-12, 12))
-        width = rng.uniform(2.0, 4.0)
-        surface = np.where((dist < width / 2 + 1.5)[None], E["dry"], surface)  # verges
+        width = rng.uniform(3.0, 7.0)
+        surface = np.where((dist < width / 2 + 2)[None], E["dry"], surface)  # verges
         road = E["concrete"] if rng.random() < 0.6 else E["asphalt"]
         surface = np.where((dist < width / 2)[None], road, surface)
     return surface
@@ -153,14 +153,14 @@ def residential(rng: np.random.Generator) -> Surface:
 
 
 def river(rng: np.random.Generator) -> Surface:
-    land = (pasture, forest, annual_crop, herbaceous)[rng.integers(4)]
+    land = (pasture, forest, herbaceous)[rng.integers(3)]
     surface = land(rng)
     u, v = _coords(rng)
     centre = rng.uniform(-10, 10) + rng.uniform(2, 8) * np.sin(
         2 * np.pi * u / rng.uniform(40, 120) + rng.uniform(0, 2 * np.pi)
     )
     dist = np.abs(v - centre)
-    half = rng.uniform(2.0, 6.0)
+    half = rng.uniform(3.0, 7.0)
     surface = np.where((dist < half + 2)[None], E["forest"], surface)  # riparian trees
     water = E["river"] * rng.uniform(0.8, 1.3)
     return np.where((dist < half)[None], water, surface)
@@ -193,7 +193,7 @@ GENERATORS: dict[str, Callable[[np.random.Generator], Surface]] = {
 def generate_tile(rng: np.random.Generator, cls: str) -> np.ndarray:
     """One tile of class ``cls``: uint16 (13, 64, 64) TOA reflectance x1e4 in BANDS order."""
     surface = GENERATORS[cls](rng).astype(np.float32)
-    surface *= rng.uniform(0.88, 1.12)  # illumination / season
+    surface *= rng.uniform(0.9, 1.1)  # illumination / season
     toa = _to_toa(rng, surface)
     toa += rng.standard_normal(toa.shape, dtype=np.float32) * (10.0 + 0.01 * toa)
     return np.clip(np.rint(toa), 1, 28000).astype(np.uint16)
@@ -201,9 +201,9 @@ def generate_tile(rng: np.random.Generator, cls: str) -> np.ndarray:
 
 def _to_toa(rng: np.random.Generator, surface: Surface) -> np.ndarray:
     """Surface (10 bands) to the 13 TOA bands, with each band's native resolution."""
-    aerosol = rng.uniform(0.8, 1.25)
+    aerosol = rng.uniform(0.85, 1.15)
     toa10 = aerosol * _PATH + _TRANSMITTANCE * surface
-    b01 = aerosol * 1100.0 + _TRANSMITTANCE * 1.05 * surface[0]  # coastal: like blue, hazier
+    b01 = aerosol * 950.0 + _TRANSMITTANCE * 1.05 * surface[0]  # coastal: like blue, hazier
     b09 = aerosol * 150.0 + 0.25 * surface[7]  # water-vapour band: NIR, mostly absorbed
     b10 = rng.uniform(8, 30) + 0.003 * surface[8]  # cirrus band: sees almost no ground
     out = np.empty((len(BANDS), TILE, TILE), np.float32)

@@ -254,7 +254,7 @@ def build_backbone(name: str, in_channels: int, **kw) -> nn.Module:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     factory = BACKBONES[name]
     target = ResNet if factory in (resnet18, resnet34, resnet50) else factory
-    accepted = set(inspect.signature(target).parameters) - {"self", "block", "layers"}
+    accepted = set(inspect.signature(target).parameters) - {"block", "layers", "in_channels"}
     unknown = sorted(set(kw) - accepted)
     if unknown:
         raise ConfigError(

@@ -120,12 +120,82 @@ class RecurrenceConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The two-tower :class:`pimc.models.PIMC` architecture (constructor arguments).
+
+    The input channels are not configured: they come from the data (one RP channel per
+    ``prepare.indices`` entry, 10 bands). ``small_cnn`` has a fixed width of 32 because PIMC
+    does not pass backbone keywords through.
+    """
+
+    rp_backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "small_cnn"
+    image_backbone: Literal["small_cnn", "resnet18", "resnet34", "resnet50"] = "small_cnn"
+    embed_dim: int = 128
+    hidden_dim: int = 256
+    init_logit_scale: float = 2.659260036932778  # log(1 / 0.07), CLIP's initial temperature
+    max_logit_scale: float = 4.605170185988092  # log(100), CLIP's clamp
+    small_input: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.embed_dim >= 1, "model.embed_dim", "must be >= 1")
+        _check(self.hidden_dim >= 1, "model.hidden_dim", "must be >= 1")
+        _check(
+            0.0 <= self.init_logit_scale <= self.max_logit_scale,
+            "model.init_logit_scale",
+            "must lie in [0, model.max_logit_scale]",
+        )
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The ``pretrain`` stage: CLIP-style contrastive pretraining of PIMC on (RP, patch) pairs."""
+
+    seed: int = 0
+    train_folds: tuple[int, ...] = (1, 2, 3)
+    val_folds: tuple[int, ...] = (4,)
+    epochs: int = 15
+    batch_size: int = 128  # per process; the global batch is world_size x batch_size
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    checkpoint_every: int = 50  # steps
+    image_norm: bool = True  # per-band standardisation with train-set mean/std
+    flip_rotate: bool = True  # random 90-degree rotations + flips of the image patch
+    temporal_crop: float = 0.0  # fraction of the series cut away (random window) before the RP
+    channel_dropout: float = 0.0  # probability of zeroing an RP channel (never all of them)
+    num_workers: int = 0  # 0: batches are gathered from in-memory tensors, no workers needed
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    source: Literal["auto", "materialized", "on_the_fly"] = "auto"
+    out: str = "models/pretrain"
+
+    def __post_init__(self) -> None:
+        _check(len(self.train_folds) >= 1, "pretrain.train_folds", "must name at least one fold")
+        _check(len(self.val_folds) >= 1, "pretrain.val_folds", "must name at least one fold")
+        _check(
+            not set(self.train_folds) & set(self.val_folds),
+            "pretrain.train_folds/val_folds",
+            "must not overlap (validation would see training pixels)",
+        )
+        _check(self.epochs >= 1, "pretrain.epochs", "must be >= 1")
+        _check(self.batch_size >= 2, "pretrain.batch_size", "must be >= 2 (in-batch negatives)")
+        _check(self.lr > 0, "pretrain.lr", "must be > 0")
+        _check(self.weight_decay >= 0, "pretrain.weight_decay", "must be >= 0")
+        _check(self.warmup_steps >= 0, "pretrain.warmup_steps", "must be >= 0")
+        _check(self.checkpoint_every >= 1, "pretrain.checkpoint_every", "must be >= 1")
+        _check(0.0 <= self.temporal_crop < 1.0, "pretrain.temporal_crop", "must be in [0, 1)")
+        _check(0.0 <= self.channel_dropout < 1.0, "pretrain.channel_dropout", "must be in [0, 1)")
+        _check(self.num_workers >= 0, "pretrain.num_workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``. Later stages add their sections here."""
 
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     recurrence: RecurrenceConfig = field(default_factory=RecurrenceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 # ---------------------------------------------------------------------------------------------

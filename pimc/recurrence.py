@@ -4,9 +4,9 @@ Reproduces ``pyts.image.RecurrencePlot`` (pyts 0.14.1) on any device, in chunks 
 working memory stays bounded, plus the options the training pipeline needs (per-plot
 normalisation, resizing, low-precision output).
 
-For a series ``x_1..x_T``, embedding dimension ``m`` and time delay ``tau``, the ``S = T - (m-1)tau``
-trajectories are ``v_i = (x_i, x_{i+tau}, ..., x_{i+(m-1)tau})`` and the plot is
-``R_ij = ||v_i - v_j||_2`` (``|x_i - x_j|`` when ``m = 1``), optionally binarised as
+For a series ``x_1..x_T``, embedding dimension ``m`` and time delay ``tau``, the
+``S = T - (m-1)tau`` trajectories are ``v_i = (x_i, x_{i+tau}, ..., x_{i+(m-1)tau})`` and the
+plot is ``R_ij = ||v_i - v_j||_2`` (``|x_i - x_j|`` when ``m = 1``), optionally binarised as
 ``R_ij = 1[R_ij < eps]``.
 
 pyts semantics reproduced exactly (checked against its source and tests):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -25,6 +26,7 @@ TINY = {
             "eurosat_per_class": 5,
         }
     },
+    "prepare": {"pixels_per_patch": 32},
 }
 
 
@@ -65,10 +67,13 @@ def project(tmp_path_factory):
 def test_repro_runs_every_stage(project):
     work, _ = project
     lock = yaml.safe_load((work / "dvc.lock").read_text())
-    assert "data" in lock["stages"]
+    assert {"data", "prepare", "recurrence"} <= set(lock["stages"])
     metrics = json.loads((work / "metrics" / "data.json").read_text())
     assert metrics["pastis_patches"] == 5
     assert (work / "data" / "raw" / "EuroSAT" / "EuroSATallBands.zip").is_file()
+    assert json.loads((work / "metrics" / "prepare.json").read_text())["pixels"] == 5 * 32
+    assert len(list((work / "data" / "recurrence" / "shards").glob("*.npy"))) == 5
+    assert (work / "plots" / "rp_gallery.png").stat().st_size > 1000
 
 
 def test_second_repro_is_a_no_op(project):
@@ -77,3 +82,15 @@ def test_second_repro_is_a_no_op(project):
     assert "Running stage" not in out
     status = sh("dvc", "status", cwd=work)
     assert "up to date" in status
+
+
+def test_changing_a_recurrence_param_reruns_only_recurrence(project):
+    work, _ = project
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["recurrence"]["size"] = 24
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh("dvc", "repro", cwd=work)
+    assert "Running stage 'recurrence'" in out
+    assert "Running stage 'prepare'" not in out and "Running stage 'data'" not in out
+    shard = next((work / "data" / "recurrence" / "shards").glob("*.npy"))
+    assert np.load(shard).shape[-1] == 24

@@ -137,8 +137,9 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
 
     Layout: ``metadata.geojson``, ``NORM_S2_patch.json``, ``DATA_S2/S2_<ID>.npy`` (int16
     (T, 10, H, W)), ``ANNOTATIONS/TARGET_<ID>.npy`` (uint8 (3, H, W)) and
-    ``ANNOTATIONS/ParcelIDs_<ID>.npy`` (int32 (H, W)). ``metadata.geojson`` is written last,
-    so a crash leaves the previous dataset's metadata, never one listing missing files.
+    ``ANNOTATIONS/ParcelIDs_<ID>.npy`` (int32 (H, W)). An earlier synthetic
+    ``metadata.geojson`` is removed first and the new one written last, so an interrupted run
+    leaves no dataset (readers say so) rather than old metadata over new patches.
 
     Args:
         root: output folder; created if missing.
@@ -153,6 +154,7 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
     """
     root = Path(root)
     old_ids = _previous_pastis_ids(root)
+    (root / "metadata.geojson").unlink(missing_ok=True)
     n_bands = len(synthetic_pastis.BANDS)
     # Row 0 accumulates all patches: the fallback for folds left empty by < 5 patches.
     sums, squares = np.zeros((6, n_bands)), np.zeros((6, n_bands))
@@ -274,8 +276,9 @@ def write_eurosat(root: str | Path, spec: SyntheticSpec, progress: bool = True) 
     ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif`` (GeoTIFF,
     13 bands B01..B12 then B8A, uint16, 64x64, UTM CRS, 10 m pixels) and
     ``eurosat-{train,val,test}.txt`` listing ``<Class>_<n>.jpg`` (60/20/20 per class).
-    An extraction of an earlier synthetic zip (``ds/`` and the reader's ``.extracted-*``
-    marker) is removed, so readers re-extract the new tiles.
+    An earlier synthetic EuroSAT's split files and extraction (``ds/`` and the reader's
+    ``.extracted-*`` marker) are removed first, so readers re-extract the new tiles and an
+    interrupted run leaves no split files pointing at tiles of another run.
 
     Args:
         root: output folder; created if missing.
@@ -346,7 +349,7 @@ def _geotiff(rng: np.random.Generator, tile: np.ndarray) -> bytes:
     """Encode a (13, 64, 64) tile as GeoTIFF in a random UTM zone of Europe, 10 m pixels."""
     from rasterio.crs import CRS
     from rasterio.io import MemoryFile
-    from rasterio.transform import from_origin
+    from rasterio.transform import Affine
 
     epsg = 32631 + int(rng.integers(5))  # UTM zones 31N-35N
     west = PIXEL_M * int(rng.integers(20_000, 80_000))
@@ -359,7 +362,8 @@ def _geotiff(rng: np.random.Generator, tile: np.ndarray) -> bytes:
             count=tile.shape[0],
             dtype="uint16",
             crs=CRS.from_epsg(epsg),
-            transform=from_origin(west, north, PIXEL_M, PIXEL_M),
+            # Affine directly: rasterio's from_origin warns about Affine's `*` deprecation.
+            transform=Affine(PIXEL_M, 0.0, west, 0.0, -PIXEL_M, north),
         ) as dst:
             dst.write(tile)
         return bytes(memfile.getbuffer())
@@ -384,6 +388,8 @@ def _clear_previous_eurosat(root: Path) -> None:
     if ours:
         shutil.rmtree(root / "ds", ignore_errors=True)
         (root / f".extracted-{EUROSAT_ZIP}").unlink(missing_ok=True)
+        for name in SPLIT_FILES.values():
+            (root / name).unlink(missing_ok=True)
 
 
 # -- both --------------------------------------------------------------------------------------

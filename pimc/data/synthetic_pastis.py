@@ -215,7 +215,8 @@ def generate_patch(
         target=target,
         parcel_ids=parcel_ids,
         dates=dates,
-        n_parcel=int(is_parcel.sum()),
+        # Counted from the map: two seeds in one pixel can leave a cell without pixels.
+        n_parcel=len(np.unique(parcel_ids[parcel_ids > 0])),
         parcel_cover=float(is_parcel[cells].mean()),
     )
 

@@ -1,0 +1,368 @@
+"""(Recurrence plot, image patch) training pairs read from the ``prepare``/``recurrence`` outputs.
+
+:class:`PairDataset` loads the shards of the selected folds into memory once (the embedded data
+are a few MB) and serves whole batches by tensor indexing (:meth:`PairDataset.get_batch`), so
+the input pipeline costs one gather per batch instead of one Python call per sample. The
+materialized RP shards (``.npy``) can instead be memory-mapped (``mmap=True``), which is what
+PASTIS-scale data (16,384 px x 3 x 32^2 per patch) would use; the ``prepare`` shards are ``.npz``
+archives, which numpy cannot map, so series and patches are always read into memory.
+
+Two RP sources:
+
+* materialized: items carry ``rp`` (I, S, S), read from ``<recurrence.out>/shards``;
+* on the fly: items carry ``series`` (I, L) and ``valid`` (L,), and :func:`batch_rps` turns a
+  batch into plots on the training device (after an optional random temporal crop).
+
+All randomness (date choice, crops, augmentations) comes from explicit ``torch.Generator``\\ s
+derived from ``(seed, stream, counter)`` by :func:`make_generator`, so a batch is a pure function
+of its step number: a resumed run, or a worker process, reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from pimc.config import RecurrenceConfig
+from pimc.errors import ConfigError, DatasetNotFoundError
+from pimc.io import fingerprint
+from pimc.prepare import MANIFEST, META
+from pimc.rp_stage import build_rps
+
+__all__ = [
+    "PairDataset",
+    "augment_images",
+    "batch_loader",
+    "batch_rps",
+    "channel_dropout",
+    "epoch_batches",
+    "image_stats",
+    "make_generator",
+]
+
+# Independent random streams of one seed.
+ORDER, BATCH, AUGMENT, EVAL = 0, 1, 2, 3
+
+
+def make_generator(seed: int, stream: int, counter: int = 0) -> torch.Generator:
+    """A CPU generator for ``(seed, stream, counter)``; distinct triples give distinct seeds."""
+    mixed = ((seed * 1_000_003 + stream) * 1_000_003 + counter) % (2**63)
+    return torch.Generator().manual_seed(mixed)
+
+
+class PairDataset(Dataset):
+    """Pairs of the selected folds of a ``prepare`` output folder.
+
+    Args:
+        prepared_dir: The ``prepare`` stage folder (``pixels.parquet``, ``shards/*.npz``).
+        folds: Folds to keep.
+        rp_dir: The ``recurrence`` stage folder with materialized ``shards/*.npy``; ``None``
+            serves series for on-the-fly plots instead.
+        recurrence_cfg: The config the plots were (or will be) built with. With ``rp_dir`` it
+            is checked against the folder's fingerprint, so stale plots are never used.
+        seed: Seeds the generator that :meth:`__getitem__` uses to pick random dates.
+        mmap: Memory-map the RP shards instead of reading them into memory.
+
+    Attributes:
+        image: float16 ``(N, 10, K, K)``, or ``(N, R, 10, K, K)`` for ``patch_date: random``.
+        rp: float16 ``(N, I, S, S)`` (materialized, not mapped) or ``None``.
+        series: float32 ``(N, I, L)``; valid: bool ``(N, L)``.
+        labels, patch_ids, indices: int64 ``(N,)``: class, PASTIS patch, row in its shard.
+    """
+
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        folds: Sequence[int],
+        rp_dir: str | Path | None = None,
+        recurrence_cfg: RecurrenceConfig | None = None,
+        seed: int = 0,
+        mmap: bool = False,
+    ) -> None:
+        prepared = Path(prepared_dir)
+        if not (prepared / MANIFEST).is_file():
+            raise DatasetNotFoundError(
+                f"{prepared / MANIFEST} not found; run the prepare stage first"
+            )
+        self.meta: dict[str, Any] = json.loads((prepared / META).read_text())
+        manifest = pd.read_parquet(prepared / MANIFEST)
+        rows = manifest[manifest["fold"].isin(list(folds))]
+        if rows.empty:
+            raise ConfigError(
+                f"no pairs in folds {list(folds)} of {prepared}; available folds: "
+                f"{sorted(manifest['fold'].unique().tolist())}"
+            )
+        self.folds = tuple(folds)
+        self.recurrence_cfg = recurrence_cfg
+        self.materialized = rp_dir is not None
+        self.generator = make_generator(seed, BATCH)
+        shards = list(dict.fromkeys(rows["shard"]))
+        parts: dict[str, list[np.ndarray]] = {"series": [], "valid": [], "image": []}
+        for name in shards:
+            local = rows.loc[rows["shard"] == name, "index"].to_numpy()
+            with np.load(prepared / "shards" / name) as z:
+                for key in parts:
+                    parts[key].append(z[key][local])
+        self.series = torch.from_numpy(np.concatenate(parts["series"]))
+        self.valid = torch.from_numpy(np.concatenate(parts["valid"]))
+        self.image = torch.from_numpy(np.concatenate(parts["image"]))
+        # Rows are regrouped by shard above; reorder the manifest columns the same way.
+        order = np.concatenate([np.flatnonzero(rows["shard"].to_numpy() == s) for s in shards])
+        rows = rows.iloc[order]
+        self.labels = torch.from_numpy(rows["label"].to_numpy().astype(np.int64))
+        self.patch_ids = torch.from_numpy(rows["patch_id"].to_numpy().astype(np.int64))
+        self.indices = torch.from_numpy(rows["index"].to_numpy().astype(np.int64))
+        self.rp: Tensor | None = None
+        self._maps: list[np.ndarray] = []
+        if rp_dir is not None:
+            self._load_rps(Path(rp_dir), shards, rows, recurrence_cfg, mmap)
+
+    def _load_rps(
+        self,
+        rp_dir: Path,
+        shards: list[str],
+        rows: pd.DataFrame,
+        cfg: RecurrenceConfig | None,
+        mmap: bool,
+    ) -> None:
+        if cfg is not None:
+            stamp = rp_dir / ".fingerprint"
+            expected = fingerprint(asdict(cfg), self.meta)
+            if not stamp.is_file() or stamp.read_text() != expected:
+                raise ConfigError(
+                    f"{rp_dir} was not built from these prepared pairs with this recurrence "
+                    "config; rerun the recurrence stage (or use pretrain.source: on_the_fly)"
+                )
+        files = [rp_dir / "shards" / s.replace(".npz", ".npy") for s in shards]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"RP shards missing: {missing[:3]}...; run the recurrence stage with "
+                "materialize: true, or set pretrain.source: on_the_fly"
+            )
+        self._shard_of = torch.from_numpy(
+            pd.Index(shards).get_indexer(rows["shard"]).astype(np.int64)
+        )
+        maps = [np.load(f, mmap_mode="r") for f in files]
+        if mmap:
+            self._maps = maps
+        else:
+            locals_ = [self.indices[self._shard_of == i].numpy() for i in range(len(shards))]
+            self.rp = torch.from_numpy(
+                np.concatenate([m[ix] for m, ix in zip(maps, locals_, strict=True)])
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def rp_channels(self) -> int:
+        """I, the number of index channels."""
+        return int(self.series.shape[1])
+
+    @property
+    def image_channels(self) -> int:
+        """The number of spectral bands of the patches."""
+        return int(self.image.shape[-3])
+
+    def _gather_rps(self, idx: Tensor) -> Tensor:
+        if self.rp is not None:
+            return self.rp[idx].float()
+        shard = self._shard_of[idx]
+        first = self._maps[0]
+        out = torch.empty((len(idx), *first.shape[1:]), dtype=torch.float32)
+        for s in shard.unique().tolist():
+            sel = shard == s
+            rows = np.sort(self.indices[idx[sel]].numpy())  # sorted: sequential reads
+            back = np.searchsorted(rows, self.indices[idx[sel]].numpy())
+            out[sel] = torch.from_numpy(np.asarray(self._maps[s][rows])[back]).float()
+        return out
+
+    def get_batch(self, idx: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """A batch by tensor indexing.
+
+        Args:
+            idx: int64 ``(B,)`` row numbers.
+            generator: Picks one of the R dates per row for random-date patches; default is the
+                dataset's own generator.
+
+        Returns:
+            ``image`` float32 ``(B, 10, K, K)``, ``label``/``patch_id``/``index`` int64 ``(B,)``
+            and either ``rp`` float32 ``(B, I, S, S)`` or ``series`` float32 ``(B, I, L)`` +
+            ``valid`` bool ``(B, L)``.
+        """
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if self.image.ndim == 5:
+            gen = self.generator if generator is None else generator
+            dates = torch.randint(self.image.shape[1], (len(idx),), generator=gen)
+            image = self.image[idx, dates]
+        else:
+            image = self.image[idx]
+        batch = {
+            "image": image.float(),
+            "label": self.labels[idx],
+            "patch_id": self.patch_ids[idx],
+            "index": self.indices[idx],
+        }
+        if self.materialized:
+            batch["rp"] = self._gather_rps(idx)
+        else:
+            batch["series"], batch["valid"] = self.series[idx], self.valid[idx]
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """One pair (``default_collate`` stacks these into a :meth:`get_batch`-like dict)."""
+        batch = self.get_batch(torch.tensor([i]))
+        return {k: (v[0].item() if v.ndim == 1 else v[0]) for k, v in batch.items()}
+
+    def image_stats(self) -> tuple[Tensor, Tensor]:
+        """Per-band mean and std of every patch (all R dates) of this dataset.
+
+        Returns:
+            float32 ``(10,)`` mean and std (std floored at 1e-6).
+        """
+        return image_stats(self.image)
+
+
+def image_stats(image: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Per-band mean/std of patches ``(N, [R,] C, K, K)``, accumulated in float64 chunks."""
+    bands = image.shape[-3]
+    total = torch.zeros(bands, dtype=torch.float64)
+    squares = torch.zeros(bands, dtype=torch.float64)
+    for start in range(0, len(image), chunk):
+        x = image[start : start + chunk].double().transpose(0, -3).reshape(bands, -1)
+        total += x.sum(1)
+        squares += x.square().sum(1)
+    count = image.numel() // bands
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+    return mean.float(), std.float()
+
+
+def batch_rps(
+    batch: dict[str, Tensor],
+    cfg: RecurrenceConfig,
+    device: torch.device | str,
+    crop: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The batch's recurrence plots on ``device``, float32 ``(B, I, S, S)``.
+
+    Materialized plots are moved as they are (``crop`` cannot apply to them). Otherwise the
+    series are moved and, when ``crop > 0``, each keeps a random window of
+    ``L - floor(crop * L)`` dates inside its observed part before :func:`build_rps`.
+    """
+    if "rp" in batch:
+        return batch["rp"].to(device, non_blocking=True)
+    series = batch["series"].to(device, non_blocking=True)
+    valid = batch["valid"].to(device, non_blocking=True)
+    length = series.shape[-1]
+    keep = length - int(crop * length)
+    if crop > 0 and keep < length:
+        # Offsets drawn on the CPU generator so they are identical on every device.
+        room = (batch["valid"].sum(-1) - keep).clamp_min(0) + 1
+        offset = (torch.rand(len(room), generator=generator) * room).long().to(device)
+        window = offset[:, None] + torch.arange(keep, device=device)  # (B, keep)
+        series = series.gather(-1, window[:, None, :].expand(-1, series.shape[1], -1))
+        valid = valid.gather(-1, window)
+    return build_rps(series, valid, cfg, dtype=torch.float32)
+
+
+def augment_images(image: Tensor, generator: torch.Generator) -> Tensor:
+    """Random dihedral transform per patch (rotation by k·90° and a horizontal flip).
+
+    Ground patches have no preferred orientation, so the 8 symmetries are label-preserving.
+
+    Args:
+        image: ``(B, C, K, K)`` on any device.
+        generator: CPU generator drawing the transforms.
+    """
+    turns = torch.randint(4, (len(image),), generator=generator).to(image.device)
+    flips = torch.randint(2, (len(image),), generator=generator).bool().to(image.device)
+    out = image.clone()
+    for k in (1, 2, 3):
+        sel = turns == k
+        out[sel] = torch.rot90(image[sel], k, dims=(-2, -1))
+    out[flips] = out[flips].flip(-1)
+    return out
+
+
+def channel_dropout(rp: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Zero each RP channel with probability ``p``, keeping at least one channel per sample.
+
+    Args:
+        rp: ``(B, I, S, S)``.
+        p: Drop probability in [0, 1).
+        generator: CPU generator.
+    """
+    if p <= 0 or rp.shape[1] < 2:
+        return rp
+    u = torch.rand(rp.shape[:2], generator=generator)
+    keep = u >= p
+    # A sample that lost every channel keeps the one with the largest draw.
+    none = ~keep.any(1)
+    keep[none, u[none].argmax(1)] = True
+    return rp * keep.to(rp.device, rp.dtype)[:, :, None, None]
+
+
+def epoch_batches(
+    n: int, batch_size: int, epoch: int, seed: int, world_size: int = 1, rank: int = 0
+) -> list[Tensor]:
+    """This rank's index batches of one epoch (incomplete last global batch dropped).
+
+    The permutation depends on ``(seed, epoch)`` only; global batch ``j`` is
+    ``perm[j·W·B : (j+1)·W·B]`` and rank ``r`` takes its ``r``-th slice of ``B``, as a
+    ``DistributedSampler`` would, so every rank has the same number of equal-sized batches.
+    """
+    order = torch.randperm(n, generator=make_generator(seed, ORDER, epoch))
+    step = world_size * batch_size
+    return [
+        order[j * step + rank * batch_size : j * step + (rank + 1) * batch_size]
+        for j in range(n // step)
+    ]
+
+
+class _Batches(Dataset):
+    """Dataset of whole batches: item ``i`` is ``get_batch`` of ``batches[i]`` with its seed."""
+
+    def __init__(self, pairs: PairDataset, batches: list[Tensor], seeds: list[int]) -> None:
+        self.pairs, self.batches, self.seeds = pairs, batches, seeds
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        seed = self.seeds[i]
+        batch = self.pairs.get_batch(self.batches[i], generator=make_generator(seed, BATCH))
+        batch["seed"] = torch.tensor(seed)
+        return batch
+
+
+def batch_loader(
+    pairs: PairDataset,
+    batches: list[Tensor],
+    seeds: list[int],
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Iterate ``batches`` in order, optionally prefetched by worker processes.
+
+    Each batch's random choices come from its own ``seeds[i]``, so the result does not depend
+    on ``num_workers`` or on where iteration (re)starts.
+    """
+    return DataLoader(
+        _Batches(pairs, batches, seeds),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+    )

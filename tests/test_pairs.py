@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from pimc.config import PrepareConfig, RecurrenceConfig
+from pimc.errors import ConfigError
+from pimc.pairs import (
+    PairDataset,
+    augment_images,
+    batch_rps,
+    channel_dropout,
+    epoch_batches,
+    make_generator,
+)
+from pimc.prepare import run_prepare
+from pimc.rp_stage import build_rps, run_recurrence
+
+PIXELS = 32  # per patch; the tiny data set has one patch per fold
+
+
+def make_pairs_data(raw: Path, root: Path, **prepare: object) -> tuple[Path, Path, RecurrenceConfig]:
+    """Prepared pairs and materialized RPs of the tiny synthetic data under ``root``."""
+    prepared = root / "prep"
+    cfg = PrepareConfig(out=str(prepared), pixels_per_patch=PIXELS, **prepare)
+    run_prepare(raw / "PASTIS", cfg, progress=False)
+    rcfg = RecurrenceConfig(out=str(root / "rp"))
+    run_recurrence(prepared, rcfg, root / "gallery.png", progress=False)
+    return prepared, root / "rp", rcfg
+
+
+@pytest.fixture(scope="module")
+def data(tiny_data, tmp_path_factory):
+    return make_pairs_data(tiny_data, tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def random_dates(tiny_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs_random")
+    prepared = root / "prep"
+    cfg = PrepareConfig(out=str(prepared), pixels_per_patch=PIXELS, patch_date="random")
+    run_prepare(tiny_data / "PASTIS", cfg, progress=False)
+    return prepared
+
+
+def test_items_shapes_and_fold_filtering(data):
+    prepared, rp_dir, rcfg = data
+    ds = PairDataset(prepared, (1, 2, 3), rp_dir, rcfg)
+    assert len(ds) == 3 * PIXELS
+    item = ds[5]
+    assert item["rp"].shape == (3, 32, 32) and item["rp"].dtype == torch.float32
+    assert item["image"].shape == (10, 9, 9) and item["image"].dtype == torch.float32
+    assert all(isinstance(item[k], int) for k in ("label", "patch_id", "index"))
+    manifest = pd.read_parquet(prepared / "pixels.parquet")
+    folds = manifest.set_index("patch_id")["fold"].groupby(level=0).first()
+    assert set(folds[ds.patch_ids.unique().numpy()]) == {1, 2, 3}
+    # An item is the row of its shard that the manifest names.
+    with np.load(prepared / "shards" / f"S2_{item['patch_id']}.npz") as z:
+        np.testing.assert_array_equal(item["image"].numpy(), z["image"][item["index"]])
+        assert item["label"] == z["labels"][item["index"]]
+    # default_collate of items gives what get_batch gives (collate-friendly items).
+    idx = torch.tensor([3, 0, 7])
+    collated = default_collate([ds[i] for i in idx])
+    batch = ds.get_batch(idx)
+    assert collated.keys() == batch.keys()
+    for key in batch:
+        assert torch.equal(collated[key], batch[key]), key
+    fly = PairDataset(prepared, (4,), recurrence_cfg=rcfg)
+    assert len(fly) == PIXELS and set(fly.patch_ids.tolist()).isdisjoint(ds.patch_ids.tolist())
+    item = fly[0]
+    assert item["series"].shape == (3, 46) and item["valid"].shape == (46,) and "rp" not in item
+
+
+def test_materialized_and_on_the_fly_rps_agree(data):
+    prepared, rp_dir, rcfg = data
+    stored = PairDataset(prepared, (1, 2, 3, 4, 5), rp_dir, rcfg)
+    mapped = PairDataset(prepared, (1, 2, 3, 4, 5), rp_dir, rcfg, mmap=True)
+    fly = PairDataset(prepared, (1, 2, 3, 4, 5), recurrence_cfg=rcfg)
+    idx = torch.randperm(len(stored), generator=torch.Generator().manual_seed(0))[:50]
+    a, b = stored.get_batch(idx), fly.get_batch(idx)
+    assert torch.equal(a["rp"], mapped.get_batch(idx)["rp"])
+    built = batch_rps(b, rcfg, "cpu")
+    assert built.shape == a["rp"].shape == (50, 3, 32, 32)
+    assert (built - batch_rps(a, rcfg, "cpu")).abs().max() < 2e-3
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
+def test_stale_rps_and_bad_folds_are_rejected(data):
+    prepared, rp_dir, rcfg = data
+    with pytest.raises(ConfigError, match="rerun the recurrence stage"):
+        PairDataset(prepared, (1,), rp_dir, RecurrenceConfig(out=str(rp_dir), size=24))
+    with pytest.raises(ConfigError, match="available folds"):
+        PairDataset(prepared, (9,))
+
+
+def test_image_stats(data):
+    prepared, rp_dir, rcfg = data
+    ds = PairDataset(prepared, (1, 2), recurrence_cfg=rcfg)
+    images = []
+    for name in ("S2_10000.npz", "S2_10001.npz"):
+        with np.load(prepared / "shards" / name) as z:
+            images.append(z["image"].astype(np.float64))
+    x = np.concatenate(images)  # (N, 10, K, K)
+    mean, std = ds.image_stats()
+    assert mean.shape == std.shape == (10,)
+    np.testing.assert_allclose(mean.numpy(), x.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(std.numpy(), x.std(axis=(0, 2, 3)), rtol=1e-4)
+
+
+def test_random_date_selection(random_dates):
+    ds = PairDataset(random_dates, (1, 2, 3), recurrence_cfg=RecurrenceConfig())
+    assert ds.image.ndim == 5 and ds.image.shape[1] == 4
+    idx = torch.arange(len(ds))
+    a = ds.get_batch(idx, make_generator(1, 0))["image"]
+    assert torch.equal(a, ds.get_batch(idx, make_generator(1, 0))["image"])
+    b = ds.get_batch(idx, make_generator(2, 0))["image"]
+    assert not torch.equal(a, b)
+    # Each image is one of its row's R stored dates, and different dates do get picked.
+    match = (ds.image.float() == a[:, None]).flatten(2).all(-1)  # (N, R)
+    assert match.any(1).all()
+    assert len(set(match.float().argmax(1).tolist())) == 4
+    # __getitem__ draws from the dataset's own seeded generator.
+    same = PairDataset(random_dates, (1, 2, 3), seed=0)
+    other = PairDataset(random_dates, (1, 2, 3), seed=0)
+    assert all(torch.equal(same[i]["image"], other[i]["image"]) for i in range(20))
+
+
+def test_temporal_crop_builds_rp_of_a_window(data):
+    prepared, _, rcfg = data
+    ds = PairDataset(prepared, (1,), recurrence_cfg=rcfg)
+    batch = ds.get_batch(torch.arange(8))
+    crop = batch_rps(batch, rcfg, "cpu", crop=0.5, generator=make_generator(0, 2))
+    again = batch_rps(batch, rcfg, "cpu", crop=0.5, generator=make_generator(0, 2))
+    assert torch.equal(crop, again) and crop.shape == (8, 3, 32, 32)
+    assert not torch.allclose(crop, batch_rps(batch, rcfg, "cpu"))
+    keep = 46 - 23
+    for b in range(8):
+        windows = [
+            build_rps(batch["series"][b : b + 1, :, o : o + keep], None, rcfg)[0]
+            for o in range(46 - keep + 1)
+        ]
+        assert any(torch.allclose(crop[b], w) for w in windows)
+
+
+def test_augment_images_are_dihedral_transforms():
+    x = torch.randn(64, 2, 5, 5)
+    y = augment_images(x, make_generator(0, 2))
+    assert not torch.equal(x, y)
+    for a, b in zip(x, y, strict=True):
+        variants = [torch.rot90(v, k, (-2, -1)) for v in (a, a.flip(-1)) for k in range(4)]
+        assert any(torch.equal(b, v) for v in variants)
+
+
+def test_channel_dropout_never_drops_everything():
+    rp = torch.ones(2000, 3, 4, 4)
+    out = channel_dropout(rp, 0.6, make_generator(0, 2))
+    kept = out.amax(dim=(-2, -1))  # (B, I): 1 kept, 0 dropped
+    assert kept.sum(1).min() >= 1
+    assert 0.3 < 1 - kept.mean() < 0.6  # some re-kept channels pull it below p
+    assert torch.equal(channel_dropout(rp, 0.0, make_generator(0, 2)), rp)
+
+
+def test_epoch_batches_shard_the_global_permutation():
+    single = epoch_batches(50, 8, epoch=3, seed=1)
+    assert len(single) == 6 and all(len(b) == 8 for b in single)
+    ranks = [epoch_batches(50, 4, epoch=3, seed=1, world_size=2, rank=r) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 6
+    for j in range(6):  # global batch j = rank 0's slice then rank 1's
+        assert torch.equal(torch.cat([ranks[0][j], ranks[1][j]]), single[j])
+    assert not torch.equal(torch.cat(single), torch.cat(epoch_batches(50, 8, epoch=4, seed=1)))

@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 # Absolute, so `dvc exp run --temp` (a temp copy of the repo) logs to this repo's store.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean servers-up servers-down
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,12 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/recurrence.py
+
+servers-up: install
+	infra/local/servers.sh start
+
+servers-down:
+	infra/local/servers.sh stop
 
 clean:
 	rm -rf data metrics plots reports mlflow.db mlartifacts

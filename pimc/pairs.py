@@ -14,7 +14,7 @@ Two RP sources:
   batch into plots on the training device (after an optional random temporal crop).
 
 All randomness (date choice, crops, augmentations) comes from explicit ``torch.Generator``\\ s
-derived from ``(seed, stream, counter)`` by :func:`make_generator`, so a batch is a pure function
+derived from ``(seed, stream, counter)`` by :func:`pimc.train.make_generator`, so a batch is a pure function
 of its step number: a resumed run, or a worker process, reproduces it exactly.
 """
 
@@ -30,34 +30,23 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from pimc.config import RecurrenceConfig
+from pimc.config import PretrainConfig, RecurrenceConfig
 from pimc.errors import ConfigError, DatasetNotFoundError
 from pimc.io import fingerprint
 from pimc.prepare import MANIFEST, META
 from pimc.rp_stage import build_rps
+from pimc.train import BATCH, make_generator
 
 __all__ = [
     "PairDataset",
     "augment_images",
-    "batch_loader",
     "batch_rps",
     "channel_dropout",
-    "epoch_batches",
     "image_stats",
-    "make_generator",
+    "resolve_source",
 ]
-
-# Independent random streams of one seed.
-ORDER, BATCH, AUGMENT, EVAL = 0, 1, 2, 3
-
-
-def make_generator(seed: int, stream: int, counter: int = 0) -> torch.Generator:
-    """A CPU generator for ``(seed, stream, counter)``; distinct triples give distinct seeds."""
-    mixed = ((seed * 1_000_003 + stream) * 1_000_003 + counter) % (2**63)
-    return torch.Generator().manual_seed(mixed)
-
 
 class PairDataset(Dataset):
     """Pairs of the selected folds of a ``prepare`` output folder.
@@ -314,55 +303,19 @@ def channel_dropout(rp: Tensor, p: float, generator: torch.Generator) -> Tensor:
     return rp * keep.to(rp.device, rp.dtype)[:, :, None, None]
 
 
-def epoch_batches(
-    n: int, batch_size: int, epoch: int, seed: int, world_size: int = 1, rank: int = 0
-) -> list[Tensor]:
-    """This rank's index batches of one epoch (incomplete last global batch dropped).
+def resolve_source(cfg: PretrainConfig, materialize: bool) -> str:
+    """``materialized`` or ``on_the_fly``: where training reads its recurrence plots.
 
-    The permutation depends on ``(seed, epoch)`` only; global batch ``j`` is
-    ``perm[j·W·B : (j+1)·W·B]`` and rank ``r`` takes its ``r``-th slice of ``B``, as a
-    ``DistributedSampler`` would, so every rank has the same number of equal-sized batches.
+    ``auto`` uses the recurrence stage's shards when it wrote them (``materialize``), except that a temporal crop
+    must cut the series before the plot is built, which needs the on-the-fly path.
     """
-    order = torch.randperm(n, generator=make_generator(seed, ORDER, epoch))
-    step = world_size * batch_size
-    return [
-        order[j * step + rank * batch_size : j * step + (rank + 1) * batch_size]
-        for j in range(n // step)
-    ]
-
-
-class _Batches(Dataset):
-    """Dataset of whole batches: item ``i`` is ``get_batch`` of ``batches[i]`` with its seed."""
-
-    def __init__(self, pairs: PairDataset, batches: list[Tensor], seeds: list[int]) -> None:
-        self.pairs, self.batches, self.seeds = pairs, batches, seeds
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        seed = self.seeds[i]
-        batch = self.pairs.get_batch(self.batches[i], generator=make_generator(seed, BATCH))
-        batch["seed"] = torch.tensor(seed)
-        return batch
-
-
-def batch_loader(
-    pairs: PairDataset,
-    batches: list[Tensor],
-    seeds: list[int],
-    num_workers: int = 0,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """Iterate ``batches`` in order, optionally prefetched by worker processes.
-
-    Each batch's random choices come from its own ``seeds[i]``, so the result does not depend
-    on ``num_workers`` or on where iteration (re)starts.
-    """
-    return DataLoader(
-        _Batches(pairs, batches, seeds),
-        batch_size=None,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-    )
+    if cfg.source == "materialized" and cfg.temporal_crop > 0:
+        raise ConfigError(
+            "'pretrain.temporal_crop' > 0 crops the series before the plot is built, which "
+            "materialized plots cannot do; set pretrain.source to on_the_fly or auto"
+        )
+    if cfg.source != "auto":
+        return cfg.source
+    if cfg.temporal_crop > 0 or not materialize:
+        return "on_the_fly"
+    return "materialized"

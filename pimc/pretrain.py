@@ -22,7 +22,6 @@ tracked entry point lives in ``flows/``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import time
@@ -56,10 +55,14 @@ from pimc.pairs import (
     make_generator,
 )
 from pimc.train import (
+    DistInfo,
+    adamw,
     all_gather_with_grad,
+    autocast,
     cosine_with_warmup,
     load_checkpoint,
     resolve_device,
+    retrieval_accuracy,
     save_checkpoint,
     seed_everything,
     setup_distributed,
@@ -70,7 +73,6 @@ __all__ = [
     "evaluate",
     "load_pretrained_model",
     "pretrain",
-    "resolve_source",
     "retrieval_accuracy",
 ]
 
@@ -94,64 +96,11 @@ def load_pretrained_model(
     return model.eval(), ckpt
 
 
-def resolve_source(params: Params) -> str:
-    """``materialized`` or ``on_the_fly``: where training reads its recurrence plots.
-
-    ``auto`` uses the recurrence stage's shards when it wrote them, except that a temporal crop
-    must cut the series before the plot is built, which needs the on-the-fly path.
-    """
-    cfg = params.pretrain
-    if cfg.source == "materialized" and cfg.temporal_crop > 0:
-        raise ConfigError(
-            "'pretrain.temporal_crop' > 0 crops the series before the plot is built, which "
-            "materialized plots cannot do; set pretrain.source to on_the_fly or auto"
-        )
-    if cfg.source != "auto":
-        return cfg.source
-    if cfg.temporal_crop > 0 or not params.recurrence.materialize:
-        return "on_the_fly"
-    return "materialized"
-
-
 def resolved_config(params: Params, source: str, world_size: int) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (JSON-normalised: tuples become lists)."""
     cfg = {k: asdict(getattr(params, k)) for k in ("model", "pretrain", "recurrence", "prepare")}
     cfg["runtime"] = {"source": source, "world_size": world_size}
     return json.loads(json.dumps(cfg))
-
-
-@torch.no_grad()
-def retrieval_accuracy(
-    pixel: Tensor, image: Tensor, ks: tuple[int, ...] = (1, 5), chunk: int = 1024
-) -> dict[int, float]:
-    """Pixel→image retrieval accuracy: is pixel i's own patch among its k most similar?
-
-    Args:
-        pixel: ``(N, D)`` pixel embeddings (L2-normalised, so dot = cosine).
-        image: ``(N, D)`` image embeddings; row i is pixel i's patch.
-        ks: Cut-offs.
-        chunk: Rows scored at once (memory ``chunk x N``).
-
-    Returns:
-        ``{k: accuracy}``. Ties count against the query (a constant model scores 0, not 1).
-    """
-    n = len(pixel)
-    hits = dict.fromkeys(ks, 0)
-    for start in range(0, n, chunk):
-        sim = pixel[start : start + chunk] @ image.T  # (c, N)
-        rows = torch.arange(len(sim), device=sim.device)
-        positive = sim[rows, rows + start]
-        rank = (sim >= positive[:, None]).sum(1) - 1  # candidates scoring at least as high
-        for k in ks:
-            hits[k] += int((rank < k).sum())
-    return {k: hits[k] / n for k in ks}
-
-
-def _amp(device: torch.device) -> contextlib.AbstractContextManager:
-    # bf16 needs no loss scaling; CPU autocast would slow small convs, so CPU stays fp32.
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -175,7 +124,7 @@ def evaluate(
     pixels, images, total, counted = [], [], 0.0, 0
     for start in range(0, len(pairs), size):
         batch = pairs.get_batch(torch.arange(start, min(start + size, len(pairs))), gen)
-        with _amp(device):
+        with autocast(device):
             out = model(batch_rps(batch, params.recurrence, device), norm(batch["image"]))
         p, i = out["pixel_features"].float(), out["image_features"].float()
         if len(p) >= 2:
@@ -208,8 +157,9 @@ def pretrain(
     Returns:
         ``val/top1``, ``val/top5``, ``val/loss`` (last epoch), ``chance_top1`` (1/N_val),
         ``chance_top5``, ``steps``, ``seconds``, ``samples_per_second`` (training steps of
-        this call only), ``global_batch``, ``world_size``, ``resumed_from_step``, pair counts
-        and ``stopped_early``.
+        this call only), ``global_batch``, ``candidates_per_query`` (pairs each pixel was
+        contrasted with: the global batch under DDP), ``world_size``, ``resumed_from_step``,
+        pair counts and ``stopped_early``.
     """
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = setup_distributed(params.pretrain.device)
@@ -228,10 +178,44 @@ def pretrain(
             dist.destroy_process_group()
 
 
-def _train(params, info, device, log, progress, max_steps) -> dict[str, Any]:
+def _batch_loss(
+    model: torch.nn.Module,
+    criterion: SymmetricInfoNCE,
+    batch: dict[str, Tensor],
+    params: Params,
+    device: torch.device,
+    norm: Callable[[Tensor], Tensor],
+) -> tuple[Tensor, float]:
+    """InfoNCE of one training batch after its random crop, channel dropout and flips.
+
+    Returns:
+        The loss and the temperature ``exp(logit_scale)`` used.
+    """
+    cfg = params.pretrain
+    gen = make_generator(int(batch["seed"]), AUGMENT)  # the batch's own stream: replayable
+    rp = batch_rps(batch, params.recurrence, device, crop=cfg.temporal_crop, generator=gen)
+    rp = channel_dropout(rp, cfg.channel_dropout, gen)
+    image = norm(batch["image"])
+    if cfg.flip_rotate:
+        image = augment_images(image, gen)
+    with autocast(device):
+        out = model(rp, image)
+    scale = out["logit_scale"].float()
+    loss = criterion(out["pixel_features"].float(), out["image_features"].float(), scale)
+    return loss, float(scale.detach())
+
+
+def _train(
+    params: Params,
+    info: DistInfo,
+    device: torch.device,
+    log: Log | None,
+    progress: bool,
+    max_steps: int | None,
+) -> dict[str, Any]:
     cfg, rcfg = params.pretrain, params.recurrence
     main, start_time = info.rank == 0, time.perf_counter()
-    source = resolve_source(params)
+    source = resolve_source(cfg, rcfg.materialize)
     rp_dir = rcfg.out if source == "materialized" else None
     train = PairDataset(params.prepare.out, cfg.train_folds, rp_dir, rcfg, seed=cfg.seed)
     val = PairDataset(params.prepare.out, cfg.val_folds, rp_dir, rcfg, seed=cfg.seed)
@@ -252,14 +236,7 @@ def _train(params, info, device, log, progress, max_steps) -> dict[str, Any]:
 
     seed_everything(cfg.seed)
     model = build_model(params.model, train.rp_channels, bands).to(device)
-    # CLIP convention: no weight decay on gains, biases and the temperature.
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
-        lr=cfg.lr,
-        weight_decay=0.0,
-    )
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     lr_lambda = partial(cosine_with_warmup, total=total, warmup=cfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
 
@@ -300,9 +277,14 @@ def _train(params, info, device, log, progress, max_steps) -> dict[str, Any]:
     ddp = model
     if info.distributed:
         ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    criterion = SymmetricInfoNCE(
-        gather_fn=all_gather_with_grad if info.distributed else None, rank=info.rank
-    )
+    candidates = [cfg.batch_size]  # what each pixel is scored against: global batch under DDP
+
+    def gather(x: Tensor) -> Tensor:
+        gathered = all_gather_with_grad(x)
+        candidates[0] = len(gathered)
+        return gathered
+
+    criterion = SymmetricInfoNCE(gather_fn=gather if info.distributed else None, rank=info.rank)
     bar = tqdm(
         total=total, initial=step, desc="pretrain", unit="step", disable=not (progress and main)
     )
@@ -319,19 +301,7 @@ def _train(params, info, device, log, progress, max_steps) -> dict[str, Any]:
         ]
         loader = batch_loader(train, batches[first:], seeds, cfg.num_workers, device.type == "cuda")
         for batch in loader:
-            gen = make_generator(int(batch["seed"]), AUGMENT)
-            rp = batch_rps(batch, rcfg, device, crop=cfg.temporal_crop, generator=gen)
-            rp = channel_dropout(rp, cfg.channel_dropout, gen)
-            image = norm(batch["image"])
-            if cfg.flip_rotate:
-                image = augment_images(image, gen)
-            with _amp(device):
-                features = ddp(rp, image)
-            loss = criterion(
-                features["pixel_features"].float(),
-                features["image_features"].float(),
-                features["logit_scale"].float(),
-            )
+            loss, scale = _batch_loss(ddp, criterion, batch, params, device, norm)
             lr = sched.get_last_lr()[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -344,9 +314,9 @@ def _train(params, info, device, log, progress, max_steps) -> dict[str, Any]:
                 dist.all_reduce(value)
                 value /= info.world_size
             epoch_loss = [epoch_loss[0] + float(value), epoch_loss[1] + 1]
-            scale = float(features["logit_scale"].detach())
             if main and log:
-                log({"train/loss": float(value), "train/logit_scale": scale, "train/lr": lr}, step)
+                metrics = {"train/loss": float(value), "train/logit_scale": scale, "train/lr": lr}
+                log(metrics, step)
             bar.update()
             bar.set_postfix(loss=f"{float(value):.3f}")
             if step % steps_per_epoch == 0 and main:
@@ -380,6 +350,7 @@ def _train(params, info, device, log, progress, max_steps) -> dict[str, Any]:
         if step > resumed_from
         else None,
         "global_batch": global_batch,
+        "candidates_per_query": candidates[0],
         "world_size": info.world_size,
         "resumed_from_step": resumed_from,
         "train_pairs": len(train),

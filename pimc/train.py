@@ -8,6 +8,7 @@ tensor), and pimc's data randomness comes from generators derived from the seed 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -18,22 +19,38 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from pimc.io import atomic_path
 
 __all__ = [
     "DistInfo",
+    "batch_loader",
+    "epoch_batches",
+    "make_generator",
+    "adamw",
     "all_gather_with_grad",
+    "autocast",
     "cleanup",
     "cosine_with_warmup",
     "is_main",
     "load_checkpoint",
     "resolve_device",
+    "retrieval_accuracy",
     "save_checkpoint",
     "seed_everything",
     "setup_distributed",
 ]
+
+# Independent random streams of one seed.
+ORDER, BATCH, AUGMENT, EVAL = 0, 1, 2, 3
+
+
+def make_generator(seed: int, stream: int, counter: int = 0) -> torch.Generator:
+    """A CPU generator for ``(seed, stream, counter)``; distinct triples give distinct seeds."""
+    mixed = ((seed * 1_000_003 + stream) * 1_000_003 + counter) % (2**63)
+    return torch.Generator().manual_seed(mixed)
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -48,6 +65,52 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with CLIP's convention: no weight decay on gains, biases and the temperature.
+
+    Decaying 1-D parameters (BatchNorm gains, biases, ``logit_scale``) only pulls them towards
+    0, which shrinks activations or the temperature instead of regularising features.
+    """
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay}]
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (no loss scaling needed), nothing elsewhere (CPU stays fp32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def retrieval_accuracy(
+    query: Tensor, target: Tensor, ks: tuple[int, ...] = (1, 5), chunk: int = 1024
+) -> dict[int, float]:
+    """Cross-modal retrieval accuracy: is query i's own target among its k most similar?
+
+    Args:
+        query: ``(N, D)`` embeddings (L2-normalised, so dot = cosine), e.g. pixels.
+        target: ``(N, D)`` embeddings; row i is query i's match, e.g. its image patch.
+        ks: Cut-offs.
+        chunk: Queries scored at once (memory ``chunk x N``).
+
+    Returns:
+        ``{k: accuracy}``. Ties count against the query (a constant model scores 0, not 1).
+    """
+    n = len(query)
+    hits = dict.fromkeys(ks, 0)
+    for start in range(0, n, chunk):
+        sim = query[start : start + chunk] @ target.T  # (c, N)
+        rows = torch.arange(len(sim), device=sim.device)
+        positive = sim[rows, rows + start]
+        rank = (sim >= positive[:, None]).sum(1) - 1  # other candidates scoring as high
+        for k in ks:
+            hits[k] += int((rank < k).sum())
+    return {k: hits[k] / n for k in ks}
 
 
 def seed_everything(seed: int) -> None:
@@ -130,3 +193,59 @@ def cleanup() -> None:
     """Leave the process group, if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def epoch_batches(
+    n: int, batch_size: int, epoch: int, seed: int, world_size: int = 1, rank: int = 0
+) -> list[Tensor]:
+    """This rank's index batches of one epoch (incomplete last global batch dropped).
+
+    The permutation depends on ``(seed, epoch)`` only; global batch ``j`` is
+    ``perm[j·W·B : (j+1)·W·B]`` and rank ``r`` takes its ``r``-th slice of ``B``, as a
+    ``DistributedSampler`` would, so every rank has the same number of equal-sized batches.
+    """
+    order = torch.randperm(n, generator=make_generator(seed, ORDER, epoch))
+    step = world_size * batch_size
+    return [
+        order[j * step + rank * batch_size : j * step + (rank + 1) * batch_size]
+        for j in range(n // step)
+    ]
+
+
+class _Batches(Dataset):
+    """Dataset of whole batches: item ``i`` is ``get_batch`` of ``batches[i]`` with its seed."""
+
+    def __init__(self, pairs: Any, batches: list[Tensor], seeds: list[int]) -> None:
+        self.pairs, self.batches, self.seeds = pairs, batches, seeds
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        seed = self.seeds[i]
+        batch = self.pairs.get_batch(self.batches[i], generator=make_generator(seed, BATCH))
+        batch["seed"] = torch.tensor(seed)
+        return batch
+
+
+def batch_loader(
+    pairs: Any,
+    batches: list[Tensor],
+    seeds: list[int],
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Iterate ``pairs.get_batch`` of ``batches`` in order, optionally prefetched by workers.
+
+    ``pairs`` is a :class:`pimc.pairs.PairDataset` (anything with ``get_batch(idx, generator)``).
+
+    Each batch's random choices come from its own ``seeds[i]``, so the result does not depend
+    on ``num_workers`` or on where iteration (re)starts.
+    """
+    return DataLoader(
+        _Batches(pairs, batches, seeds),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+    )

@@ -39,6 +39,14 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_ENV_ROOT, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_download_backoff(monkeypatch):
+    """Retries of failed downloads wait seconds in real life; not in tests."""
+    import pimc.data.download
+
+    monkeypatch.setattr(pimc.data.download, "_RETRY_BACKOFF_S", 0.0)
+
+
 @pytest.fixture(scope="session")
 def env_root() -> Path:
     """The session's temp folder holding PREFECT_HOME, mlflow.db and artifacts."""

@@ -24,7 +24,9 @@ from pimc.rp_stage import build_rps, run_recurrence
 PIXELS = 32  # per patch; the tiny data set has one patch per fold
 
 
-def make_pairs_data(raw: Path, root: Path, **prepare: object) -> tuple[Path, Path, RecurrenceConfig]:
+def make_pairs_data(
+    raw: Path, root: Path, **prepare: object
+) -> tuple[Path, Path, RecurrenceConfig]:
     """Prepared pairs and materialized RPs of the tiny synthetic data under ``root``."""
     prepared = root / "prep"
     cfg = PrepareConfig(out=str(prepared), pixels_per_patch=PIXELS, **prepare)

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from pimc.config import ModelConfig, Params, PrepareConfig, PretrainConfig
+from pimc.errors import ConfigError
+from pimc.pretrain import (
+    load_pretrained_model,
+    pretrain,
+    resolve_source,
+    resolved_config,
+    retrieval_accuracy,
+)
+from pimc.train import cosine_with_warmup, load_checkpoint, save_checkpoint
+from tests.test_pairs import PIXELS, make_pairs_data
+
+SMALL = ModelConfig(embed_dim=32, hidden_dim=64)
+
+
+@pytest.fixture(scope="module")
+def params(tiny_data, tmp_path_factory) -> Params:
+    """Params over the tiny data: 3 x 32 train pairs, 32 val pairs, 6 steps per epoch."""
+    root = tmp_path_factory.mktemp("pretrain")
+    prepared, _, rcfg = make_pairs_data(tiny_data, root)
+    return Params(
+        prepare=PrepareConfig(out=str(prepared), pixels_per_patch=PIXELS),
+        recurrence=rcfg,
+        model=SMALL,
+        pretrain=PretrainConfig(
+            batch_size=16, epochs=2, warmup_steps=3, checkpoint_every=4, out=str(root / "m")
+        ),
+    )
+
+
+def with_pretrain(params: Params, **changes: object) -> Params:
+    return dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, **changes))
+
+
+def test_cosine_with_warmup():
+    lrs = [cosine_with_warmup(s, total=10, warmup=4) for s in range(11)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[7] == pytest.approx(0.5) and lrs[10] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))
+    assert cosine_with_warmup(0, total=5, warmup=0) == 1.0
+
+
+def test_checkpoint_roundtrip_is_atomic(tmp_path):
+    path = tmp_path / "c" / "last.pt"
+    save_checkpoint(path, w=torch.arange(3), cfg={"a": [1, 2]}, rng=torch.get_rng_state())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temp file left
+    ckpt = load_checkpoint(path)
+    assert torch.equal(ckpt["w"], torch.arange(3)) and ckpt["cfg"] == {"a": [1, 2]}
+
+
+def test_retrieval_accuracy_on_hand_made_embeddings():
+    image = torch.eye(4)
+    # pixel 0 → image 0 (rank 0); pixel 1 closest to image 2, then its own (rank 1);
+    # pixel 2 ranks its own third; pixel 3 ties every image (ties count against it).
+    pixel = torch.tensor(
+        [[1.0, 0, 0, 0], [0, 0.6, 0.8, 0], [0.7, 0.5, 0.1, 0], [0.5, 0.5, 0.5, 0.5]]
+    )
+    assert retrieval_accuracy(pixel, image, ks=(1, 2, 3, 4)) == {1: 0.25, 2: 0.5, 3: 0.75, 4: 1.0}
+    assert retrieval_accuracy(pixel, image, ks=(1, 2, 3), chunk=3) == {1: 0.25, 2: 0.5, 3: 0.75}
+    assert retrieval_accuracy(torch.ones(5, 3), torch.ones(5, 3), ks=(1,)) == {1: 0.0}
+
+
+def test_source_resolution(params):
+    assert resolve_source(params) == "materialized"
+    assert resolve_source(with_pretrain(params, temporal_crop=0.2)) == "on_the_fly"
+    off = dataclasses.replace(
+        params, recurrence=dataclasses.replace(params.recurrence, materialize=False)
+    )
+    assert resolve_source(off) == "on_the_fly"
+    with pytest.raises(ConfigError, match="temporal_crop"):
+        resolve_source(with_pretrain(params, temporal_crop=0.2, source="materialized"))
+
+
+def test_batch_larger_than_train_set_is_rejected(params, tmp_path):
+    with pytest.raises(ConfigError, match="lower the batch size"):
+        pretrain(with_pretrain(params, batch_size=200, out=str(tmp_path)), progress=False)
+
+
+def test_short_run_learns_and_writes_outputs(params, tmp_path):
+    p = with_pretrain(params, epochs=5, out=str(tmp_path / "run"))
+    logs: list[tuple[int, dict]] = []
+    result = pretrain(p, log=lambda m, s: logs.append((s, m)), progress=False)
+    losses = [m["train/loss"] for _, m in logs if "train/loss" in m]
+    assert len(losses) == result["steps"] == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+    vals = [m for _, m in logs if "val/top1" in m]
+    assert len(vals) == 5 and vals[-1]["val/top1"] == result["val/top1"]
+    assert result["chance_top1"] == 1 / PIXELS and result["chance_top5"] == 5 / PIXELS
+    assert 0 <= result["val/top1"] <= result["val/top5"] <= 1 and math.isfinite(result["val/loss"])
+    assert result["global_batch"] == 16 and result["samples_per_second"] > 0
+    out = tmp_path / "run"
+    for name in ("last.pt", "final_metrics.json", "history.json", "rp_encoder.pt"):
+        assert (out / name).is_file(), name
+    model, ckpt = load_pretrained_model(out / "last.pt")  # weights_only=True inside
+    assert ckpt["config"] == resolved_config(p, "materialized", 1)
+    assert ckpt["config"]["pretrain"]["train_folds"] == [1, 2, 3]
+    assert ckpt["image_mean"].shape == ckpt["image_std"].shape == (10,)
+    assert ckpt["step"] == 30 and len(ckpt["history"]) == 5
+    rp_state = torch.load(out / "rp_encoder.pt", weights_only=True)
+    assert all(torch.equal(v, model.rp_encoder.state_dict()[k]) for k, v in rp_state.items())
+    with torch.no_grad():
+        z = model.encode_pixel(torch.rand(4, 3, 32, 32))
+    assert z.shape == (4, 32)
+
+
+def test_kill_and_resume_reaches_the_same_weights(params, tmp_path):
+    # On-the-fly plots with every random augmentation, so all randomness must replay exactly.
+    p = with_pretrain(params, temporal_crop=0.25, channel_dropout=0.3, flip_rotate=True)
+    full = pretrain(with_pretrain(p, out=str(tmp_path / "a")), progress=False)
+    b = with_pretrain(p, out=str(tmp_path / "b"))
+    killed = pretrain(b, progress=False, max_steps=9)  # mid-epoch 2, last checkpoint: step 8
+    assert killed["stopped_early"] and killed["steps"] == 9
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 8
+    assert not (tmp_path / "b" / "final_metrics.json").exists()
+    resumed = pretrain(b, progress=False)
+    assert resumed["resumed_from_step"] == 8 and resumed["steps"] == full["steps"] == 12
+    a_state = load_checkpoint(tmp_path / "a" / "last.pt")
+    b_state = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert a_state["model"].keys() == b_state["model"].keys()
+    for key, value in a_state["model"].items():
+        assert torch.equal(value, b_state["model"][key]), key
+    assert a_state["history"] == b_state["history"]
+    assert resumed["val/top1"] == full["val/top1"]
+
+    # A finished run re-run with the same config does nothing; a changed config starts afresh.
+    again = pretrain(b, progress=False)
+    assert again["resumed_from_step"] == 12 and again["samples_per_second"] is None
+    changed = pretrain(with_pretrain(b, lr=1e-3, epochs=1), progress=False)
+    assert changed["resumed_from_step"] == 0 and changed["steps"] == 6
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["config"]["pretrain"]["lr"] == 1e-3

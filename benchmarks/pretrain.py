@@ -32,17 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from pimc.config import ModelConfig, RecurrenceConfig  # noqa: E402
 from pimc.losses import SymmetricInfoNCE  # noqa: E402
-from pimc.pairs import (  # noqa: E402
-    AUGMENT,
-    PairDataset,
-    augment_images,
-    batch_rps,
-    channel_dropout,
-    epoch_batches,
-    make_generator,
-)
+from pimc.pairs import PairDataset, augment_images, batch_rps, channel_dropout  # noqa: E402
 from pimc.pretrain import build_model  # noqa: E402
-from pimc.train import resolve_device  # noqa: E402
+from pimc.train import AUGMENT, epoch_batches, make_generator, resolve_device  # noqa: E402
 
 
 def rate(fn: Callable[[int], None], steps: int, batch_size: int) -> float:

@@ -14,8 +14,8 @@ Two RP sources:
   batch into plots on the training device (after an optional random temporal crop).
 
 All randomness (date choice, crops, augmentations) comes from explicit ``torch.Generator``\\ s
-derived from ``(seed, stream, counter)`` by :func:`pimc.train.make_generator`, so a batch is a pure function
-of its step number: a resumed run, or a worker process, reproduces it exactly.
+(:func:`pimc.train.make_generator`), so a batch is a pure function of its step number: a
+resumed run, or a worker process, reproduces it exactly.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ __all__ = [
     "image_stats",
     "resolve_source",
 ]
+
 
 class PairDataset(Dataset):
     """Pairs of the selected folds of a ``prepare`` output folder.
@@ -306,8 +307,8 @@ def channel_dropout(rp: Tensor, p: float, generator: torch.Generator) -> Tensor:
 def resolve_source(cfg: PretrainConfig, materialize: bool) -> str:
     """``materialized`` or ``on_the_fly``: where training reads its recurrence plots.
 
-    ``auto`` uses the recurrence stage's shards when it wrote them (``materialize``), except that a temporal crop
-    must cut the series before the plot is built, which needs the on-the-fly path.
+    ``auto`` uses the recurrence stage's shards when it wrote them (``materialize``), except
+    that a temporal crop must cut the series before the plot is built: that needs on the fly.
     """
     if cfg.source == "materialized" and cfg.temporal_crop > 0:
         raise ConfigError(

@@ -43,24 +43,19 @@ from pimc.errors import ConfigError
 from pimc.io import atomic_path, write_json
 from pimc.losses import SymmetricInfoNCE
 from pimc.models import PIMC
-from pimc.pairs import (
+from pimc.pairs import PairDataset, augment_images, batch_rps, channel_dropout, resolve_source
+from pimc.train import (
     AUGMENT,
     EVAL,
-    PairDataset,
-    augment_images,
-    batch_loader,
-    batch_rps,
-    channel_dropout,
-    epoch_batches,
-    make_generator,
-)
-from pimc.train import (
     DistInfo,
     adamw,
     all_gather_with_grad,
     autocast,
+    batch_loader,
     cosine_with_warmup,
+    epoch_batches,
     load_checkpoint,
+    make_generator,
     resolve_device,
     retrieval_accuracy,
     save_checkpoint,

@@ -147,7 +147,9 @@ def _numpy_percentile(flat: Tensor, percentage: float) -> Tensor:
     return a + diff * gamma if gamma < 0.5 else b - diff * (1 - gamma)
 
 
-def _distances(xc: Tensor, m: int, tau: int, side: int, out: Tensor) -> Tensor:
+def _distances(
+    xc: Tensor, m: int, tau: int, side: int, out: Tensor, scratch: Tensor | None
+) -> Tensor:
     """Write the unthresholded recurrence plots of a chunk into ``out``.
 
     Args:
@@ -156,6 +158,7 @@ def _distances(xc: Tensor, m: int, tau: int, side: int, out: Tensor) -> Tensor:
         tau: Time delay.
         side: ``S = T - (m-1)*tau``.
         out: Destination, shape ``(b, S, S)``, compute dtype.
+        scratch: Buffer of ``out``'s shape and dtype for ``m > 1`` (unused when ``m = 1``).
 
     Returns:
         ``out``.
@@ -163,15 +166,16 @@ def _distances(xc: Tensor, m: int, tau: int, side: int, out: Tensor) -> Tensor:
     if m == 1:
         torch.sub(xc[:, :, None], xc[:, None, :], out=out)
         return out.abs_()
+    assert scratch is not None
     # Accumulate squared differences one delay coordinate at a time, in the same order as
     # pyts' scalar loop, instead of materialising a (b, S, S, m) tensor (m times the memory).
     for k in range(m):
         seg = xc[:, k * tau : k * tau + side]
-        if k == 0:
-            torch.sub(seg[:, :, None], seg[:, None, :], out=out)
-            out.square_()
-        else:
-            out.add_((seg[:, :, None] - seg[:, None, :]).square_())
+        dest = out if k == 0 else scratch
+        torch.sub(seg[:, :, None], seg[:, None, :], out=dest)
+        dest.square_()
+        if k > 0:
+            out.add_(scratch)
     return out.sqrt_()
 
 
@@ -222,7 +226,7 @@ def recurrence_plot(
             f"x must have shape (B, T) or (B, C, T); got shape {tuple(x.shape)}. Reshape the "
             "index series so time is the last dimension."
         )
-    if x.dtype in (torch.bool,) or x.is_complex():
+    if x.dtype == torch.bool or x.is_complex():
         raise ConfigError(f"x must be a real-valued tensor; got dtype {x.dtype}.")
     lead = tuple(x.shape[:-1])
     m, tau, side = resolve_embedding(x.shape[-1], dimension, time_delay)
@@ -239,58 +243,67 @@ def recurrence_plot(
     out = torch.empty((n_series, out_side, out_side), dtype=out_dtype, device=x.device)
 
     # Write distances straight into the output when nothing follows that needs a separate
-    # buffer: the common m=1 float32 path then makes exactly one pass over the output memory.
+    # buffer: the common m=1 float32 path then makes a single sweep over the output memory.
     direct = threshold is None and not normalize and size is None and out_dtype == compute_dtype
-    workspace: Tensor | None = None
+    # Buffers are allocated once per call and reused by every chunk: fresh large allocations
+    # are page-faulted in on every touch, which costs more than computing the plots.
+    rows = min(chunk_size, n_series)
+    workspace = None if direct else _new((rows, side, side), compute_dtype, x.device)
+    scratch = None if m == 1 else _new((rows, side, side), compute_dtype, x.device)
     for start in range(0, n_series, chunk_size):
         stop = min(start + chunk_size, n_series)
         xc = series[start:stop].to(compute_dtype)
-        if direct:
-            _distances(xc, m, tau, side, out[start:stop])
-            continue
+        scratch_c = None if scratch is None else scratch[: stop - start]
         if workspace is None:
-            workspace = torch.empty(
-                (min(chunk_size, n_series), side, side), dtype=compute_dtype, device=x.device
-            )
-        plots = _distances(xc, m, tau, side, workspace[: stop - start])
-        plots = _postprocess(plots, threshold, percentage, normalize, size)
-        out[start:stop].copy_(plots)
+            _distances(xc, m, tau, side, out[start:stop], scratch_c)
+            continue
+        dist = _distances(xc, m, tau, side, workspace[: stop - start], scratch_c)
+        _postprocess(dist, out[start:stop], threshold, percentage, normalize, size)
     return out.reshape(*lead, out_side, out_side)
+
+
+def _new(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor | None:
+    """An uninitialised buffer, or None for an empty batch."""
+    return torch.empty(shape, dtype=dtype, device=device) if shape[0] > 0 else None
 
 
 def _postprocess(
     dist: Tensor,
+    out: Tensor,
     threshold: float | str | None,
     percentage: float,
     normalize: bool,
     size: int | None,
-) -> Tensor:
-    """Threshold, normalise and resize a chunk of distance plots.
+) -> None:
+    """Threshold, normalise and resize a chunk of distance plots into the output.
 
     Args:
-        dist: Distance plots, shape ``(b, S, S)``; may be overwritten.
+        dist: Distance plots, shape ``(b, S, S)``, compute dtype; overwritten.
+        out: Destination, shape ``(b, S', S')``, output dtype.
         threshold: As in :func:`recurrence_plot`.
         percentage: As in :func:`recurrence_plot`.
         normalize: As in :func:`recurrence_plot`.
         size: As in :func:`recurrence_plot`.
-
-    Returns:
-        Plots, shape ``(b, S', S')``, in ``dist``'s dtype.
     """
     plots = dist
     if threshold is not None:
-        if threshold == "point":
+        if isinstance(threshold, str) and threshold == "point":
             eps = _numpy_percentile(dist.flatten(1), percentage)[:, None, None]
-        elif threshold == "distance":
+        elif isinstance(threshold, str):  # "distance"
             # Same operation order as pyts: (percentage / 100) * max.
             eps = (percentage / 100) * dist.amax(dim=(1, 2), keepdim=True)
         else:
             eps = float(threshold)
-        plots = torch.lt(dist, eps).to(dist.dtype)
-    if normalize:
-        peak = plots.amax(dim=(1, 2), keepdim=True)
+        recurrent = torch.lt(dist, eps)
+        if size is None or size == dist.shape[-1]:
+            # A 0/1 plot already has max 1 (or is all zeros): normalising would not change it.
+            out.copy_(recurrent)
+            return
+        plots = dist.copy_(recurrent)
+    elif normalize:
+        peak = dist.amax(dim=(1, 2), keepdim=True)
         # An all-zero plot (constant series) has peak 0: divide by 1 to keep zeros, not NaN.
-        plots = plots / torch.where(peak > 0, peak, torch.ones_like(peak))
+        plots = dist.div_(peak.masked_fill_(peak == 0, 1))
     if size is not None and size != plots.shape[-1]:
         plots = F.interpolate(
             plots[:, None],
@@ -299,7 +312,7 @@ def _postprocess(
             align_corners=False,
             antialias=size < plots.shape[-1],
         )[:, 0]
-    return plots
+    out.copy_(plots)
 
 
 class RecurrencePlot(nn.Module):

@@ -128,6 +128,68 @@ class TrackedRun:
             self.log_artifact(target, None if parent == "." else parent)
 
 
+    def log_model(
+        self,
+        model: Any,
+        name: str,
+        input_example: Any,
+        registered_model_name: str | None = None,
+    ) -> Any:
+        """Log a torch module as an MLflow model (pt2: ``torch.export``, no pickle) and
+        optionally register it; returns MLflow's ``ModelInfo``.
+
+        pt2 keeps loading safe (no arbitrary code runs on ``load_model``) and needs no pimc
+        install to serve. The batch dimension of ``input_example`` stays dynamic.
+        """
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        _client()
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]  # skips slow inference
+        mlflow.start_run(run_id=self.run_id)  # log_model attaches to the active run
+        try:
+            return mlflow.pytorch.log_model(
+                model.eval(),
+                name=name,
+                input_example=input_example,
+                serialization_format="pt2",
+                pip_requirements=requirements,
+                registered_model_name=registered_model_name,
+            )
+        finally:
+            # Leaves the run open for more logging; start_run()'s exit sets the final status.
+            mlflow.end_run(status="RUNNING")
+
+
+def latest_version(name: str) -> str:
+    """Newest version number of registered model ``name``."""
+    versions = _client().search_model_versions(f"name = '{name}'")
+    return str(max(int(v.version) for v in versions))
+
+
+def set_alias(name: str, alias: str, version: str | int) -> None:
+    _client().set_registered_model_alias(name, alias, str(version))
+
+
+def get_alias(name: str, alias: str) -> str | None:
+    """Version behind ``models:/name@alias``, or None when the alias is unset."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_model(uri: str) -> Any:
+    """Load a logged torch model, e.g. ``models:/pimc-rp-encoder@champion``."""
+    import mlflow.pytorch
+
+    _client()
+    return mlflow.pytorch.load_model(uri)
+
+
 @contextmanager
 def start_run(
     stage: str,

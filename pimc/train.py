@@ -3,7 +3,7 @@
 Checkpoints are read with ``torch.load(weights_only=True)``, so they may hold only tensors and
 plain Python containers/scalars: RNG state is stored as ``torch.get_rng_state()`` (a uint8
 tensor), and pimc's data randomness comes from generators derived from the seed and the step
-(:func:`pimc.pairs.make_generator`) rather than from numpy's or Python's global RNG.
+(:func:`make_generator`) rather than from numpy's or Python's global RNG.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ def test_torchrun_two_processes_share_negatives(tiny_data, tmp_path):
     metrics = json.loads((out / "final_metrics.json").read_text())
     # 96 train pairs / (2 ranks x 8) = 6 steps per epoch; each rank scored 16 candidates.
     assert metrics["world_size"] == 2 and metrics["global_batch"] == 16
+    assert metrics["candidates_per_query"] == 16  # the gathered batch, not the local 8
     assert metrics["steps"] == 12 and metrics["val/top1"] is not None
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["config"]["runtime"] == {"source": "materialized", "world_size": 2}

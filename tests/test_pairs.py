@@ -10,16 +10,10 @@ from torch.utils.data import default_collate
 
 from pimc.config import PrepareConfig, RecurrenceConfig
 from pimc.errors import ConfigError
-from pimc.pairs import (
-    PairDataset,
-    augment_images,
-    batch_rps,
-    channel_dropout,
-    epoch_batches,
-    make_generator,
-)
+from pimc.pairs import PairDataset, augment_images, batch_rps, channel_dropout
 from pimc.prepare import run_prepare
 from pimc.rp_stage import build_rps, run_recurrence
+from pimc.train import batch_loader, epoch_batches, make_generator
 
 PIXELS = 32  # per patch; the tiny data set has one patch per fold
 
@@ -175,3 +169,15 @@ def test_epoch_batches_shard_the_global_permutation():
     for j in range(6):  # global batch j = rank 0's slice then rank 1's
         assert torch.equal(torch.cat([ranks[0][j], ranks[1][j]]), single[j])
     assert not torch.equal(torch.cat(single), torch.cat(epoch_batches(50, 8, epoch=4, seed=1)))
+
+
+def test_batch_loader_is_independent_of_workers(random_dates):
+    ds = PairDataset(random_dates, (1, 2, 3))
+    batches = epoch_batches(len(ds), 16, epoch=0, seed=0)
+    seeds = list(range(100, 100 + len(batches)))
+    inline = list(batch_loader(ds, batches, seeds))
+    workers = list(batch_loader(ds, batches, seeds, num_workers=2))
+    assert len(inline) == len(workers) == 6
+    for a, b in zip(inline, workers, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["index"], b["index"])
+        assert torch.equal(a["index"], ds.indices[batches[int(a["seed"]) - 100]])

@@ -8,10 +8,10 @@ import torch
 
 from pimc.config import ModelConfig, Params, PrepareConfig, PretrainConfig
 from pimc.errors import ConfigError
+from pimc.pairs import resolve_source
 from pimc.pretrain import (
     load_pretrained_model,
     pretrain,
-    resolve_source,
     resolved_config,
     retrieval_accuracy,
 )
@@ -68,15 +68,14 @@ def test_retrieval_accuracy_on_hand_made_embeddings():
     assert retrieval_accuracy(torch.ones(5, 3), torch.ones(5, 3), ks=(1,)) == {1: 0.0}
 
 
-def test_source_resolution(params):
-    assert resolve_source(params) == "materialized"
-    assert resolve_source(with_pretrain(params, temporal_crop=0.2)) == "on_the_fly"
-    off = dataclasses.replace(
-        params, recurrence=dataclasses.replace(params.recurrence, materialize=False)
-    )
-    assert resolve_source(off) == "on_the_fly"
+def test_source_resolution():
+    cfg = PretrainConfig()
+    assert resolve_source(cfg, materialize=True) == "materialized"
+    assert resolve_source(cfg, materialize=False) == "on_the_fly"
+    assert resolve_source(dataclasses.replace(cfg, temporal_crop=0.2), True) == "on_the_fly"
+    assert resolve_source(dataclasses.replace(cfg, source="on_the_fly"), True) == "on_the_fly"
     with pytest.raises(ConfigError, match="temporal_crop"):
-        resolve_source(with_pretrain(params, temporal_crop=0.2, source="materialized"))
+        resolve_source(dataclasses.replace(cfg, temporal_crop=0.2, source="materialized"), True)
 
 
 def test_batch_larger_than_train_set_is_rejected(params, tmp_path):

@@ -37,3 +37,24 @@ def test_default_uri_is_absolute_sqlite(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert tracking.artifact_location() == (tmp_path.resolve() / "mlartifacts").as_uri()
+
+
+def test_log_register_alias_and_load_model():
+    import numpy as np
+    import torch
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    ).eval()
+    example = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    with tracking.start_run("unit", {}, experiment="test-tracking") as run:
+        tracking_info = run.log_model(net, "net", example, registered_model_name="pimc-test-net")
+        run.log_metrics({"after_model": 1.0})  # the run is still open for logging
+    assert tracking_info.registered_model_version == 1
+    assert tracking.get_run(run.run_id).info.status == "FINISHED"
+    assert tracking.get_alias("pimc-test-net", "champion") is None
+    tracking.set_alias("pimc-test-net", "champion", tracking.latest_version("pimc-test-net"))
+    assert tracking.get_alias("pimc-test-net", "champion") == "1"
+    loaded = tracking.load_model("models:/pimc-test-net@champion")
+    batch = torch.rand(5, 3, 8, 8)  # another batch size than the example: dynamic batch dim
+    torch.testing.assert_close(loaded(batch), net(batch))

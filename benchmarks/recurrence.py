@@ -12,6 +12,10 @@ subset (pyts only takes ``(n, T)``, so channels are flattened into series):
 * the max abs difference to pyts in float64 (and of the ``--dtype`` run) on ``--check-n`` series;
 * on CUDA, the fraction of ``--peak-gbps`` reached.
 
+Page faults on the freshly allocated output dominate on CPU: numpy (so pyts) asks the kernel for
+transparent huge pages on large arrays, torch only when ``THP_MEM_ALLOC_ENABLE=1`` is set in
+the environment before it starts; the setting is printed.
+
 Nothing is asserted; this only measures. Usage::
 
     python benchmarks/recurrence.py --n 100000 --t 61 --channels 3 --device cpu --dtype float32
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import os
 import resource
 import sys
 import time
@@ -146,6 +151,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--dimension", type=float, default=1, help="embedding dimension m")
     p.add_argument("--time-delay", type=float, default=1, help="time delay tau")
+    p.add_argument("--threshold", default="none", help="none, point, distance or a float")
+    p.add_argument("--percentage", type=float, default=10.0)
+    p.add_argument("--normalize", action="store_true", help="full-set run only (pipeline)")
+    p.add_argument("--size", type=int, default=None, help="full-set run only: resize plots")
+    p.add_argument("--out-dtype", default=None, choices=sorted(DTYPES), help="full-set run only")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
     p.add_argument("--pyts-n", type=int, default=30_000, help="series in the common subset")
     p.add_argument("--check-n", type=int, default=2_000, help="series for the accuracy check")
@@ -165,12 +175,30 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     m, tau = _int_if_whole(args.dimension), _int_if_whole(args.time_delay)
-    rp_kw = dict(dimension=m, time_delay=tau)
+    threshold: float | str | None = args.threshold
+    if threshold == "none":
+        threshold = None
+    elif threshold not in ("point", "distance"):
+        threshold = float(threshold)
+    rp_kw = dict(dimension=m, time_delay=tau, threshold=threshold, percentage=args.percentage)
+    # Options pyts does not have apply to the full-set run only (e.g. the pipeline's
+    # normalize + size 32 + float16); the comparison with pyts always uses plain plots.
+    full_kw = dict(
+        rp_kw,
+        normalize=args.normalize,
+        size=args.size,
+        dtype=DTYPES[args.out_dtype] if args.out_dtype else None,
+        chunk_size=args.chunk_size,
+    )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device={device}, "
         f"n={args.n} channels={args.channels} t={args.t} dtype={args.dtype} m={m} tau={tau} "
-        f"chunk_size={args.chunk_size}"
+        f"threshold={threshold} percentage={args.percentage} chunk_size={args.chunk_size}"
     )
+    # numpy (hence pyts) madvises huge pages for big arrays; torch only does with this set.
+    print(f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
+    extras = {k: full_kw[k] for k in ("normalize", "size", "dtype")}
+    print(f"full-set run extras: {extras}")
     data64 = make_series(args.n, args.channels, args.t, args.seed)
     x = data64.to(device=device, dtype=dtype)
     n_rp = args.n * args.channels
@@ -182,13 +210,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"resolved m={m_res} tau={tau_res}: {side}x{side} plots")
 
     # --- pimc on the full set --------------------------------------------------------------
-    recurrence_plot(x[:64], **rp_kw, chunk_size=args.chunk_size)  # warm-up (threads, kernels)
+    recurrence_plot(x[:64], **full_kw)  # warm-up (threads, kernels)
     with PeakMemory(device) as mem:
-        dt, out = timed(lambda: recurrence_plot(x, **rp_kw, chunk_size=args.chunk_size), device)
+        dt, out = timed(lambda: recurrence_plot(x, **full_kw), device)
     out_bytes = out.numel() * out.element_size()
     rate = n_rp / dt
-    rp_bytes = side * side * out.element_size()
-    print(f"\n[pimc, full set] {n_rp} RPs of {side}x{side} {out.dtype} in {dt:.3f} s")
+    out_side = out.shape[-1]
+    rp_bytes = out_side * out_side * out.element_size()
+    print(f"\n[pimc, full set] {n_rp} RPs of {out_side}x{out_side} {out.dtype} in {dt:.3f} s")
     print(f"  {rate:,.0f} RPs/s, output bandwidth {rate * rp_bytes / 1e9:.2f} GB/s")
     if args.peak_gbps:
         print(f"  = {100 * rate * rp_bytes / 1e9 / args.peak_gbps:.1f}% of {args.peak_gbps} GB/s")
@@ -244,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n[accuracy] {n_chk} series vs pyts (float64 reference)")
     print(f"  max |pimc float64 - pyts| = {np.abs(ours64 - ref).max():.3e}")
     print(f"  max |pimc {args.dtype} - pyts| = {np.abs(ours_dt - ref).max():.3e} (input rounding)")
+    if threshold is not None:  # rounding the input flips entries that sit at the threshold
+        print(f"  entries differing in the {args.dtype} run: {np.mean(ours_dt != ref):.2e}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -166,7 +166,7 @@ class PretrainConfig:
     num_workers: int = 0  # 0: batches are gathered from in-memory tensors, no workers needed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     source: Literal["auto", "materialized", "on_the_fly"] = "auto"
-    out: str = "models/pretrain"
+    out: str = "data/models/pretrain"
 
     def __post_init__(self) -> None:
         _check(len(self.train_folds) >= 1, "pretrain.train_folds", "must name at least one fold")
@@ -188,6 +188,138 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """Fields every downstream task shares (``finetune.<task>``).
+
+    ``mode`` picks the PIMC method whose model is returned as ``best_model``: ``linear`` (frozen
+    pretrained encoder, BN statistics included, + linear head) or ``finetune`` (all trainable,
+    the pretrained encoder at ``lr * encoder_lr_scale`` so the head's first noisy steps do not
+    wipe out what pretraining learnt; randomly initialised encoders always get the full ``lr``).
+    ``baselines`` lists the other methods to run too (the other PIMC variant included).
+    """
+
+    SECTION: ClassVar[str] = "finetune"
+    METHODS: ClassVar[tuple[str, ...]] = ()
+
+    seed: int = 0
+    mode: Literal["linear", "finetune"] = "finetune"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-3
+    encoder_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    patience: int = 5  # epochs without a better validation metric before stopping
+    pretrained: Literal["stage", "registry", "none"] = "stage"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    baselines: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        key = self.SECTION
+        _check(self.epochs >= 1, f"{key}.epochs", "must be >= 1")
+        _check(self.batch_size >= 2, f"{key}.batch_size", "must be >= 2 (BatchNorm needs 2)")
+        _check(self.lr > 0, f"{key}.lr", "must be > 0")
+        _check(self.encoder_lr_scale >= 0, f"{key}.encoder_lr_scale", "must be >= 0")
+        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
+        _check(self.patience >= 1, f"{key}.patience", "must be >= 1")
+        unknown = [b for b in self.baselines if b not in self.METHODS]
+        _check(not unknown, f"{key}.baselines", f"has unknown {unknown}; valid: {self.METHODS}")
+
+
+def _check_folds(key: str, train: tuple, val: tuple, test: tuple) -> None:
+    for name, folds in (("train_folds", train), ("val_folds", val), ("test_folds", test)):
+        _check(bool(folds), f"{key}.{name}", "must name at least one fold")
+        _check(set(folds) <= {1, 2, 3, 4, 5}, f"{key}.{name}", "folds are 1..5")
+    _check(
+        not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test)),
+        f"{key}.train_folds/val_folds/test_folds",
+        "must not overlap (evaluation would see training pixels)",
+    )
+
+
+@dataclass(frozen=True)
+class ForecastConfig(TaskConfig):
+    """``finetune.forecast``: the next ``horizon`` grid steps from the RP of the first
+    ``input_len`` (plus the last observed values, which an RP cannot encode)."""
+
+    SECTION: ClassVar[str] = "finetune.forecast"
+    METHODS: ClassVar[tuple[str, ...]] = (
+        "pimc_linear", "pimc_finetune", "random_init", "persistence",
+        "linear_extrapolation", "climatology", "cnn1d",
+    )  # fmt: skip
+
+    input_len: int = 32
+    horizon: int = 10
+    train_folds: tuple[int, ...] = (1, 2, 3)
+    val_folds: tuple[int, ...] = (4,)
+    test_folds: tuple[int, ...] = (5,)
+    baselines: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.input_len >= 2, f"{self.SECTION}.input_len", "must be >= 2")
+        _check(self.horizon >= 1, f"{self.SECTION}.horizon", "must be >= 1")
+        _check_folds(self.SECTION, self.train_folds, self.val_folds, self.test_folds)
+
+
+@dataclass(frozen=True)
+class PixelClsConfig(TaskConfig):
+    """``finetune.pixel_cls``: crop type of a pixel from its full-season RP.
+
+    ``single_index`` in ``baselines`` runs ``single_index_<name>`` for every prepared index.
+    """
+
+    SECTION: ClassVar[str] = "finetune.pixel_cls"
+    METHODS: ClassVar[tuple[str, ...]] = (
+        "pimc_linear", "pimc_finetune", "random_init", "cnn1d", "single_index",
+    )  # fmt: skip
+
+    train_folds: tuple[int, ...] = (1, 2, 3)
+    val_folds: tuple[int, ...] = (4,)
+    test_folds: tuple[int, ...] = (5,)
+    rotation: int | None = None  # 0..4 picks PASTIS.rotations[rotation], overriding the folds
+    keep_background: bool = True
+    ignore_index: int = 19
+    baselines: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            self.rotation is None or 0 <= self.rotation <= 4,
+            f"{self.SECTION}.rotation",
+            "must be 0..4 (an official PASTIS rotation) or null (use the *_folds)",
+        )
+        _check_folds(self.SECTION, self.train_folds, self.val_folds, self.test_folds)
+
+
+@dataclass(frozen=True)
+class EurosatConfig(TaskConfig):
+    """``finetune.eurosat``: EuroSAT scene classification with the image tower."""
+
+    SECTION: ClassVar[str] = "finetune.eurosat"
+    METHODS: ClassVar[tuple[str, ...]] = (
+        "pimc_linear", "pimc_finetune", "random_init_linear", "random_init_finetune",
+    )  # fmt: skip
+
+    resize: int | None = None  # side the 64 x 64 tiles are resized to; null keeps 64
+    bands: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    baselines: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.resize is None or self.resize >= 8, f"{self.SECTION}.resize", "must be >= 8")
+        _check(len(self.bands) >= 1, f"{self.SECTION}.bands", "must name at least one band")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The downstream tasks (``pimc.tasks``), one section each."""
+
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
+    pixel_cls: PixelClsConfig = field(default_factory=PixelClsConfig)
+    eurosat: EurosatConfig = field(default_factory=EurosatConfig)
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``. Later stages add their sections here."""
 
@@ -196,6 +328,7 @@ class Params:
     recurrence: RecurrenceConfig = field(default_factory=RecurrenceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,3 +53,41 @@ def rp_gallery(
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def learning_curves(
+    train: Sequence[Mapping[str, float]],
+    val: Sequence[Mapping[str, float]],
+    path: str | Path,
+    title: str = "Training",
+) -> Path:
+    """Loss per step (train) and per epoch (val), plus every other ``val/*`` metric.
+
+    Args:
+        train: rows with ``step`` and ``train/loss``.
+        val: rows with ``step``, ``val/loss`` and other ``val/...`` metrics.
+        path: PNG to write.
+    """
+    plt = _pyplot()
+    extra = sorted({k for row in val for k in row if k.startswith("val/") and k != "val/loss"})
+    fig, axes = plt.subplots(1, 1 + bool(extra), figsize=(5 + 4 * bool(extra), 3.4), squeeze=False)
+    ax = axes[0][0]
+    if train:
+        ax.plot([r["step"] for r in train], [r["train/loss"] for r in train], lw=0.8, label="train")
+    if val:
+        ax.plot([r["step"] for r in val], [r["val/loss"] for r in val], "o-", label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    if extra:
+        ax2 = axes[0][1]
+        for key in extra:
+            ax2.plot([r["step"] for r in val], [r[key] for r in val], "o-", label=key)
+        ax2.set_xlabel("step")
+        ax2.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)

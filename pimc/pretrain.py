@@ -159,16 +159,17 @@ def pretrain(
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = setup_distributed(params.pretrain.device)
     device = resolve_device(params.pretrain.device, info.local_rank)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)  # exact resume; CUDA would need cuBLAS config
+    was = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cpu":  # exact resume; CUDA would also need CUBLAS_WORKSPACE_CONFIG
+        torch.use_deterministic_algorithms(True, warn_only=True)  # a backbone op may lack one
     try:
         result = _train(params, info, device, log, progress, max_steps)
         if info.distributed:
             dist.barrier()  # rank 0 may still be validating/writing; leave together
         return result
     finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+        torch.use_deterministic_algorithms(was, warn_only=was_warn)
         if info.distributed and owns_group:
             dist.destroy_process_group()
 

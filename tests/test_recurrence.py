@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from pimc.errors import ConfigError
 from pimc.recurrence import RecurrencePlot, recurrence_plot, resolve_embedding
 
 TOL = 1e-6
+
+# A reused buffer of the wrong shape makes torch warn (and resize it): treat that as a bug.
+pytestmark = pytest.mark.filterwarnings("error")
 
 
 def _load_pyts_recurrence_plot() -> type:
@@ -152,6 +156,14 @@ def test_normalize_scales_each_plot_to_unit_max():
     torch.testing.assert_close(rp, recurrence_plot(x) / recurrence_plot(x).amax((-2, -1), True))
 
 
+@pytest.mark.parametrize("threshold", [0.3, "point", "distance"])
+def test_normalize_leaves_binary_plots_unchanged(threshold):
+    x = torch.randn(4, 30)
+    x[0] = 1.0  # constant: all-zero binary plot for 'point'/'distance'
+    plain = recurrence_plot(x, threshold=threshold)
+    torch.testing.assert_close(recurrence_plot(x, threshold=threshold, normalize=True), plain)
+
+
 @pytest.mark.parametrize(("size", "antialias"), [(16, True), (64, False), (25, None)])
 def test_size_resizes_each_plot(size, antialias):
     x = torch.randn(5, 2, 25)
@@ -191,6 +203,8 @@ def test_compute_dtype_follows_input():
         {"dimension": 3, "time_delay": 2},
         {"threshold": "point", "percentage": 20},
         {"threshold": "distance", "normalize": True, "size": 12},
+        {"dimension": 2, "time_delay": 3, "threshold": "point", "dtype": torch.float16},
+        {"dimension": 0.1, "normalize": True, "size": 40},
     ],
 )
 def test_chunking_is_exact(kw):
@@ -271,3 +285,30 @@ def test_grid_of_embeddings_all_valid_or_clear_error():
         else:
             with pytest.raises(ConfigError, match="too short"):
                 recurrence_plot(x, m, tau)
+
+
+# --- benchmark script ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--threshold", "point", "--dimension", "2", "--normalize", "--size", "8"],
+        ["--threshold", "0.1", "--out-dtype", "float16", "--chunk-size", "7"],
+    ],
+)
+def test_benchmark_script_runs_and_agrees_with_pyts(pyts_rp, monkeypatch, capsys, extra):
+    """A tiny run of benchmarks/recurrence.py, so the script cannot silently rot."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "recurrence.py"
+    spec = importlib.util.spec_from_file_location("_bench_recurrence", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "load_pyts_recurrence_plot", lambda: pyts_rp)
+    args = ["--n", "30", "--t", "20", "--channels", "2", "--pyts-n", "40", "--check-n", "25"]
+    bench.main([*args, "--repeats", "1", *extra])
+    out = capsys.readouterr().out
+    assert "speed ratio pimc/pyts on the subset" in out
+    diff = re.search(r"max \|pimc float64 - pyts\| = (\S+)", out)
+    assert diff is not None and float(diff.group(1)) <= TOL

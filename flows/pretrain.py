@@ -1,0 +1,96 @@
+"""``pretrain`` stage: contrastive pretraining of the two PIMC towers, encoders registered.
+
+Single process here; for several GPUs or nodes run the same stage under torchrun:
+``torchrun --nproc_per_node=N -m pimc.pretrain --params params.yaml`` (DDP, global negatives).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from prefect import flow, task
+
+from flows.common import params_from, parse_overrides, stage_args
+from pimc import tracking
+from pimc.config import Params
+from pimc.io import write_json
+from pimc.paths import PLOTS_DIR, metrics_file
+from pimc.plots import learning_curves
+from pimc.pretrain import CHECKPOINT, load_pretrained_model, pretrain
+
+STAGE = "pretrain"
+REGISTERED = {"rp_encoder": "pimc-rp-encoder", "image_encoder": "pimc-image-encoder"}
+CURVES_TRAIN = PLOTS_DIR / "pretrain_train.json"
+CURVES_VAL = PLOTS_DIR / "pretrain_val.json"
+CURVES_PNG = PLOTS_DIR / "pretrain_curves.png"
+
+
+class CurveLogger:
+    """``log(metrics, step)`` callback: forwards to MLflow and keeps rows for DVC plots."""
+
+    def __init__(self, run: tracking.TrackedRun, every: int = 5) -> None:
+        self.run, self.every = run, every
+        self.train: list[dict[str, float]] = []
+        self.val: list[dict[str, float]] = []
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        if any(k.startswith("val/") for k in metrics):
+            self.val.append({"step": step, **metrics})
+            self.run.log_metrics(metrics, step)
+        elif step % self.every == 0:  # per-step MLflow writes to SQLite cost more than a step
+            self.train.append({"step": step, **metrics})
+            self.run.log_metrics(metrics, step)
+
+
+@task
+def train(params: Params, logger: CurveLogger) -> dict[str, Any]:
+    return pretrain(params, log=logger)
+
+
+@task
+def register_encoders(params: Params, run: tracking.TrackedRun) -> dict[str, str]:
+    """Log both encoders (pt2) and register them; the first version becomes ``champion``."""
+    model, _ = load_pretrained_model(Path(params.pretrain.out) / CHECKPOINT)
+    size, k = params.recurrence.size or 32, params.prepare.patch_size
+    examples = {
+        "rp_encoder": torch.zeros(2, model.config["rp_channels"], size, size),
+        "image_encoder": torch.zeros(2, model.config["image_channels"], k, k),
+    }
+    versions = {}
+    for attr, name in REGISTERED.items():
+        info = run.log_model(getattr(model, attr), attr, examples[attr].numpy(), name)
+        version = str(info.registered_model_version)
+        if tracking.get_alias(name, "champion") is None:
+            tracking.set_alias(name, "champion", version)  # bootstrap; retraining promotes later
+        versions[name] = version
+    return versions
+
+
+@flow(name="pimc-pretrain", log_prints=True)
+def pretrain_flow(
+    params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train, write ``metrics/pretrain.json`` + curves, register the encoders in MLflow."""
+    params = params_from(params_path, overrides)
+    sections = {k: getattr(params, k) for k in ("model", "pretrain", "recurrence")}
+    with tracking.start_run(STAGE, sections) as run:
+        logger = CurveLogger(run)
+        result = train(params, logger)
+        write_json(CURVES_TRAIN, logger.train)
+        write_json(CURVES_VAL, logger.val)
+        learning_curves(logger.train, logger.val, CURVES_PNG, "PIMC contrastive pretraining")
+        run.log_artifact(CURVES_PNG, "plots")
+        versions = register_encoders(params, run)
+        metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
+        run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+        run.set_tags({f"registered.{k}": v for k, v in versions.items()})
+        write_json(metrics_file(STAGE), metrics)
+    print(f"pretrain: top1 {result['val/top1']:.3f} (chance {result['chance_top1']:.4f})")
+    return result
+
+
+if __name__ == "__main__":
+    args = stage_args(__doc__)
+    pretrain_flow(args.params, parse_overrides(args.overrides))

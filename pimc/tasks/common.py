@@ -1,0 +1,479 @@
+"""What the downstream tasks share: task model, pretrained-tower loading, the fit loop, figures.
+
+The fit loop is deliberately short (nanoGPT style): AdamW, linear warmup (one epoch) + cosine
+decay, one validation pass per epoch, early stopping after ``patience`` epochs without a better
+validation metric. The best epoch's weights are kept in memory, restored at the end and saved
+atomically (``torch.save`` of tensors only, readable with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pimc.config import ModelConfig, Params, TaskConfig
+from pimc.errors import ConfigError, DatasetNotFoundError
+from pimc.io import atomic_path
+from pimc.models import PIMC, build_backbone
+from pimc.train import AUGMENT, ORDER, cosine_with_warmup, make_generator, save_checkpoint
+
+__all__ = [
+    "FitResult",
+    "Pretrained",
+    "TaskModel",
+    "fit",
+    "index_batches",
+    "plot_confusion",
+    "plot_curves",
+    "resolve_pretrained",
+    "tower_backbone",
+]
+
+Log = Callable[[dict[str, float], int], None]
+StepLoss = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
+TOWERS = {"rp_encoder": "rp_backbone", "image_encoder": "image_backbone"}
+
+
+class TaskModel(nn.Module):
+    """Backbone + linear head, self-contained from raw input to output.
+
+    The head is ``BatchNorm1d(affine=False) -> Linear`` (MAE's linear probe): frozen features
+    of a contrastive or random network have arbitrary scales, and standardising them lets one
+    learning rate suit every method. Using the same head for fine-tuning keeps the architecture
+    identical across methods.
+
+    Args:
+        backbone: Maps ``(B, C, ...)`` to ``(B, num_features)``.
+        out_dim: Outputs of the head.
+        extra_dim: Size of extra features concatenated to the backbone's (see :meth:`head_input`).
+        frozen: Linear probing: the backbone gets no gradient and stays in eval mode, so its
+            BatchNorm statistics are the pretrained ones too.
+        channel_mask: ``(C,)`` multiplied into the input (zeroes channels; single-index runs).
+        in_mean: ``(C,)`` per-channel mean subtracted from the input (with ``in_std``).
+        in_std: ``(C,)`` per-channel std the input is divided by.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        out_dim: int,
+        extra_dim: int = 0,
+        frozen: bool = False,
+        channel_mask: Tensor | None = None,
+        in_mean: Tensor | None = None,
+        in_std: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        features = int(backbone.num_features) + extra_dim
+        self.head = nn.Sequential(nn.BatchNorm1d(features, affine=False), nn.Linear(features, out_dim))
+        self.frozen = frozen
+        if frozen:
+            backbone.requires_grad_(False)
+        self.register_buffer("channel_mask", channel_mask)
+        self.register_buffer("in_mean", in_mean)
+        self.register_buffer("in_std", in_std)
+
+    def train(self, mode: bool = True) -> TaskModel:
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()  # frozen BN statistics: a linear probe must not adapt them
+        return self
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """Standardise and mask the channels (dim 1) of a raw input ``(B, C, ...)``."""
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if self.in_mean is not None:
+            x = (x - self.in_mean.view(shape)) / self.in_std.view(shape)
+        if self.channel_mask is not None:
+            x = x * self.channel_mask.view(shape)
+        return x
+
+    def head_input(
+        self, x: Tensor, extra: Tensor | None = None, precomputed: bool = False
+    ) -> Tensor:
+        """Backbone features of a raw input, with ``extra`` ``(B, extra_dim)`` appended.
+
+        With ``precomputed``, ``x`` already holds the features (see :meth:`encode`).
+        """
+        z = x if precomputed else self.backbone(self.prepare(x))
+        return z if extra is None else torch.cat([z, extra], dim=1)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, device: torch.device, chunk: int = 1024) -> Tensor:
+        """Backbone features ``(N, num_features)`` (on the CPU) of raw inputs, in eval mode.
+
+        A frozen backbone without input augmentation gives every sample the same features in
+        every epoch, so linear probes compute them once instead of once per epoch.
+        """
+        was_training = self.training
+        self.eval()
+        out = [self.backbone(self.prepare(c.to(device))).cpu() for c in x.split(chunk)]
+        self.train(was_training)
+        return torch.cat(out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Raw input ``(B, C, ...)`` -> ``(B, out_dim)``."""
+        return self.head(self.head_input(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained towers
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pretrained:
+    """Where pretrained weights come from.
+
+    Attributes:
+        model: A module holding the towers' weights (PIMC, an encoder, a backbone or a loaded
+            registry model), or None for random initialisation.
+        image_mean: ``(10,)`` band means the image tower was pretrained with (checkpoints only).
+        image_std: ``(10,)`` band stds, idem.
+        source: ``"stage:<path>"``, ``"argument"`` or ``"none"`` (recorded with the results).
+    """
+
+    model: nn.Module | None
+    image_mean: Tensor | None = None
+    image_std: Tensor | None = None
+    source: str = "none"
+
+
+def resolve_pretrained(
+    pretrained: nn.Module | str | Path | None, cfg: TaskConfig, params: Params
+) -> Pretrained:
+    """Apply ``finetune.<task>.pretrained``: ``stage``, ``registry`` or ``none``.
+
+    An explicitly passed model or checkpoint path wins over ``stage``'s ``last.pt``; ``none``
+    ignores it (every encoder then starts from random weights).
+    """
+    from pimc.pretrain import CHECKPOINT, load_pretrained_model
+
+    if cfg.pretrained == "none":
+        return Pretrained(None)
+    if isinstance(pretrained, nn.Module):
+        return Pretrained(pretrained, source="argument")
+    if pretrained is None and cfg.pretrained == "registry":
+        raise ConfigError(
+            f"'{cfg.SECTION}.pretrained' is 'registry' but no model was passed; pass "
+            "pretrained=<the registered encoder or PIMC>, or set it to 'stage' or 'none'"
+        )
+    path = Path(pretrained) if pretrained is not None else Path(params.pretrain.out) / CHECKPOINT
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"{path} not found ('{cfg.SECTION}.pretrained' = {cfg.pretrained!r}); run the "
+            "pretrain stage first, point 'pretrain.out' at its output, or set "
+            f"'{cfg.SECTION}.pretrained: none'"
+        )
+    model, ckpt = load_pretrained_model(path)
+    return Pretrained(model, ckpt.get("image_mean"), ckpt.get("image_std"), f"stage:{path}")
+
+
+def tower_backbone(
+    source: nn.Module | None, tower: str, channels: int, model_cfg: ModelConfig
+) -> nn.Module:
+    """A fresh backbone of ``tower`` (``rp_encoder``/``image_encoder``) with ``source``'s weights.
+
+    Weights are copied by state dict into a new module, so the caller's model is never trained
+    in place, and modules that lost their Python class (e.g. a ``torch.export``-ed registry
+    model) still work as long as their parameter names are the PIMC ones. With ``source`` None
+    the backbone is randomly initialised (seed the global RNG first).
+
+    Args:
+        source: PIMC, an :class:`~pimc.models.Encoder`, a bare backbone, or None.
+        tower: ``"rp_encoder"`` or ``"image_encoder"``.
+        channels: Input channels the task feeds.
+        model_cfg: Architecture when ``source`` is not a PIMC (which carries its own config).
+
+    Raises:
+        ConfigError: the weights do not fit the architecture, or the channel counts differ.
+    """
+    arch = dict(name=getattr(model_cfg, TOWERS[tower]), small_input=model_cfg.small_input)
+    if isinstance(source, PIMC):
+        arch = dict(name=source.config[TOWERS[tower]], small_input=source.config["small_input"])
+    kw = {"small_input": arch["small_input"]} if arch["name"].startswith("resnet") else {}
+    backbone = build_backbone(arch["name"], channels, **kw)
+    if source is None:
+        return backbone
+    want = backbone.state_dict()
+    state = source.state_dict()
+    for prefix in (f"{tower}.backbone.", "backbone.", ""):
+        picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if set(picked) == set(want):
+            break
+    else:
+        raise ConfigError(
+            f"the pretrained {type(source).__name__} has no {arch['name']} {tower} weights "
+            f"(expected keys like {next(iter(want))!r}); pass a PIMC or its {tower}, or set "
+            "'model' to the architecture it was trained with"
+        )
+    bad = [k for k, v in picked.items() if v.shape != want[k].shape]
+    if bad:
+        raise ConfigError(
+            f"pretrained {tower} does not fit {channels} input channels ({bad[0]}: "
+            f"{tuple(picked[bad[0]].shape)} vs {tuple(want[bad[0]].shape)}); the task's "
+            "indices/bands must be the ones it was pretrained on"
+        )
+    backbone.load_state_dict(picked)
+    return backbone
+
+
+# ---------------------------------------------------------------------------------------------
+# Fit loop
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns; the model itself holds the best weights afterwards."""
+
+    curves: list[dict[str, float]]
+    best_epoch: int
+    best: float
+    seconds: float
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    """A shuffled epoch of index batches; an incomplete last batch joins the previous one.
+
+    Merging (rather than dropping) keeps every sample in every epoch while never handing
+    BatchNorm a batch of 1.
+    """
+    order = torch.randperm(n, generator=generator)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches[-2] = torch.cat([batches[-2], batches.pop()])
+    return batches
+
+
+def _param_groups(model: TaskModel, lr: float, weight_decay: float, encoder_lr: float) -> list:
+    groups = []
+    for part, part_lr in ((model.backbone, encoder_lr), (model.head, lr)):
+        params = [p for p in part.parameters() if p.requires_grad]
+        # As in pimc.train.adamw: no decay on gains and biases (1-D), it only shrinks them.
+        decay = [p for p in params if p.ndim >= 2]
+        rest = [p for p in params if p.ndim < 2]
+        groups += [
+            {"params": decay, "lr": part_lr, "weight_decay": weight_decay},
+            {"params": rest, "lr": part_lr, "weight_decay": 0.0},
+        ]
+    return [g for g in groups if g["params"]]
+
+
+def fit(
+    model: TaskModel,
+    *,
+    name: str,
+    step_loss: StepLoss,
+    n_train: int,
+    validate: Callable[[nn.Module], dict[str, float]],
+    metric: str,
+    higher_is_better: bool,
+    cfg: TaskConfig,
+    encoder_lr: float,
+    checkpoint: Path,
+    progress: bool = True,
+    log: Log | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> FitResult:
+    """Train ``model`` with early stopping on ``validate(model)[metric]``.
+
+    Args:
+        model: Already on its device.
+        name: Method name (progress bar, log keys ``<name>/...``, checkpoint content).
+        step_loss: ``step_loss(model, idx, generator)`` -> scalar loss of training rows ``idx``
+            ``(B,)``; ``generator`` drives any augmentation.
+        n_train: Number of training rows.
+        validate: Validation metrics ``{"val/...": value}``; called in eval mode, no grad.
+        metric: The key of ``validate``'s result that selects the best epoch.
+        higher_is_better: Direction of ``metric``.
+        cfg: Seed, epochs, batch size, lr, weight decay, patience.
+        encoder_lr: Learning rate of the backbone (the head uses ``cfg.lr``).
+        checkpoint: Where the best weights are saved (atomically) at the end.
+        progress: Show a bar over epochs.
+        log: ``log(metrics, epoch)`` after every epoch.
+        extra: More (weights-only-safe) entries for the checkpoint, e.g. class ids.
+
+    Returns:
+        Curves (one row per epoch: ``epoch``, ``train/loss``, ``lr`` and ``val/*``), the best
+        epoch (1-based) and its metric, and the seconds spent.
+    """
+    start = time.perf_counter()
+    opt = torch.optim.AdamW(_param_groups(model, cfg.lr, cfg.weight_decay, encoder_lr))
+    per_epoch = len(index_batches(n_train, cfg.batch_size, torch.Generator()))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, partial(cosine_with_warmup, total=per_epoch * cfg.epochs, warmup=per_epoch)
+    )
+    aug = make_generator(cfg.seed, AUGMENT)  # independent of the batch order
+    curves: list[dict[str, float]] = []
+    best, best_epoch, best_state, waited = math.nan, 0, None, 0
+    bar = tqdm(range(1, cfg.epochs + 1), desc=name, unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for idx in index_batches(n_train, cfg.batch_size, make_generator(cfg.seed, ORDER, epoch)):
+            loss = step_loss(model, idx, aug)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+        model.eval()
+        with torch.no_grad():
+            val = validate(model)
+        row = {"epoch": epoch, "train/loss": total / count, "lr": opt.param_groups[-1]["lr"]}
+        curves.append({**row, **val})
+        value = val[metric]
+        # NaN never wins, but the first epoch is always kept so there is a state to restore.
+        if best_state is None or (value > best if higher_is_better else value < best):
+            best, best_epoch, waited = value, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+        bar.set_postfix({metric: f"{value:.4f}"})
+        if log is not None:
+            log({f"{name}/{k}": float(v) for k, v in curves[-1].items() if k != "epoch"}, epoch)
+        if waited >= cfg.patience:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    save_checkpoint(
+        checkpoint,
+        model={k: v.cpu() for k, v in best_state.items()},
+        method=name,
+        epoch=best_epoch,
+        metric=metric,
+        value=float(best),
+        curves=curves,
+        **dict(extra or {}),
+    )
+    return FitResult(curves, best_epoch, float(best), time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+
+def _save(fig: Any, path: Path) -> Path:
+    from pimc.plots import _pyplot
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[Mapping[str, float]]], metric: str, path: Path, title: str
+) -> Path:
+    """Training loss and validation ``metric`` per epoch, one line per method."""
+    from pimc.plots import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for method, rows in curves.items():
+        epochs = [r["epoch"] for r in rows]
+        axes[0].plot(epochs, [r["train/loss"] for r in rows], label=method)
+        axes[1].plot(epochs, [r[metric] for r in rows], "o-", ms=3, label=method)
+    axes[0].set(xlabel="epoch", ylabel="train loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel=metric)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(cm: Tensor, names: Sequence[str], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix (recall per true class) with the counts written in."""
+    from pimc.plots import _pyplot
+
+    plt = _pyplot()
+    counts = cm.double().numpy()
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * n, 2 + 0.45 * n))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for t in range(n):
+        for p in range(n):
+            if counts[t, p]:
+                color = "white" if rates[t, p] > 0.5 else "black"
+                ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=6, c=color)
+    short = [s[:18] for s in names]
+    ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), short, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="recall")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Task plumbing
+# ---------------------------------------------------------------------------------------------
+
+
+def method_plan(cfg: TaskConfig, expand: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Methods to run, in a stable order: the PIMC variant of ``cfg.mode`` first, then
+    ``cfg.baselines`` in the task's canonical order (``expand`` maps a group name such as
+    ``single_index`` to its members)."""
+    first = f"pimc_{cfg.mode}"
+    plan = [first]
+    for method in cfg.METHODS:
+        if method in cfg.baselines and method != first:
+            plan += list((expand or {}).get(method, [method]))
+    return plan
+
+
+def encoder_lr(cfg: TaskConfig, pretrained: bool) -> float:
+    """Backbone LR: ``lr * encoder_lr_scale`` for pretrained weights, ``lr`` for random ones
+    (a random encoder has nothing to preserve and must learn at the head's pace)."""
+    return cfg.lr * cfg.encoder_lr_scale if pretrained else cfg.lr
+
+
+def finish(
+    out_dir: Path,
+    task: str,
+    *,
+    methods: dict[str, dict[str, float]],
+    headline: str,
+    higher_is_better: bool,
+    curves: dict[str, list[dict[str, float]]],
+    plots: list[Path],
+    best_model: nn.Module,
+    example_input: np.ndarray,
+    source: Pretrained,
+    seconds: float,
+) -> dict[str, Any]:
+    """The result dict of a ``run_<task>``; also written (without the model) as
+    ``<out_dir>/results.json``."""
+    from pimc.io import write_json
+
+    summary = {
+        "task": task,
+        "headline": headline,
+        "higher_is_better": higher_is_better,
+        "pretrained": source.source,
+        "seconds": round(seconds, 3),
+        "methods": methods,
+    }
+    write_json(out_dir / "results.json", summary)
+    return {
+        **summary,
+        "best_model": best_model.cpu().eval(),
+        "example_input": example_input,
+        "plots": [str(p) for p in plots],
+        "curves": curves,
+    }

@@ -1,0 +1,322 @@
+"""Forecasting: a pixel's next ``horizon`` index values from the first ``input_len`` grid steps.
+
+PIMC forecaster: the RP of the input window -> RP encoder backbone -> features, concatenated
+with the last observed value of each index -> linear head -> the change from that last value,
+per index and step. Design decision: an RP holds only distances ``|x_i - x_j|`` (and is
+max-normalised by default), so it is blind to the series' absolute level; without the last
+value no head could tell a pixel at NDVI 0.2 from one at 0.8. ``random_init`` and ``cnn1d`` get
+the same extra input, so only the encoder differs between methods.
+
+Targets are standardised per index with the training folds' mean/std (of all their values);
+the reported metrics are RMSE/MAE per index in standardised units (``*_std``) and in index units,
+and their means over indices. Headline: ``rmse_mean_std`` (lower is better).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pimc.config import ForecastConfig, Params
+from pimc.errors import ConfigError
+from pimc.metrics import mae, rmse
+from pimc.pairs import PairDataset
+from pimc.rp_stage import build_rps
+from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
+from pimc.tasks.common import (
+    Log,
+    TaskModel,
+    _save,
+    encoder_lr,
+    finish,
+    fit,
+    method_plan,
+    plot_curves,
+    resolve_pretrained,
+    tower_backbone,
+)
+from pimc.train import resolve_device, seed_everything
+
+__all__ = ["Forecaster", "forecast_metrics", "load_forecast_data", "run_forecast"]
+
+HEADLINE = "rmse_mean_std"
+CLOSED_FORM = ("persistence", "linear_extrapolation", "climatology")
+
+
+class Forecaster(TaskModel):
+    """Backbone + linear head predicting the standardised change from the last value.
+
+    Args:
+        backbone: An RP backbone (``rp_input``) or a 1-D series backbone.
+        indices: I.
+        horizon: H.
+        mean: ``(I,)`` training mean of each index (targets are standardised with it).
+        std: ``(I,)`` training std of each index.
+        rp_input: The backbone reads RPs; else it reads the standardised input series.
+        frozen: Linear probing (see :class:`TaskModel`).
+
+    ``forward`` is the deployable model (one tensor in, index values out): with ``rp_input`` it
+    takes :meth:`pack` ``(rp, last)`` ``(B, I, S, S + 1)`` (the RP builder is not exportable
+    with ``torch.export``, so plots are built outside), else the raw series ``(B, I, T)``; it
+    returns ``(B, I, H)`` in index units.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        indices: int,
+        horizon: int,
+        mean: Tensor,
+        std: Tensor,
+        rp_input: bool,
+        frozen: bool = False,
+    ) -> None:
+        stats = {} if rp_input else {"in_mean": mean.clone(), "in_std": std.clone()}
+        super().__init__(backbone, indices * horizon, extra_dim=indices, frozen=frozen, **stats)
+        self.indices, self.horizon, self.rp_input = indices, horizon, rp_input
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clone())
+
+    @staticmethod
+    def pack(rp: Tensor, last: Tensor) -> Tensor:
+        """``rp`` ``(B, I, S, S)`` + raw last values ``(B, I)`` -> ``(B, I, S, S + 1)``."""
+        column = last[:, :, None, None].expand(-1, -1, rp.shape[-2], 1)
+        return torch.cat([rp, column.to(rp.dtype)], dim=-1)
+
+    def predict_std(self, x: Tensor, last_std: Tensor, precomputed: bool = False) -> Tensor:
+        """Standardised forecast ``(B, I, H)`` from the backbone input ``x`` (RPs or raw
+        series; features with ``precomputed``) and the standardised last values ``(B, I)``."""
+        z = self.head_input(x, last_std, precomputed)
+        delta = self.head(z).view(-1, self.indices, self.horizon)
+        return last_std[:, :, None] + delta
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Deployable forecast in index units; see the class docstring for ``x``."""
+        if self.rp_input:
+            x, last = x[..., :-1], x[:, :, 0, -1]
+        else:
+            last = x[..., -1]
+        last_std = (last - self.mean) / self.std
+        return self.predict_std(x, last_std) * self.std[:, None] + self.mean[:, None]
+
+
+def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
+    """Input windows, their RPs and targets of the train/val/test folds.
+
+    Returns:
+        ``names`` (index names), ``mean``/``std`` ``(I,)`` (training folds, all valid values),
+        and per split ``{"x": (N, I, input_len), "y": (N, I, H), "rp": (N, I, S, S)}``.
+    """
+    need = cfg.input_len + cfg.horizon
+    splits: dict[str, Any] = {}
+    for split, folds in (("train", cfg.train_folds), ("val", cfg.val_folds), ("test", cfg.test_folds)):
+        pairs = PairDataset(params.prepare.out, folds)
+        length = pairs.series.shape[-1]
+        if need > length:
+            raise ConfigError(
+                f"'finetune.forecast.input_len' + 'horizon' = {need} exceeds the {length} "
+                "prepared time steps; shorten them"
+            )
+        if split == "train":
+            w = pairs.valid[:, None, :].double()  # padded dates (pad mode) carry no value
+            series, count = pairs.series.double() * w, w.sum()
+            mean = series.sum((0, 2)) / count
+            var = ((series - mean[:, None]) * w).square().sum((0, 2)) / (count - 1)
+            splits["mean"], splits["std"] = mean.float(), var.sqrt().clamp_min(1e-6).float()
+            splits["names"] = list(pairs.meta["indices"])
+        keep = pairs.valid[:, :need].all(1)  # pad mode: only pixels observed over the window
+        series = pairs.series[keep]
+        x, y = series[..., : cfg.input_len], series[..., cfg.input_len : need]
+        rp = torch.cat([build_rps(c, None, params.recurrence) for c in x.split(1024)])
+        splits[split] = {"x": x.contiguous(), "y": y.contiguous(), "rp": rp}
+    return splits
+
+
+def forecast_metrics(pred_std: Tensor, target_std: Tensor, std: Tensor, names: list[str]) -> dict:
+    """RMSE/MAE per index (standardised and in index units) and their means over indices.
+
+    Args:
+        pred_std: ``(N, I, H)`` standardised forecasts.
+        target_std: ``(N, I, H)`` standardised truth.
+        std: ``(I,)`` the standardisation's std (de-standardised errors are ``std`` times larger).
+        names: The I index names.
+    """
+    out: dict[str, float] = {}
+    r, a = rmse(pred_std, target_std, dim=(0, 2)), mae(pred_std, target_std, dim=(0, 2))
+    for kind, values in (("rmse", r), ("mae", a)):
+        for i, name in enumerate(names):
+            out[f"{kind}_{name}_std"] = float(values[i])
+            out[f"{kind}_{name}"] = float(values[i] * std[i])
+        out[f"{kind}_mean_std"] = float(values.mean())
+        out[f"{kind}_mean"] = float((values * std.double()).mean())
+    return out
+
+
+def _predict(
+    model: Forecaster, inputs: Tensor, last_std: Tensor, device: torch.device, pre: bool
+) -> Tensor:
+    out = [
+        model.predict_std(x.to(device), s.to(device), pre).cpu()
+        for x, s in zip(inputs.split(1024), last_std.split(1024), strict=True)
+    ]
+    return torch.cat(out)
+
+
+def run_forecast(
+    params: Params,
+    *,
+    pretrained: nn.Module | str | Path | None = None,
+    out_dir: Path,
+    progress: bool = True,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Train and compare every forecasting method; see :func:`pimc.tasks.common.finish`.
+
+    Args:
+        params: Uses ``prepare.out``, ``recurrence``, ``model`` and ``finetune.forecast``.
+        pretrained: A PIMC / RP encoder / checkpoint path (``pretrained: registry`` needs one).
+        out_dir: Checkpoints ``<method>.pt``, figures and ``results.json`` go here.
+        progress: Show progress bars.
+        log: ``log(metrics, epoch)`` with ``<method>/train/loss``, ``<method>/val/...``.
+    """
+    start, cfg = time.perf_counter(), params.finetune.forecast
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    source = resolve_pretrained(pretrained, cfg, params)
+    data = load_forecast_data(params, cfg)
+    mean, std, names = data["mean"], data["std"], data["names"]
+
+    def standardise(x: Tensor) -> Tensor:
+        return (x - mean[:, None]) / std[:, None]
+
+    tr, va, te = data["train"], data["val"], data["test"]
+    target = {s: standardise(data[s]["y"]) for s in ("train", "val", "test")}
+    last = {s: standardise(data[s]["x"])[..., -1] for s in ("train", "val", "test")}
+    methods: dict[str, dict[str, float]] = {}
+    preds: dict[str, Tensor] = {}
+    closed = {
+        "persistence": lambda x: persistence(x, cfg.horizon),
+        "linear_extrapolation": lambda x: linear_extrapolation(x, cfg.horizon),
+        "climatology": lambda x: climatology(target["train"]).expand(len(x), -1, -1),
+    }
+    curves, models = {}, {}
+    for method in method_plan(cfg):
+        if method in CLOSED_FORM:
+            preds[method] = closed[method](standardise(te["x"]))
+            methods[method] = forecast_metrics(preds[method], target["test"], std, names)
+            continue
+        seed_everything(cfg.seed)
+        rp_input = method != "cnn1d"
+        use_pretrained = method.startswith("pimc_") and source.model is not None
+        if rp_input:
+            weights = source.model if use_pretrained else None
+            backbone = tower_backbone(weights, "rp_encoder", len(names), params.model)
+        else:
+            backbone = CNN1d(len(names))
+        model = Forecaster(
+            backbone, len(names), cfg.horizon, mean, std, rp_input, method == "pimc_linear"
+        ).to(device)
+        inputs = {s: data[s]["rp" if rp_input else "x"] for s in ("train", "val", "test")}
+        pre = model.frozen
+        if pre:  # a linear probe: encode once
+            inputs = {s: model.encode(x, device) for s, x in inputs.items()}
+
+        def step_loss(m: nn.Module, idx: Tensor, gen: torch.Generator, x=inputs, pre=pre) -> Tensor:
+            pred = m.predict_std(x["train"][idx].to(device), last["train"][idx].to(device), pre)
+            return F.mse_loss(pred, target["train"][idx].to(device))
+
+        def validate(m: nn.Module, x=inputs, pre=pre) -> dict[str, float]:
+            pred = _predict(m, x["val"], last["val"], device, pre)
+            return {"val/loss": float(F.mse_loss(pred, target["val"])),
+                    f"val/{HEADLINE}": forecast_metrics(pred, target["val"], std, names)[HEADLINE]}  # fmt: skip
+
+        result = fit(
+            model,
+            name=method,
+            step_loss=step_loss,
+            n_train=len(tr["x"]),
+            validate=validate,
+            metric=f"val/{HEADLINE}",
+            higher_is_better=False,
+            cfg=cfg,
+            encoder_lr=encoder_lr(cfg, use_pretrained),
+            checkpoint=out_dir / f"{method}.pt",
+            progress=progress,
+            log=log,
+            extra={"index_names": names, "mean": mean, "std": std},
+        )
+        model.eval()
+        with torch.no_grad():
+            preds[method] = _predict(model, inputs["test"], last["test"], device, pre)
+        methods[method] = forecast_metrics(preds[method], target["test"], std, names)
+        methods[method].update(best_epoch=result.best_epoch, train_seconds=result.seconds)
+        curves[method], models[method] = result.curves, model
+
+    best = f"pimc_{cfg.mode}"
+    plots = [
+        plot_curves(curves, f"val/{HEADLINE}", out_dir / "forecast_curves.png", "Forecasting"),
+        plot_examples(te["x"], te["y"], preds, std, mean, names, best, out_dir / "forecast_examples.png"),
+    ]  # fmt: skip
+    example = Forecaster.pack(te["rp"][:4], te["x"][:4, :, -1]).numpy()
+    return finish(
+        out_dir,
+        "forecast",
+        methods=methods,
+        headline=HEADLINE,
+        higher_is_better=False,
+        curves=curves,
+        plots=plots,
+        best_model=models[best],
+        example_input=example,
+        source=source,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def plot_examples(
+    x: Tensor,
+    y: Tensor,
+    preds: dict[str, Tensor],
+    std: Tensor,
+    mean: Tensor,
+    names: list[str],
+    highlight: str,
+    path: Path,
+    n: int = 4,
+) -> Path:
+    """True vs predicted curves of ``n`` test pixels (rows) per index (columns), in index units.
+
+    Args:
+        x: ``(N, I, T)`` inputs; y: ``(N, I, H)`` truth; preds: method -> ``(N, I, H)``
+            standardised forecasts; std/mean: ``(I,)``; highlight: the method drawn boldest.
+    """
+    from pimc.plots import _pyplot
+
+    plt = _pyplot()
+    rows = np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)  # spread, repeatable
+    t_in, t_out = np.arange(x.shape[-1]), np.arange(x.shape[-1], x.shape[-1] + y.shape[-1])
+    fig, axes = plt.subplots(len(rows), len(names), figsize=(3.2 * len(names), 2.1 * len(rows)),
+                             squeeze=False)  # fmt: skip
+    for r, px in enumerate(rows):
+        for i, name in enumerate(names):
+            ax = axes[r][i]
+            ax.plot(t_in, x[px, i], "k-", lw=1, label="input")
+            ax.plot(t_out, y[px, i], "k--", lw=1.2, label="truth")
+            for method, pred in preds.items():
+                curve = pred[px, i] * std[i] + mean[i]
+                bold = method == highlight
+                ax.plot(t_out, curve, lw=2 if bold else 0.8, alpha=1 if bold else 0.6, label=method)
+            ax.set_title(f"pixel {px} - {name.upper()}", fontsize=8)
+            ax.tick_params(labelsize=6)
+    axes[0][-1].legend(fontsize=6, loc="best")
+    for ax in axes[-1]:
+        ax.set_xlabel("grid step", fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -82,6 +82,8 @@ def pretrain_flow(
         write_json(CURVES_VAL, logger.val)
         learning_curves(logger.train, logger.val, CURVES_PNG, "PIMC contrastive pretraining")
         run.log_artifact(CURVES_PNG, "plots")
+        # The full checkpoint travels with the run, so `pretrained: registry` can rebuild PIMC.
+        run.log_artifact(Path(params.pretrain.out) / CHECKPOINT, "checkpoint")
         versions = register_encoders(params, run)
         metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
         run.log_metrics({f"final/{k}": v for k, v in metrics.items()})

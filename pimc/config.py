@@ -209,6 +209,7 @@ class TaskConfig:
     encoder_lr_scale: float = 0.1
     weight_decay: float = 1e-4
     patience: int = 5  # epochs without a better validation metric before stopping
+    freeze_epochs: int = 0  # finetune of a pretrained encoder: head-only epochs first (LP-FT)
     pretrained: Literal["stage", "registry", "none"] = "stage"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     baselines: tuple[str, ...] = ()
@@ -221,6 +222,7 @@ class TaskConfig:
         _check(self.encoder_lr_scale >= 0, f"{key}.encoder_lr_scale", "must be >= 0")
         _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
         _check(self.patience >= 1, f"{key}.patience", "must be >= 1")
+        _check(self.freeze_epochs >= 0, f"{key}.freeze_epochs", "must be >= 0")
         unknown = [b for b in self.baselines if b not in self.METHODS]
         _check(not unknown, f"{key}.baselines", f"has unknown {unknown}; valid: {self.METHODS}")
 

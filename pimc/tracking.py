@@ -182,6 +182,31 @@ def get_alias(name: str, alias: str) -> str | None:
         return None
 
 
+def run_artifact_of(name: str, alias: str, artifact: str, dest: str | Path) -> Path:
+    """Download ``artifact`` of the run that logged ``models:/name@alias`` into ``dest``.
+
+    Used to fetch the full training checkpoint behind a registered encoder (the registered
+    pt2 graph holds the encoder only).
+    """
+    import mlflow.artifacts
+
+    client = _client()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except Exception as err:  # MlflowException: unknown model or alias
+        from pimc.errors import ConfigError
+
+        raise ConfigError(
+            f"models:/{name}@{alias} is not in the MLflow registry at {tracking_uri()}; run the "
+            "pretrain stage first or set the alias (pimc.tracking.set_alias)."
+        ) from err
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path=artifact, dst_path=str(dest)
+        )
+    )
+
+
 def load_model(uri: str) -> Any:
     """Load a logged torch model, e.g. ``models:/pimc-rp-encoder@champion``."""
     import mlflow.pytorch

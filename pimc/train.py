@@ -248,4 +248,20 @@ def batch_loader(
         shuffle=False,
         num_workers=num_workers,
         pin_memory=pin_memory,
+        worker_init_fn=_drop_inherited_atexit_hooks,
     )
+
+
+def _drop_inherited_atexit_hooks(worker_id: int) -> None:
+    """Forget the parent's ``threading`` at-exit hooks in a forked DataLoader worker.
+
+    Stages run inside Prefect flows. Prefect 3.8 registers such hooks for its background
+    services and resets the services after fork, so in a forked child the hook fails an
+    assertion at exit and turns the worker's clean exit into status 1, which the DataLoader
+    reports as a crash. The worker owns none of those services, so it has nothing to drain.
+    """
+    import threading
+
+    hooks = getattr(threading, "_threading_atexits", None)
+    if isinstance(hooks, list):
+        hooks.clear()

@@ -53,9 +53,13 @@ def env_root() -> Path:
     return _ENV_ROOT
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prefect_harness():
-    """One temporary Prefect server for every in-process flow test (its start is slow)."""
+    """A temporary Prefect server for a module's in-process flow tests.
+
+    Module- rather than session-scoped: while it runs, its threads and at-fork hooks live in
+    the test process, and forked DataLoader workers of later tests die on start.
+    """
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from tests.conftest import REPO
@@ -27,6 +28,7 @@ TINY = {
         }
     },
     "prepare": {"pixels_per_patch": 32},
+    "pretrain": {"epochs": 2, "batch_size": 32, "checkpoint_every": 4},
 }
 
 
@@ -67,13 +69,34 @@ def project(tmp_path_factory):
 def test_repro_runs_every_stage(project):
     work, _ = project
     lock = yaml.safe_load((work / "dvc.lock").read_text())
-    assert {"data", "prepare", "recurrence"} <= set(lock["stages"])
+    assert {"data", "prepare", "recurrence", "pretrain"} <= set(lock["stages"])
     metrics = json.loads((work / "metrics" / "data.json").read_text())
     assert metrics["pastis_patches"] == 5
     assert (work / "data" / "raw" / "EuroSAT" / "EuroSATallBands.zip").is_file()
     assert json.loads((work / "metrics" / "prepare.json").read_text())["pixels"] == 5 * 32
     assert len(list((work / "data" / "recurrence" / "shards").glob("*.npy"))) == 5
     assert (work / "plots" / "rp_gallery.png").stat().st_size > 1000
+    pretrain = json.loads((work / "metrics" / "pretrain.json").read_text())
+    assert pretrain["steps"] > 0 and 0.0 <= pretrain["val/top1"] <= 1.0
+    assert (work / "data" / "models" / "pretrain" / "last.pt").is_file()
+    assert json.loads((work / "plots" / "pretrain_val.json").read_text())
+
+
+def test_stages_are_tracked_and_encoders_registered(project, tmp_path):
+    from pimc import tracking
+    from pimc.pretrain import load_pretrained_model
+
+    stages = {r.data.tags["pimc.stage"] for r in tracking.search_runs()}
+    assert {"data", "prepare", "recurrence", "pretrain"} <= stages
+    run = tracking.search_runs("pretrain")[0]
+    assert run.data.tags["git.sha"] != "unknown" and "train/loss" in run.data.metrics
+    for name in ("pimc-rp-encoder", "pimc-image-encoder"):
+        assert tracking.get_alias(name, "champion") is not None
+    encoder = tracking.load_model("models:/pimc-rp-encoder@champion")
+    assert encoder(torch.rand(3, 3, 32, 32)).shape == (3, 128)
+    ckpt = tracking.run_artifact_of("pimc-rp-encoder", "champion", "checkpoint/last.pt", tmp_path)
+    model, state = load_pretrained_model(ckpt)
+    assert state["step"] > 0 and model.config["rp_channels"] == 3
 
 
 def test_second_repro_is_a_no_op(project):

@@ -33,9 +33,9 @@ __all__ = [
     "TaskModel",
     "fit",
     "index_batches",
-    "plot_confusion",
     "plot_curves",
     "resolve_pretrained",
+    "series_stats",
     "tower_backbone",
 ]
 
@@ -76,13 +76,20 @@ class TaskModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         features = int(backbone.num_features) + extra_dim
-        self.head = nn.Sequential(nn.BatchNorm1d(features, affine=False), nn.Linear(features, out_dim))
-        self.frozen = frozen
-        if frozen:
-            backbone.requires_grad_(False)
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(features, affine=False), nn.Linear(features, out_dim)
+        )
+        self.frozen = False
+        self.freeze(frozen)
         self.register_buffer("channel_mask", channel_mask)
         self.register_buffer("in_mean", in_mean)
         self.register_buffer("in_std", in_std)
+
+    def freeze(self, frozen: bool = True) -> TaskModel:
+        """Stop (or restart) training the backbone: no gradients, BatchNorm in eval mode."""
+        self.frozen = frozen
+        self.backbone.requires_grad_(not frozen)
+        return self.train(self.training)
 
     def train(self, mode: bool = True) -> TaskModel:
         super().train(mode)
@@ -283,6 +290,7 @@ def fit(
     cfg: TaskConfig,
     encoder_lr: float,
     checkpoint: Path,
+    freeze_epochs: int = 0,
     progress: bool = True,
     log: Log | None = None,
     extra: Mapping[str, Any] | None = None,
@@ -301,6 +309,9 @@ def fit(
         cfg: Seed, epochs, batch size, lr, weight decay, patience.
         encoder_lr: Learning rate of the backbone (the head uses ``cfg.lr``).
         checkpoint: Where the best weights are saved (atomically) at the end.
+        freeze_epochs: Train only the head for this many epochs first, then everything (LP-FT,
+            Kumar et al. 2022: a random head's first gradients would distort pretrained
+            features). Ignored for models frozen throughout.
         progress: Show a bar over epochs.
         log: ``log(metrics, epoch)`` after every epoch.
         extra: More (weights-only-safe) entries for the checkpoint, e.g. class ids.
@@ -319,7 +330,10 @@ def fit(
     curves: list[dict[str, float]] = []
     best, best_epoch, best_state, waited = math.nan, 0, None, 0
     bar = tqdm(range(1, cfg.epochs + 1), desc=name, unit="epoch", disable=not progress)
+    probe_only = model.frozen
     for epoch in bar:
+        if not probe_only:
+            model.freeze(epoch <= freeze_epochs)  # AdamW skips parameters without gradients
         model.train()
         total, count = 0.0, 0
         for idx in index_batches(n_train, cfg.batch_size, make_generator(cfg.seed, ORDER, epoch)):
@@ -395,34 +409,19 @@ def plot_curves(
     return _save(fig, path)
 
 
-def plot_confusion(cm: Tensor, names: Sequence[str], path: Path, title: str) -> Path:
-    """Row-normalised confusion matrix (recall per true class) with the counts written in."""
-    from pimc.plots import _pyplot
-
-    plt = _pyplot()
-    counts = cm.double().numpy()
-    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * n, 2 + 0.45 * n))
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for t in range(n):
-        for p in range(n):
-            if counts[t, p]:
-                color = "white" if rates[t, p] > 0.5 else "black"
-                ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=6, c=color)
-    short = [s[:18] for s in names]
-    ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(n), short, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="recall")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 # ---------------------------------------------------------------------------------------------
 # Task plumbing
 # ---------------------------------------------------------------------------------------------
+
+
+def series_stats(series: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-index mean and std ``(I,)`` of series ``(N, I, L)`` over their valid dates ``(N, L)``
+    (padded dates of ``time_axis: pad`` hold no value)."""
+    w = valid[:, None, :].double()
+    count = w.sum() if len(series) else torch.tensor(1.0)
+    mean = (series.double() * w).sum((0, 2)) / count
+    var = ((series.double() - mean[:, None]) * w).square().sum((0, 2)) / (count - 1).clamp_min(1)
+    return mean.float(), var.sqrt().clamp_min(1e-6).float()
 
 
 def method_plan(cfg: TaskConfig, expand: Mapping[str, Sequence[str]] | None = None) -> list[str]:
@@ -437,10 +436,15 @@ def method_plan(cfg: TaskConfig, expand: Mapping[str, Sequence[str]] | None = No
     return plan
 
 
-def encoder_lr(cfg: TaskConfig, pretrained: bool) -> float:
-    """Backbone LR: ``lr * encoder_lr_scale`` for pretrained weights, ``lr`` for random ones
-    (a random encoder has nothing to preserve and must learn at the head's pace)."""
-    return cfg.lr * cfg.encoder_lr_scale if pretrained else cfg.lr
+def transfer(cfg: TaskConfig, pretrained: bool) -> dict[str, Any]:
+    """:func:`fit`'s ``encoder_lr`` and ``freeze_epochs`` for a (non-)pretrained encoder.
+
+    A pretrained encoder learns at ``lr * encoder_lr_scale`` after ``freeze_epochs`` head-only
+    epochs; a random one has nothing to preserve, so it learns at the head's pace from the start.
+    """
+    if not pretrained:
+        return {"encoder_lr": cfg.lr, "freeze_epochs": 0}
+    return {"encoder_lr": cfg.lr * cfg.encoder_lr_scale, "freeze_epochs": cfg.freeze_epochs}
 
 
 def finish(

@@ -30,16 +30,18 @@ from pimc.pairs import PairDataset
 from pimc.rp_stage import build_rps
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
 from pimc.tasks.common import (
+    FitResult,
     Log,
     TaskModel,
     _save,
-    encoder_lr,
     finish,
     fit,
     method_plan,
     plot_curves,
     resolve_pretrained,
+    series_stats,
     tower_backbone,
+    transfer,
 )
 from pimc.train import resolve_device, seed_everything
 
@@ -115,7 +117,11 @@ def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
     """
     need = cfg.input_len + cfg.horizon
     splits: dict[str, Any] = {}
-    for split, folds in (("train", cfg.train_folds), ("val", cfg.val_folds), ("test", cfg.test_folds)):
+    for split, folds in (
+        ("train", cfg.train_folds),
+        ("val", cfg.val_folds),
+        ("test", cfg.test_folds),
+    ):
         pairs = PairDataset(params.prepare.out, folds)
         length = pairs.series.shape[-1]
         if need > length:
@@ -124,11 +130,7 @@ def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
                 "prepared time steps; shorten them"
             )
         if split == "train":
-            w = pairs.valid[:, None, :].double()  # padded dates (pad mode) carry no value
-            series, count = pairs.series.double() * w, w.sum()
-            mean = series.sum((0, 2)) / count
-            var = ((series - mean[:, None]) * w).square().sum((0, 2)) / (count - 1)
-            splits["mean"], splits["std"] = mean.float(), var.sqrt().clamp_min(1e-6).float()
+            splits["mean"], splits["std"] = series_stats(pairs.series, pairs.valid)
             splits["names"] = list(pairs.meta["indices"])
         keep = pairs.valid[:, :need].all(1)  # pad mode: only pixels observed over the window
         series = pairs.series[keep]
@@ -156,6 +158,57 @@ def forecast_metrics(pred_std: Tensor, target_std: Tensor, std: Tensor, names: l
         out[f"{kind}_mean_std"] = float(values.mean())
         out[f"{kind}_mean"] = float((values * std.double()).mean())
     return out
+
+
+def _train(
+    model: Forecaster,
+    method: str,
+    inputs: dict[str, Tensor],
+    target: dict[str, Tensor],
+    last: dict[str, Tensor],
+    names: list[str],
+    cfg: ForecastConfig,
+    *,
+    schedule: dict[str, Any],
+    device: torch.device,
+    out_dir: Path,
+    progress: bool,
+    log: Log | None,
+) -> tuple[FitResult, Tensor]:
+    """Fit one forecaster (MSE on standardised targets, early stopping on validation
+    ``rmse_mean_std``); returns the fit and its standardised test forecasts."""
+    pre = model.frozen
+    if pre:  # a linear probe: the frozen backbone's features are encoded once
+        inputs = {s: model.encode(x, device) for s, x in inputs.items()}
+    std = model.std.cpu()
+
+    def step_loss(m: nn.Module, idx: Tensor, gen: torch.Generator) -> Tensor:
+        pred = m.predict_std(inputs["train"][idx].to(device), last["train"][idx].to(device), pre)
+        return F.mse_loss(pred, target["train"][idx].to(device))
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        pred = _predict(m, inputs["val"], last["val"], device, pre)
+        score = forecast_metrics(pred, target["val"], std, names)[HEADLINE]
+        return {"val/loss": float(F.mse_loss(pred, target["val"])), f"val/{HEADLINE}": score}
+
+    result = fit(
+        model,
+        name=method,
+        step_loss=step_loss,
+        n_train=len(target["train"]),
+        validate=validate,
+        metric=f"val/{HEADLINE}",
+        higher_is_better=False,
+        cfg=cfg,
+        checkpoint=out_dir / f"{method}.pt",
+        progress=progress,
+        log=log,
+        extra={"index_names": names, "mean": model.mean.cpu(), "std": std},
+        **schedule,
+    )
+    model.eval()
+    with torch.no_grad():
+        return result, _predict(model, inputs["test"], last["test"], device, pre)
 
 
 def _predict(
@@ -196,20 +249,21 @@ def run_forecast(
     def standardise(x: Tensor) -> Tensor:
         return (x - mean[:, None]) / std[:, None]
 
-    tr, va, te = data["train"], data["val"], data["test"]
-    target = {s: standardise(data[s]["y"]) for s in ("train", "val", "test")}
-    last = {s: standardise(data[s]["x"])[..., -1] for s in ("train", "val", "test")}
+    splits = ("train", "val", "test")
+    target = {s: standardise(data[s]["y"]) for s in splits}
+    last = {s: standardise(data[s]["x"])[..., -1] for s in splits}
+    test_x = standardise(data["test"]["x"])
+    closed = {
+        "persistence": lambda: persistence(test_x, cfg.horizon),
+        "linear_extrapolation": lambda: linear_extrapolation(test_x, cfg.horizon),
+        "climatology": lambda: climatology(target["train"]).expand(len(test_x), -1, -1),
+    }
     methods: dict[str, dict[str, float]] = {}
     preds: dict[str, Tensor] = {}
-    closed = {
-        "persistence": lambda x: persistence(x, cfg.horizon),
-        "linear_extrapolation": lambda x: linear_extrapolation(x, cfg.horizon),
-        "climatology": lambda x: climatology(target["train"]).expand(len(x), -1, -1),
-    }
     curves, models = {}, {}
     for method in method_plan(cfg):
         if method in CLOSED_FORM:
-            preds[method] = closed[method](standardise(te["x"]))
+            preds[method] = closed[method]()
             methods[method] = forecast_metrics(preds[method], target["test"], std, names)
             continue
         seed_everything(cfg.seed)
@@ -220,50 +274,35 @@ def run_forecast(
             backbone = tower_backbone(weights, "rp_encoder", len(names), params.model)
         else:
             backbone = CNN1d(len(names))
-        model = Forecaster(
-            backbone, len(names), cfg.horizon, mean, std, rp_input, method == "pimc_linear"
-        ).to(device)
-        inputs = {s: data[s]["rp" if rp_input else "x"] for s in ("train", "val", "test")}
-        pre = model.frozen
-        if pre:  # a linear probe: encode once
-            inputs = {s: model.encode(x, device) for s, x in inputs.items()}
-
-        def step_loss(m: nn.Module, idx: Tensor, gen: torch.Generator, x=inputs, pre=pre) -> Tensor:
-            pred = m.predict_std(x["train"][idx].to(device), last["train"][idx].to(device), pre)
-            return F.mse_loss(pred, target["train"][idx].to(device))
-
-        def validate(m: nn.Module, x=inputs, pre=pre) -> dict[str, float]:
-            pred = _predict(m, x["val"], last["val"], device, pre)
-            return {"val/loss": float(F.mse_loss(pred, target["val"])),
-                    f"val/{HEADLINE}": forecast_metrics(pred, target["val"], std, names)[HEADLINE]}  # fmt: skip
-
-        result = fit(
-            model,
-            name=method,
-            step_loss=step_loss,
-            n_train=len(tr["x"]),
-            validate=validate,
-            metric=f"val/{HEADLINE}",
-            higher_is_better=False,
-            cfg=cfg,
-            encoder_lr=encoder_lr(cfg, use_pretrained),
-            checkpoint=out_dir / f"{method}.pt",
+        frozen = method == "pimc_linear"
+        model = Forecaster(backbone, len(names), cfg.horizon, mean, std, rp_input, frozen)
+        inputs = {s: data[s]["rp" if rp_input else "x"] for s in splits}
+        result, preds[method] = _train(
+            model.to(device),
+            method,
+            inputs,
+            target,
+            last,
+            names,
+            cfg,
+            schedule=transfer(cfg, use_pretrained),
+            device=device,
+            out_dir=out_dir,
             progress=progress,
             log=log,
-            extra={"index_names": names, "mean": mean, "std": std},
         )
-        model.eval()
-        with torch.no_grad():
-            preds[method] = _predict(model, inputs["test"], last["test"], device, pre)
         methods[method] = forecast_metrics(preds[method], target["test"], std, names)
         methods[method].update(best_epoch=result.best_epoch, train_seconds=result.seconds)
         curves[method], models[method] = result.curves, model
 
     best = f"pimc_{cfg.mode}"
+    te = data["test"]
     plots = [
         plot_curves(curves, f"val/{HEADLINE}", out_dir / "forecast_curves.png", "Forecasting"),
-        plot_examples(te["x"], te["y"], preds, std, mean, names, best, out_dir / "forecast_examples.png"),
-    ]  # fmt: skip
+        plot_examples(
+            te["x"], te["y"], preds, std, mean, names, best, out_dir / "forecast_examples.png"
+        ),
+    ]
     example = Forecaster.pack(te["rp"][:4], te["x"][:4, :, -1]).numpy()
     return finish(
         out_dir,
@@ -302,8 +341,9 @@ def plot_examples(
     plt = _pyplot()
     rows = np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)  # spread, repeatable
     t_in, t_out = np.arange(x.shape[-1]), np.arange(x.shape[-1], x.shape[-1] + y.shape[-1])
-    fig, axes = plt.subplots(len(rows), len(names), figsize=(3.2 * len(names), 2.1 * len(rows)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(rows), len(names), figsize=(3.2 * len(names), 2.1 * len(rows)), squeeze=False
+    )
     for r, px in enumerate(rows):
         for i, name in enumerate(names):
             ax = axes[r][i]

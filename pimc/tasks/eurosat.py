@@ -1,0 +1,152 @@
+"""EuroSAT scene classification with PIMC's image tower.
+
+The image encoder was pretrained on 9 x 9 PASTIS patches of the same 10 bands, so EuroSAT
+tiles are read with those bands in PASTIS order and standardised with the pretraining
+checkpoint's band mean/std (``image_mean``/``image_std``), the statistics its first layer was
+trained for; without a checkpoint (a model passed in, or ``pretrained: none``) the training
+tiles' own per-band statistics are used. Every method sees the same normalised inputs and the
+same augmentation (a random flip/rot90 of each training tile: scenes have no orientation).
+
+Methods: the pretrained tower as a linear probe (``pimc_linear``) and fully fine-tuned
+(``pimc_finetune``), each against the same architecture from random weights
+(``random_init_linear``, ``random_init_finetune``). Splits: the official split files.
+Metrics: accuracy (headline, higher is better), macro-F1, mIoU, per-class IoU, confusion matrix.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pimc.config import EurosatConfig, Params
+from pimc.data.eurosat import EuroSAT
+from pimc.errors import ConfigError
+from pimc.pairs import augment_images, image_stats
+from pimc.paths import eurosat_root
+from pimc.tasks.common import (
+    Log,
+    Pretrained,
+    TaskModel,
+    finish,
+    method_plan,
+    plot_curves,
+    resolve_pretrained,
+    tower_backbone,
+    transfer,
+)
+from pimc.tasks.pixel_cls import plot_confusion, train_classifier
+from pimc.train import resolve_device, seed_everything
+
+__all__ = ["load_eurosat", "run_eurosat"]
+
+HEADLINE = "accuracy"
+
+
+def load_eurosat(root: str | Path, cfg: EurosatConfig) -> dict[str, dict[str, Tensor]]:
+    """Every tile of the three official splits, in memory.
+
+    Returns:
+        Per split ``{"image": float32 (N, C, R, R), "label": int64 (N,)}`` with C =
+        ``len(cfg.bands)`` and R = ``cfg.resize or 64``.
+    """
+    out = {}
+    for split in ("train", "val", "test"):
+        data = EuroSAT(root, split, bands=cfg.bands)
+        image = torch.stack([data[i]["image"] for i in range(len(data))])
+        if cfg.resize is not None and cfg.resize != image.shape[-1]:
+            image = F.interpolate(
+                image, size=(cfg.resize, cfg.resize), mode="bilinear", antialias=True
+            )
+        out[split] = {"image": image, "label": torch.as_tensor(data.targets, dtype=torch.long)}
+    return out
+
+
+def _normalisation(source: Pretrained, train: Tensor) -> tuple[Tensor, Tensor, str]:
+    mean, std = source.image_mean, source.image_std
+    if mean is not None and std is not None and len(mean) == train.shape[1]:
+        return mean.float(), std.float(), "pretrain"
+    mean, std = image_stats(train)
+    return mean, std, "eurosat_train"
+
+
+def run_eurosat(
+    params: Params,
+    *,
+    pretrained: nn.Module | str | Path | None = None,
+    out_dir: Path,
+    progress: bool = True,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Train and compare the four EuroSAT methods; see :func:`pimc.tasks.common.finish`.
+
+    Args:
+        params: Uses ``data.root``, ``model`` and ``finetune.eurosat``.
+        pretrained: A PIMC / image encoder / checkpoint path (``pretrained: registry``).
+        out_dir: Checkpoints ``<method>.pt``, figures and ``results.json`` go here.
+        progress: Show progress bars.
+        log: ``log(metrics, epoch)`` with ``<method>/train/loss``, ``<method>/val/...``.
+    """
+    start, cfg = time.perf_counter(), params.finetune.eurosat
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    source = resolve_pretrained(pretrained, cfg, params)
+    data = load_eurosat(eurosat_root(params.data.root), cfg)
+    mean, std, norm = _normalisation(source, data["train"]["image"])
+    bands = len(cfg.bands)
+    if source.model is not None and getattr(source.model, "image_channels", bands) != bands:
+        raise ConfigError(
+            f"'finetune.eurosat.bands' has {bands} bands but the image tower was pretrained "
+            f"on {source.model.image_channels}; use the pretraining bands, in PASTIS order"
+        )
+    inputs = {s: data[s]["image"] for s in data}
+    labels = {s: data[s]["label"] for s in data}
+    names = list(EuroSAT.classes)
+
+    methods, curves, models, plots = {}, {}, {}, []
+    for method in method_plan(cfg):
+        seed_everything(cfg.seed)
+        use_pretrained = method.startswith("pimc_") and source.model is not None
+        weights = source.model if use_pretrained else None
+        backbone = tower_backbone(weights, "image_encoder", bands, params.model)
+        frozen = method.endswith("_linear")
+        model = TaskModel(backbone, len(names), frozen=frozen, in_mean=mean, in_std=std)
+        metrics, curves[method], cm = train_classifier(
+            model.to(device),
+            method,
+            inputs,
+            labels,
+            names,
+            cfg,
+            schedule=transfer(cfg, use_pretrained),
+            device=device,
+            out_dir=out_dir,
+            progress=progress,
+            log=log,
+            augment=augment_images,
+            select=HEADLINE,
+            extra={"band_mean": mean, "band_std": std, "bands": list(cfg.bands)},
+        )
+        methods[method], models[method] = metrics, model
+        plots.append(plot_confusion(cm, names, out_dir / f"confusion_{method}.png", method))
+
+    plots.append(plot_curves(curves, f"val/{HEADLINE}", out_dir / "eurosat_curves.png", "EuroSAT"))
+    result = finish(
+        out_dir,
+        "eurosat",
+        methods=methods,
+        headline=HEADLINE,
+        higher_is_better=True,
+        curves=curves,
+        plots=plots,
+        best_model=models[f"pimc_{cfg.mode}"],
+        example_input=inputs["test"][:4].numpy(),
+        source=source,
+        seconds=time.perf_counter() - start,
+    )
+    return {**result, "normalisation": norm}

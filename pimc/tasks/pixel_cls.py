@@ -1,0 +1,320 @@
+"""Pixel classification: a PASTIS pixel's crop type from the RP of its whole season.
+
+Input: the full-season RP ``(I, S, S)`` (the recurrence stage's shards when it materialised
+them, else built here from the prepared series). The void label (``ignore_index``) is never a
+target; background is kept or dropped (``keep_background``). Classes are re-indexed to those
+present in the training folds; val/test pixels of a class never seen in training cannot be
+predicted and are left out of the metrics (their count is reported as ``unseen_pixels``).
+
+Metrics: overall accuracy, macro-F1 (headline, higher is better), mIoU and the IoU of every class
+by its PASTIS name (see :mod:`pimc.metrics` for how absent classes are handled).
+
+Methods: ``pimc_linear``, ``pimc_finetune``, ``random_init`` (same architecture, random
+weights, fine-tuned), ``cnn1d`` (1-D CNN on the raw series) and ``single_index_<name>`` (the
+PIMC encoder fine-tuned with only that index's RP channel kept, the others zeroed).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pimc.config import Params, PixelClsConfig, TaskConfig
+from pimc.data.pastis import PASTIS
+from pimc.metrics import confusion_matrix, macro_f1, miou, overall_accuracy, per_class_iou
+from pimc.pairs import PairDataset
+from pimc.rp_stage import build_rps
+from pimc.tasks.baselines import CNN1d
+from pimc.tasks.common import (
+    Log,
+    TaskModel,
+    _save,
+    finish,
+    fit,
+    method_plan,
+    plot_curves,
+    resolve_pretrained,
+    series_stats,
+    tower_backbone,
+    transfer,
+)
+from pimc.train import resolve_device, seed_everything
+
+__all__ = ["classification_metrics", "plot_confusion", "run_pixel_cls", "train_classifier"]
+
+HEADLINE = "macro_f1"
+UNSEEN = -1  # target of val/test pixels whose class has no training pixel
+
+
+def _slug(name: str) -> str:
+    # MLflow metric names allow no commas: "Fruits, vegetables, flowers" -> fruits_vegetables_...
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def classification_metrics(
+    pred: Tensor, target: Tensor, names: Sequence[str]
+) -> tuple[dict, Tensor]:
+    """OA, macro-F1, mIoU and ``iou_<class>`` of predictions ``(N,)`` vs targets ``(N,)``
+    (``UNSEEN`` targets skipped); also returns the ``(C, C)`` confusion matrix."""
+    cm = confusion_matrix(pred, target, len(names), ignore_index=UNSEEN)
+    out = {"accuracy": overall_accuracy(cm), "macro_f1": macro_f1(cm), "miou": miou(cm)}
+    for name, iou in zip(names, per_class_iou(cm).tolist(), strict=True):
+        if not math.isnan(iou):  # a class absent from targets and predictions has no IoU
+            out[f"iou_{_slug(name)}"] = iou
+    return out, cm
+
+
+def train_classifier(
+    model: TaskModel,
+    method: str,
+    inputs: dict[str, Tensor],
+    labels: dict[str, Tensor],
+    names: Sequence[str],
+    cfg: TaskConfig,
+    *,
+    schedule: dict[str, Any],
+    device: torch.device,
+    out_dir: Path,
+    progress: bool,
+    log: Log | None,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    extra: dict[str, Any] | None = None,
+    select: str = HEADLINE,
+) -> tuple[dict[str, float], list[dict[str, float]], Tensor]:
+    """Fit a classifier with early stopping on validation ``select`` (``macro_f1`` or
+    ``accuracy``), then test it.
+
+    Args:
+        model: On ``device``; a frozen one without ``augment`` is trained on cached features.
+        method: Name (checkpoint ``<out_dir>/<method>.pt``, log keys).
+        inputs: ``train``/``val``/``test`` raw inputs ``(N, ...)`` (CPU).
+        labels: The same splits' class indices ``(N,)``, ``UNSEEN`` allowed in val/test.
+        names: The C class names.
+        cfg: The task config.
+        schedule: ``encoder_lr``/``freeze_epochs`` for :func:`fit` (see :func:`transfer`).
+        augment: ``augment(x, generator)`` applied to training batches (raw inputs).
+        extra: More checkpoint entries.
+        select: The validation metric that picks the best epoch.
+
+    Returns:
+        Test metrics (+ ``best_epoch``, ``train_seconds``), curves and the test confusion matrix.
+    """
+    pre = model.frozen and augment is None
+    if pre:  # a linear probe without augmentation: encode once
+        inputs = {s: model.encode(x, device) for s, x in inputs.items()}
+
+    def logits(m: nn.Module, x: Tensor) -> Tensor:
+        return m.head(x) if pre else m(x)
+
+    def step_loss(m: nn.Module, idx: Tensor, gen: torch.Generator) -> Tensor:
+        x = inputs["train"][idx]
+        if augment is not None:
+            x = augment(x, gen)
+        return F.cross_entropy(logits(m, x.to(device)), labels["train"][idx].to(device))
+
+    def predict(m: nn.Module, split: str) -> Tensor:
+        return torch.cat([logits(m, c.to(device)).cpu() for c in inputs[split].split(512)])
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        out, y = predict(m, "val"), labels["val"]
+        seen = y != UNSEEN
+        metrics, _ = classification_metrics(out.argmax(1), y, names)
+        loss = F.cross_entropy(out[seen], y[seen]) if seen.any() else torch.tensor(float("nan"))
+        return {
+            "val/loss": float(loss),
+            "val/accuracy": metrics["accuracy"],
+            "val/macro_f1": metrics["macro_f1"],
+        }
+
+    result = fit(
+        model,
+        name=method,
+        step_loss=step_loss,
+        n_train=len(labels["train"]),
+        validate=validate,
+        metric=f"val/{select}",
+        higher_is_better=True,
+        cfg=cfg,
+        **schedule,
+        checkpoint=out_dir / f"{method}.pt",
+        progress=progress,
+        log=log,
+        extra={"class_names": list(names), **(extra or {})},
+    )
+    model.eval()
+    with torch.no_grad():
+        metrics, cm = classification_metrics(
+            predict(model, "test").argmax(1), labels["test"], names
+        )
+    metrics.update(best_epoch=result.best_epoch, train_seconds=result.seconds)
+    return metrics, result.curves, cm
+
+
+def plot_confusion(cm: Tensor, names: Sequence[str], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix (recall per true class) with the counts written in."""
+    from pimc.plots import _pyplot
+
+    plt = _pyplot()
+    counts = cm.double().numpy()
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * n, 2 + 0.45 * n))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for t, p in zip(*np.nonzero(counts), strict=True):
+        color = "white" if rates[t, p] > 0.5 else "black"
+        ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=6, c=color)
+    short = [s[:18] for s in names]
+    ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), short, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="recall")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _load_split(params: Params, folds: Sequence[int]) -> dict[str, Tensor]:
+    rcfg = params.recurrence
+    materialized = rcfg.materialize and (Path(rcfg.out) / "shards").is_dir()
+    pairs = PairDataset(params.prepare.out, folds, rcfg.out if materialized else None, rcfg)
+    if pairs.rp is not None:
+        rp = pairs.rp.float()
+    else:  # no shards: the same function the recurrence stage uses, on this process
+        chunks = zip(pairs.series.split(1024), pairs.valid.split(1024), strict=True)
+        rp = torch.cat([build_rps(s, v, rcfg) for s, v in chunks])
+    return {
+        "rp": rp,
+        "series": pairs.series,
+        "valid": pairs.valid,
+        "labels": pairs.labels,
+        "names": pairs.meta["indices"],
+    }
+
+
+def load_pixel_data(params: Params, cfg: PixelClsConfig) -> dict[str, Any]:
+    """RPs, series and re-indexed labels of the train/val/test folds.
+
+    Returns:
+        ``class_ids`` (original PASTIS ids of the C training classes), ``class_names``,
+        ``index_names`` and per split ``{"rp": (N, I, S, S), "series": (N, I, L),
+        "y": (N,)}`` with ``y`` in ``[0, C)`` or ``UNSEEN``; ``unseen_pixels``.
+    """
+    folds = (cfg.train_folds, cfg.val_folds, cfg.test_folds)
+    if cfg.rotation is not None:
+        folds = PASTIS.rotations[cfg.rotation]
+    data: dict[str, Any] = {}
+    lookup = None
+    unseen = 0
+    for split, split_folds in zip(("train", "val", "test"), folds, strict=True):
+        d = _load_split(params, split_folds)
+        keep = d["labels"] != cfg.ignore_index
+        if not cfg.keep_background:
+            keep &= d["labels"] != PASTIS.background_index
+        d = {k: v[keep] if isinstance(v, Tensor) else v for k, v in d.items()}
+        if lookup is None:  # the training classes define the label space
+            ids = d["labels"].unique()
+            lookup = torch.full((int(ids.max()) + 1,), UNSEEN, dtype=torch.long)
+            lookup[ids] = torch.arange(len(ids))
+            data["class_ids"] = ids.tolist()
+            data["class_names"] = [PASTIS.classes[i] for i in ids.tolist()]
+            data["index_names"] = list(d["names"])
+        labels = d["labels"]
+        y = torch.full_like(labels, UNSEEN)
+        known = labels < len(lookup)
+        y[known] = lookup[labels[known]]
+        unseen += int((y == UNSEEN).sum())
+        data[split] = {"rp": d["rp"], "series": d["series"], "valid": d["valid"], "y": y}
+    data["unseen_pixels"] = unseen
+    return data
+
+
+def run_pixel_cls(
+    params: Params,
+    *,
+    pretrained: nn.Module | str | Path | None = None,
+    out_dir: Path,
+    progress: bool = True,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Train and compare every pixel-classification method; see
+    :func:`pimc.tasks.common.finish` for the result (plus ``class_ids``/``class_names``)."""
+    start, cfg = time.perf_counter(), params.finetune.pixel_cls
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    source = resolve_pretrained(pretrained, cfg, params)
+    data = load_pixel_data(params, cfg)
+    names, index_names = data["class_names"], data["index_names"]
+    labels = {s: data[s]["y"] for s in ("train", "val", "test")}
+    n_idx = len(index_names)
+    singles = [f"single_index_{n}" for n in index_names]
+    s_mean, s_std = series_stats(data["train"]["series"], data["train"]["valid"])
+
+    methods, curves, models, plots = {}, {}, {}, []
+    for method in method_plan(cfg, {"single_index": singles}):
+        seed_everything(cfg.seed)
+        pretrained_weights = (
+            method != "random_init" and method != "cnn1d" and source.model is not None
+        )
+        kw: dict[str, Any] = {"frozen": method == "pimc_linear"}
+        if method == "cnn1d":
+            backbone, key = CNN1d(n_idx), "series"
+            kw.update(in_mean=s_mean, in_std=s_std)
+        else:
+            weights = source.model if pretrained_weights else None
+            backbone, key = tower_backbone(weights, "rp_encoder", n_idx, params.model), "rp"
+        if method in singles:
+            kw["channel_mask"] = (torch.arange(n_idx) == singles.index(method)).float()
+        model = TaskModel(backbone, len(names), **kw).to(device)
+        inputs = {s: data[s][key] for s in ("train", "val", "test")}
+        metrics, curves[method], cm = train_classifier(
+            model,
+            method,
+            inputs,
+            labels,
+            names,
+            cfg,
+            schedule=transfer(cfg, pretrained_weights),
+            device=device,
+            out_dir=out_dir,
+            progress=progress,
+            log=log,
+            extra={"class_ids": data["class_ids"]},
+        )
+        methods[method], models[method] = metrics, model
+        plots.append(plot_confusion(cm, names, out_dir / f"confusion_{method}.png", method))
+
+    plots.append(
+        plot_curves(
+            curves, f"val/{HEADLINE}", out_dir / "pixel_cls_curves.png", "Pixel classification"
+        )
+    )
+    best = f"pimc_{cfg.mode}"
+    result = finish(
+        out_dir,
+        "pixel_cls",
+        methods=methods,
+        headline=HEADLINE,
+        higher_is_better=True,
+        curves=curves,
+        plots=plots,
+        best_model=models[best],
+        example_input=data["test"]["rp"][:4].numpy(),
+        source=source,
+        seconds=time.perf_counter() - start,
+    )
+    return {
+        **result,
+        "class_ids": data["class_ids"],
+        "class_names": names,
+        "unseen_pixels": data["unseen_pixels"],
+    }

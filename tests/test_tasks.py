@@ -17,7 +17,7 @@ from pimc.metrics import rmse
 from pimc.models import PIMC, SmallCNN
 from pimc.pairs import PairDataset
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
-from pimc.tasks.common import TaskModel, fit, resolve_pretrained, tower_backbone
+from pimc.tasks.common import TaskModel, fit, index_batches, resolve_pretrained, tower_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"epochs": 2, "batch_size": 32, "patience": 5, "freeze_epochs": 1}
@@ -197,6 +197,13 @@ def test_eurosat_outputs(params, tmp_path):
     assert result["headline"] == "accuracy" and result["normalisation"] == "pretrain"
     assert result["example_input"].shape == (4, 10, 64, 64)
     assert result["best_model"](torch.from_numpy(result["example_input"])).shape == (4, 10)
+
+
+@pytest.mark.parametrize(("n", "sizes"), [(240, [240]), (300, [128, 172]), (256, [128, 128])])
+def test_index_batches_cover_every_row_without_tiny_batches(n, sizes):
+    batches = index_batches(n, 128, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == sizes
+    assert sorted(torch.cat(batches).tolist()) == list(range(n))
 
 
 def test_fit_keeps_the_best_epoch_and_stops_early(tmp_path):

@@ -260,7 +260,8 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator) -> list[T
     order = torch.randperm(n, generator=generator)
     batches = list(order.split(batch_size))
     if len(batches) > 1 and len(batches[-1]) < batch_size:
-        batches[-2] = torch.cat([batches[-2], batches.pop()])
+        tail = batches.pop()
+        batches[-1] = torch.cat([batches[-1], tail])
     return batches
 
 

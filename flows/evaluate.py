@@ -1,0 +1,44 @@
+"""``evaluate`` stage: one ablation table across the downstream tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+
+from flows.common import stage_args
+from pimc import tracking
+from pimc.io import write_json
+from pimc.paths import REPORTS_DIR, metrics_file
+from pimc.report import ablation_table, load_results, pimc_vs_random, write_report
+
+STAGE = "evaluate"
+TASKS = ("forecast", "pixel_cls", "eurosat")
+
+
+@task
+def build_report() -> dict[str, Any]:
+    results = load_results(TASKS)
+    table = ablation_table(results)
+    comparison = pimc_vs_random(results)
+    files = write_report(table, comparison, REPORTS_DIR)
+    return {"comparison": comparison, "files": [str(f) for f in files], "table": table}
+
+
+@flow(name="pimc-evaluate", log_prints=True)
+def evaluate_flow() -> dict[str, Any]:
+    """Write ``reports/ablations.{md,csv}`` and ``metrics/evaluate.json``."""
+    with tracking.start_run(STAGE, {"evaluate": {"tasks": list(TASKS)}}) as run:
+        report = build_report()
+        metrics = {f"{t}/{k}": v for t, c in report["comparison"].items() for k, v in c.items()}
+        run.log_metrics(metrics)
+        for path in report["files"]:
+            run.log_artifact(path, "reports")
+        write_json(metrics_file(STAGE), report["comparison"])
+    print(report["table"].to_string(float_format=lambda v: f"{v:.4f}"))
+    return report
+
+
+if __name__ == "__main__":
+    stage_args(__doc__)
+    evaluate_flow()

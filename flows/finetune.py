@@ -1,0 +1,113 @@
+"""``finetune@<task>`` stages: one downstream task, its baselines, metrics, plots, model.
+
+    python -m flows.finetune forecast | pixel_cls | eurosat
+
+The task's PIMC model (``finetune.<task>.mode``) is logged to MLflow and registered as
+``pimc-pastis-forecaster``, ``pimc-pastis-classifier`` or ``pimc-eurosat-classifier``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from flows.common import params_from, parse_overrides, stage_args
+from pimc import tracking
+from pimc.config import Params
+from pimc.io import write_json
+from pimc.paths import PLOTS_DIR, metrics_file
+from pimc.tasks.eurosat import run_eurosat
+from pimc.tasks.forecast import run_forecast
+from pimc.tasks.pixel_cls import run_pixel_cls
+
+RUNNERS = {"forecast": run_forecast, "pixel_cls": run_pixel_cls, "eurosat": run_eurosat}
+REGISTERED = {
+    "forecast": "pimc-pastis-forecaster",
+    "pixel_cls": "pimc-pastis-classifier",
+    "eurosat": "pimc-eurosat-classifier",
+}
+ENCODER = {
+    "forecast": "pimc-rp-encoder",
+    "pixel_cls": "pimc-rp-encoder",
+    "eurosat": "pimc-image-encoder",
+}
+
+
+def task_dir(name: str) -> Path:
+    """Checkpoints and results of one task (a DVC output)."""
+    return Path("data/models") / name
+
+
+# Retries only where I/O can fail transiently (a remote MLflow server).
+@task(retries=2, retry_delay_seconds=10)
+def fetch_registered_checkpoint(name: str, dest: Path) -> Path:
+    """The pretraining checkpoint behind ``models:/<encoder>@champion``."""
+    return tracking.run_artifact_of(ENCODER[name], "champion", "checkpoint/last.pt", dest)
+
+
+@task
+def run_task(name: str, params: Params, pretrained: Path | None, log: Any) -> dict[str, Any]:
+    return RUNNERS[name](params, pretrained=pretrained, out_dir=task_dir(name), log=log)
+
+
+@task
+def register(name: str, result: dict[str, Any], run: tracking.TrackedRun) -> str:
+    """Log the task's PIMC model; the first registered version becomes ``champion``."""
+    info = run.log_model(result["best_model"], name, result["example_input"], REGISTERED[name])
+    version = str(info.registered_model_version)
+    if tracking.get_alias(REGISTERED[name], "champion") is None:
+        tracking.set_alias(REGISTERED[name], "champion", version)
+    return version
+
+
+@flow(name="pimc-finetune", log_prints=True)
+def finetune_flow(
+    name: str, params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run one task; write ``metrics/<task>.json`` and ``plots/<task>/``; register the model."""
+    if name not in RUNNERS:
+        raise SystemExit(f"unknown task '{name}'; choose one of {', '.join(RUNNERS)}")
+    params = params_from(params_path, overrides)
+    cfg = getattr(params.finetune, name)
+    with tracking.start_run(f"finetune@{name}", {f"finetune.{name}": cfg}) as run:
+        pretrained = None
+        if cfg.pretrained == "registry":
+            pretrained = fetch_registered_checkpoint(name, task_dir(name) / "registry")
+        result = run_task(name, params, pretrained, lambda m, step: run.log_metrics(m, step))
+        plots = PLOTS_DIR / name
+        shutil.rmtree(plots, ignore_errors=True)
+        plots.mkdir(parents=True)
+        for png in result["plots"]:
+            shutil.copy(png, plots / Path(png).name)
+            run.log_artifact(png, "plots")
+        metrics = {
+            "headline": result["headline"],
+            "higher_is_better": result["higher_is_better"],
+            "methods": result["methods"],
+        }
+        write_json(metrics_file(name), metrics)
+        run.log_metrics(
+            {
+                f"{method}/{key}": value
+                for method, values in result["methods"].items()
+                for key, value in values.items()
+                if isinstance(value, int | float)
+            }
+        )
+        run.log_dict(metrics, f"{name}_results.json")
+        version = register(name, result, run)
+        run.set_tags({"registered.version": version, "pretrained": result["pretrained"]})
+    headline = result["headline"]
+    table = {m: v.get(headline) for m, v in result["methods"].items()}
+    print(f"{name}: {headline} per method: {table}")
+    return result
+
+
+if __name__ == "__main__":
+    name = sys.argv.pop(1) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else ""
+    args = stage_args(__doc__)
+    finetune_flow(name, args.params, parse_overrides(args.overrides))

@@ -251,6 +251,7 @@ class ForecastConfig(TaskConfig):
 
     input_len: int = 32
     horizon: int = 10
+    context_steps: int = 1  # most recent values per index given to the head beside the RP
     train_folds: tuple[int, ...] = (1, 2, 3)
     val_folds: tuple[int, ...] = (4,)
     test_folds: tuple[int, ...] = (5,)
@@ -260,6 +261,11 @@ class ForecastConfig(TaskConfig):
         super().__post_init__()
         _check(self.input_len >= 2, f"{self.SECTION}.input_len", "must be >= 2")
         _check(self.horizon >= 1, f"{self.SECTION}.horizon", "must be >= 1")
+        _check(
+            1 <= self.context_steps <= self.input_len,
+            f"{self.SECTION}.context_steps",
+            "must be in [1, input_len]",
+        )
         _check_folds(self.SECTION, self.train_folds, self.val_folds, self.test_folds)
 
 

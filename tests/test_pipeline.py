@@ -30,6 +30,7 @@ TINY = {
     "prepare": {"pixels_per_patch": 32},
     "pretrain": {"epochs": 2, "batch_size": 32, "checkpoint_every": 4},
 }
+FAST_TASK = {"epochs": 2, "batch_size": 32, "patience": 1, "freeze_epochs": 0}
 
 
 def sh(*cmd, cwd):
@@ -52,6 +53,8 @@ def project(tmp_path_factory):
             shutil.copy(REPO / name, work / name)
     shutil.copytree(REPO / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name in ("forecast", "pixel_cls", "eurosat"):
+        params["finetune"][name].update(FAST_TASK)
     for section, values in TINY.items():
         for key, value in values.items():
             if isinstance(value, dict):

@@ -62,9 +62,10 @@ class Forecaster(TaskModel):
         std: ``(I,)`` training std of each index.
         rp_input: The backbone reads RPs; else it reads the standardised input series.
         frozen: Linear probing (see :class:`TaskModel`).
+        context: K, the most recent values of each index fed to the head beside the features.
 
     ``forward`` is the deployable model (one tensor in, index values out): with ``rp_input`` it
-    takes :meth:`pack` ``(rp, last)`` ``(B, I, S, S + 1)`` (the RP builder is not exportable
+    takes :meth:`pack` ``(rp, recent)`` ``(B, I, S, S + K)`` (the RP builder is not exportable
     with ``torch.export``, so plots are built outside), else the raw series ``(B, I, T)``; it
     returns ``(B, I, H)`` in index units.
     """
@@ -78,34 +79,40 @@ class Forecaster(TaskModel):
         std: Tensor,
         rp_input: bool,
         frozen: bool = False,
+        context: int = 1,
     ) -> None:
         stats = {} if rp_input else {"in_mean": mean.clone(), "in_std": std.clone()}
-        super().__init__(backbone, indices * horizon, extra_dim=indices, frozen=frozen, **stats)
+        extra = indices * context
+        super().__init__(backbone, indices * horizon, extra_dim=extra, frozen=frozen, **stats)
         self.indices, self.horizon, self.rp_input = indices, horizon, rp_input
+        self.context = context
         self.register_buffer("mean", mean.clone())
         self.register_buffer("std", std.clone())
 
     @staticmethod
-    def pack(rp: Tensor, last: Tensor) -> Tensor:
-        """``rp`` ``(B, I, S, S)`` + raw last values ``(B, I)`` -> ``(B, I, S, S + 1)``."""
-        column = last[:, :, None, None].expand(-1, -1, rp.shape[-2], 1)
-        return torch.cat([rp, column.to(rp.dtype)], dim=-1)
+    def pack(rp: Tensor, recent: Tensor) -> Tensor:
+        """``rp`` ``(B, I, S, S)`` + raw recent values ``(B, I, K)`` -> ``(B, I, S, S + K)``
+        (every row of the K extra columns holds the K values)."""
+        columns = recent[:, :, None, :].expand(-1, -1, rp.shape[-2], -1)
+        return torch.cat([rp, columns.to(rp.dtype)], dim=-1)
 
-    def predict_std(self, x: Tensor, last_std: Tensor, precomputed: bool = False) -> Tensor:
+    def predict_std(self, x: Tensor, recent_std: Tensor, precomputed: bool = False) -> Tensor:
         """Standardised forecast ``(B, I, H)`` from the backbone input ``x`` (RPs or raw
-        series; features with ``precomputed``) and the standardised last values ``(B, I)``."""
-        z = self.head_input(x, last_std, precomputed)
+        series; features with ``precomputed``) and the standardised recent values
+        ``(B, I, K)``; the head predicts the change from the last of them."""
+        z = self.head_input(x, recent_std.flatten(1), precomputed)
         delta = self.head(z).view(-1, self.indices, self.horizon)
-        return last_std[:, :, None] + delta
+        return recent_std[..., -1:] + delta
 
     def forward(self, x: Tensor) -> Tensor:
         """Deployable forecast in index units; see the class docstring for ``x``."""
         if self.rp_input:
-            x, last = x[..., :-1], x[:, :, 0, -1]
+            side = x.shape[-2]
+            x, recent = x[..., :side], x[:, :, 0, side:]
         else:
-            last = x[..., -1]
-        last_std = (last - self.mean) / self.std
-        return self.predict_std(x, last_std) * self.std[:, None] + self.mean[:, None]
+            recent = x[..., -self.context :]
+        recent_std = (recent - self.mean[:, None]) / self.std[:, None]
+        return self.predict_std(x, recent_std) * self.std[:, None] + self.mean[:, None]
 
 
 def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
@@ -165,7 +172,7 @@ def _train(
     method: str,
     inputs: dict[str, Tensor],
     target: dict[str, Tensor],
-    last: dict[str, Tensor],
+    recent: dict[str, Tensor],
     names: list[str],
     cfg: ForecastConfig,
     *,
@@ -183,11 +190,11 @@ def _train(
     std = model.std.cpu()
 
     def step_loss(m: nn.Module, idx: Tensor, gen: torch.Generator) -> Tensor:
-        pred = m.predict_std(inputs["train"][idx].to(device), last["train"][idx].to(device), pre)
+        pred = m.predict_std(inputs["train"][idx].to(device), recent["train"][idx].to(device), pre)
         return F.mse_loss(pred, target["train"][idx].to(device))
 
     def validate(m: nn.Module) -> dict[str, float]:
-        pred = _predict(m, inputs["val"], last["val"], device, pre)
+        pred = _predict(m, inputs["val"], recent["val"], device, pre)
         score = forecast_metrics(pred, target["val"], std, names)[HEADLINE]
         return {"val/loss": float(F.mse_loss(pred, target["val"])), f"val/{HEADLINE}": score}
 
@@ -208,15 +215,15 @@ def _train(
     )
     model.eval()
     with torch.no_grad():
-        return result, _predict(model, inputs["test"], last["test"], device, pre)
+        return result, _predict(model, inputs["test"], recent["test"], device, pre)
 
 
 def _predict(
-    model: Forecaster, inputs: Tensor, last_std: Tensor, device: torch.device, pre: bool
+    model: Forecaster, inputs: Tensor, recent_std: Tensor, device: torch.device, pre: bool
 ) -> Tensor:
     out = [
         model.predict_std(x.to(device), s.to(device), pre).cpu()
-        for x, s in zip(inputs.split(1024), last_std.split(1024), strict=True)
+        for x, s in zip(inputs.split(1024), recent_std.split(1024), strict=True)
     ]
     return torch.cat(out)
 
@@ -251,7 +258,7 @@ def run_forecast(
 
     splits = ("train", "val", "test")
     target = {s: standardise(data[s]["y"]) for s in splits}
-    last = {s: standardise(data[s]["x"])[..., -1] for s in splits}
+    recent = {s: standardise(data[s]["x"])[..., -cfg.context_steps :] for s in splits}
     test_x = standardise(data["test"]["x"])
     closed = {
         "persistence": lambda: persistence(test_x, cfg.horizon),
@@ -275,14 +282,16 @@ def run_forecast(
         else:
             backbone = CNN1d(len(names))
         frozen = method == "pimc_linear"
-        model = Forecaster(backbone, len(names), cfg.horizon, mean, std, rp_input, frozen)
+        model = Forecaster(
+            backbone, len(names), cfg.horizon, mean, std, rp_input, frozen, cfg.context_steps
+        )
         inputs = {s: data[s]["rp" if rp_input else "x"] for s in splits}
         result, preds[method] = _train(
             model.to(device),
             method,
             inputs,
             target,
-            last,
+            recent,
             names,
             cfg,
             schedule=transfer(cfg, use_pretrained),
@@ -303,7 +312,7 @@ def run_forecast(
             te["x"], te["y"], preds, std, mean, names, best, out_dir / "forecast_examples.png"
         ),
     ]
-    example = Forecaster.pack(te["rp"][:4], te["x"][:4, :, -1]).numpy()
+    example = Forecaster.pack(te["rp"][:4], te["x"][:4, :, -cfg.context_steps :]).numpy()
     return finish(
         out_dir,
         "forecast",

@@ -203,12 +203,12 @@ class TaskConfig:
 
     seed: int = 0
     mode: Literal["linear", "finetune"] = "finetune"
-    epochs: int = 20
+    epochs: int = 25
     batch_size: int = 128
-    lr: float = 3e-3
-    encoder_lr_scale: float = 0.1
+    lr: float = 1e-2  # head LR: linear probes on standardised features need a large one
+    encoder_lr_scale: float = 0.3
     weight_decay: float = 1e-4
-    patience: int = 5  # epochs without a better validation metric before stopping
+    patience: int = 8  # epochs without a better validation metric before stopping
     freeze_epochs: int = 0  # finetune of a pretrained encoder: head-only epochs first (LP-FT)
     pretrained: Literal["stage", "registry", "none"] = "stage"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -308,6 +308,7 @@ class EurosatConfig(TaskConfig):
         "pimc_linear", "pimc_finetune", "random_init_linear", "random_init_finetune",
     )  # fmt: skip
 
+    encoder_lr_scale: float = 0.1  # the image tower sees new data (TOA, 64 px): change it less
     resize: int | None = None  # side the 64 x 64 tiles are resized to; null keeps 64
     bands: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
     baselines: tuple[str, ...] = METHODS

@@ -206,6 +206,31 @@ def test_index_batches_cover_every_row_without_tiny_batches(n, sizes):
     assert sorted(torch.cat(batches).tolist()) == list(range(n))
 
 
+def test_rotation_picks_the_official_pastis_folds(params):
+    from dataclasses import replace
+
+    from pimc.tasks.pixel_cls import load_pixel_data
+
+    data = load_pixel_data(params, replace(params.finetune.pixel_cls, rotation=1))
+    for split, folds in zip(("train", "val", "test"), ((2, 3, 4), (5,), (1,)), strict=True):
+        labels = PairDataset(params.prepare.out, folds).labels
+        assert len(data[split]["y"]) == int((labels != 19).sum())
+    unseen = sum(int((data[s]["y"] == -1).sum()) for s in ("val", "test"))
+    assert unseen == data["unseen_pixels"] and (data["train"]["y"] >= 0).all()
+
+
+def test_eurosat_without_pretraining_uses_its_own_band_stats(params, tmp_path):
+    from dataclasses import replace
+
+    from pimc.tasks.eurosat import run_eurosat
+
+    cfg = replace(params.finetune.eurosat, pretrained="none", mode="linear", baselines=(), epochs=1)
+    p = replace(params, finetune=replace(params.finetune, eurosat=cfg))
+    result = run_eurosat(p, out_dir=tmp_path, progress=False)
+    assert result["pretrained"] == "none" and result["normalisation"] == "eurosat_train"
+    assert list(result["methods"]) == ["pimc_linear"]
+
+
 def test_fit_keeps_the_best_epoch_and_stops_early(tmp_path):
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Linear(2, 4), nn.ReLU())

@@ -148,7 +148,8 @@ class Pretrained:
             registry model), or None for random initialisation.
         image_mean: ``(10,)`` band means the image tower was pretrained with (checkpoints only).
         image_std: ``(10,)`` band stds, idem.
-        source: ``"stage:<path>"``, ``"argument"`` or ``"none"`` (recorded with the results).
+        source: ``"stage:<path>"``, ``"checkpoint:<path>"`` (a path passed in), ``"argument"``
+            (a module passed in) or ``"none"``; recorded with the results.
     """
 
     model: nn.Module | None
@@ -184,7 +185,8 @@ def resolve_pretrained(
             f"'{cfg.SECTION}.pretrained: none'"
         )
     model, ckpt = load_pretrained_model(path)
-    return Pretrained(model, ckpt.get("image_mean"), ckpt.get("image_std"), f"stage:{path}")
+    label = f"{'stage' if pretrained is None else 'checkpoint'}:{path}"
+    return Pretrained(model, ckpt.get("image_mean"), ckpt.get("image_std"), label)
 
 
 def tower_backbone(

@@ -1,15 +1,18 @@
 """Forecasting: a pixel's next ``horizon`` index values from the first ``input_len`` grid steps.
 
 PIMC forecaster: the RP of the input window -> RP encoder backbone -> features, concatenated
-with the last observed value of each index -> linear head -> the change from that last value,
-per index and step. Design decision: an RP holds only distances ``|x_i - x_j|`` (and is
-max-normalised by default), so it is blind to the series' absolute level; without the last
-value no head could tell a pixel at NDVI 0.2 from one at 0.8. ``random_init`` and ``cnn1d`` get
-the same extra input, so only the encoder differs between methods.
+with the last observed value(s) of each index (``context_steps``) -> linear head -> the change
+from the last value, per index and step. Design decision: an RP holds only distances
+``|x_i - x_j|`` (max-normalised by default), so it is blind to the series' absolute level and
+to the direction of change (x and -x have the same plot); without the last value no head could
+tell a pixel at NDVI 0.2 from one at 0.8. ``random_init`` and ``cnn1d`` get the same extra
+input, so only the encoder differs between methods.
 
 Targets are standardised per index with the training folds' mean/std (of all their values);
 the reported metrics are RMSE/MAE per index in standardised units (``*_std``) and in index units,
-and their means over indices. Headline: ``rmse_mean_std`` (lower is better).
+and their means over indices. Headline: ``rmse_mean_std`` (lower is better). The closed-form
+baselines: ``persistence`` (last value repeated), ``linear_extrapolation`` (least-squares line
+through the last 4 inputs, extended) and ``climatology`` (mean training target curve).
 """
 
 from __future__ import annotations

@@ -83,6 +83,14 @@ def test_repro_runs_every_stage(project):
     assert pretrain["steps"] > 0 and 0.0 <= pretrain["val/top1"] <= 1.0
     assert (work / "data" / "models" / "pretrain" / "last.pt").is_file()
     assert json.loads((work / "plots" / "pretrain_val.json").read_text())
+    for task in ("forecast", "pixel_cls", "eurosat"):
+        result = json.loads((work / "metrics" / f"{task}.json").read_text())
+        assert {"pimc_finetune", "pimc_linear"} <= set(result["methods"])
+        assert any((work / "plots" / task).glob("*.png"))
+    table = (work / "reports" / "ablations.md").read_text()
+    assert "| pimc_finetune |" in table and "PIMC pretraining vs random" in table
+    shown = sh("dvc", "metrics", "show", cwd=work)
+    assert "metrics/eurosat.json" in shown and "metrics/pretrain.json" in shown
 
 
 def test_stages_are_tracked_and_encoders_registered(project, tmp_path):
@@ -90,7 +98,9 @@ def test_stages_are_tracked_and_encoders_registered(project, tmp_path):
     from pimc.pretrain import load_pretrained_model
 
     stages = {r.data.tags["pimc.stage"] for r in tracking.search_runs()}
-    assert {"data", "prepare", "recurrence", "pretrain"} <= stages
+    assert {"data", "prepare", "recurrence", "pretrain", "finetune@eurosat", "evaluate"} <= stages
+    for name in ("pimc-pastis-forecaster", "pimc-pastis-classifier", "pimc-eurosat-classifier"):
+        assert tracking.get_alias(name, "champion") is not None
     run = tracking.search_runs("pretrain")[0]
     assert run.data.tags["git.sha"] != "unknown" and "train/loss" in run.data.metrics
     for name in ("pimc-rp-encoder", "pimc-image-encoder"):
@@ -110,12 +120,44 @@ def test_second_repro_is_a_no_op(project):
     assert "up to date" in status
 
 
+def test_task_param_change_touches_only_that_task(project):
+    work, _ = project
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["finetune"]["eurosat"]["lr"] = 0.005
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = sh("dvc", "status", cwd=work)
+    assert "finetune@eurosat" in status
+    assert "finetune@forecast" not in status and "finetune@pixel_cls" not in status
+    assert "pretrain:" not in status
+
+
+def test_finetune_from_the_registry(project):
+    from pimc import tracking
+
+    work, _ = project
+    before = len(tracking.search_runs("finetune@eurosat"))
+    out = sh(
+        sys.executable,
+        "-m",
+        "flows.finetune",
+        "eurosat",
+        "-S",
+        "finetune.eurosat.pretrained=registry",
+        cwd=work,
+    )
+    assert "eurosat: accuracy per method" in out
+    runs = tracking.search_runs("finetune@eurosat")
+    assert len(runs) == before + 1
+    # the checkpoint came from the champion encoder's run, downloaded by the flow
+    assert runs[0].data.tags["pretrained"].startswith("checkpoint:data/models/eurosat/registry")
+
+
 def test_changing_a_recurrence_param_reruns_only_recurrence(project):
     work, _ = project
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["recurrence"]["size"] = 24
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = sh("dvc", "repro", cwd=work)
+    out = sh("dvc", "repro", "recurrence", cwd=work)  # the stages after it would follow
     assert "Running stage 'recurrence'" in out
     assert "Running stage 'prepare'" not in out and "Running stage 'data'" not in out
     shard = next((work / "data" / "recurrence" / "shards").glob("*.npy"))

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 
 from pimc.io import atomic_path
 
@@ -17,6 +18,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG atomically and release it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _pyplot().close(fig)
+    return Path(path)
 
 
 def rp_gallery(
@@ -49,10 +58,7 @@ def rp_gallery(
                 ax.set_ylabel(name.upper(), fontsize=8)
     fig.suptitle("Mean recurrence plot per class", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def learning_curves(
@@ -87,7 +93,43 @@ def learning_curves(
         ax2.legend()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
+
+
+def task_curves(
+    curves: Mapping[str, Sequence[Mapping[str, float]]], metric: str, path: Path, title: str
+) -> Path:
+    """Training loss and validation ``metric`` per epoch, one line per method."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for method, rows in curves.items():
+        epochs = [r["epoch"] for r in rows]
+        axes[0].plot(epochs, [r["train/loss"] for r in rows], label=method)
+        axes[1].plot(epochs, [r[metric] for r in rows], "o-", ms=3, label=method)
+    axes[0].set(xlabel="epoch", ylabel="train loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel=metric)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def confusion_matrix(cm: Tensor, names: Sequence[str], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix (recall per true class) with the counts written in."""
+    plt = _pyplot()
+    counts = cm.double().numpy()
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * n, 2 + 0.45 * n))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for t, p in zip(*np.nonzero(counts), strict=True):
+        color = "white" if rates[t, p] > 0.5 else "black"
+        ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=6, c=color)
+    short = [s[:18] for s in names]
+    ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), short, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="recall")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -127,7 +127,6 @@ class TrackedRun:
             parent = str(Path(name).parent)
             self.log_artifact(target, None if parent == "." else parent)
 
-
     def log_model(
         self,
         model: Any,

@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from pimc.config import ModelConfig, Params, TaskConfig
 from pimc.errors import ConfigError, DatasetNotFoundError
-from pimc.io import atomic_path
 from pimc.models import PIMC, build_backbone
 from pimc.train import AUGMENT, ORDER, cosine_with_warmup, make_generator, save_checkpoint
 
@@ -33,7 +32,6 @@ __all__ = [
     "TaskModel",
     "fit",
     "index_batches",
-    "plot_curves",
     "resolve_pretrained",
     "series_stats",
     "tower_backbone",
@@ -381,35 +379,6 @@ def fit(
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
-
-
-def _save(fig: Any, path: Path) -> Path:
-    from pimc.plots import _pyplot
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    _pyplot().close(fig)
-    return Path(path)
-
-
-def plot_curves(
-    curves: Mapping[str, Sequence[Mapping[str, float]]], metric: str, path: Path, title: str
-) -> Path:
-    """Training loss and validation ``metric`` per epoch, one line per method."""
-    from pimc.plots import _pyplot
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for method, rows in curves.items():
-        epochs = [r["epoch"] for r in rows]
-        axes[0].plot(epochs, [r["train/loss"] for r in rows], label=method)
-        axes[1].plot(epochs, [r[metric] for r in rows], "o-", ms=3, label=method)
-    axes[0].set(xlabel="epoch", ylabel="train loss", yscale="log")
-    axes[1].set(xlabel="epoch", ylabel=metric)
-    axes[1].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------

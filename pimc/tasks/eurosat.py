@@ -28,18 +28,19 @@ from pimc.data.eurosat import EuroSAT
 from pimc.errors import ConfigError
 from pimc.pairs import augment_images, image_stats
 from pimc.paths import eurosat_root
+from pimc.plots import confusion_matrix as plot_confusion_matrix
+from pimc.plots import task_curves
 from pimc.tasks.common import (
     Log,
     Pretrained,
     TaskModel,
     finish,
     method_plan,
-    plot_curves,
     resolve_pretrained,
     tower_backbone,
     transfer,
 )
-from pimc.tasks.pixel_cls import plot_confusion, train_classifier
+from pimc.tasks.pixel_cls import train_classifier
 from pimc.train import resolve_device, seed_everything
 
 __all__ = ["load_eurosat", "run_eurosat"]
@@ -133,9 +134,9 @@ def run_eurosat(
             extra={"band_mean": mean, "band_std": std, "bands": list(cfg.bands)},
         )
         methods[method], models[method] = metrics, model
-        plots.append(plot_confusion(cm, names, out_dir / f"confusion_{method}.png", method))
+        plots.append(plot_confusion_matrix(cm, names, out_dir / f"confusion_{method}.png", method))
 
-    plots.append(plot_curves(curves, f"val/{HEADLINE}", out_dir / "eurosat_curves.png", "EuroSAT"))
+    plots.append(task_curves(curves, f"val/{HEADLINE}", out_dir / "eurosat_curves.png", "EuroSAT"))
     result = finish(
         out_dir,
         "eurosat",

@@ -30,17 +30,16 @@ from pimc.config import ForecastConfig, Params
 from pimc.errors import ConfigError
 from pimc.metrics import mae, rmse
 from pimc.pairs import PairDataset
+from pimc.plots import save_figure, task_curves
 from pimc.rp_stage import build_rps
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
 from pimc.tasks.common import (
     FitResult,
     Log,
     TaskModel,
-    _save,
     finish,
     fit,
     method_plan,
-    plot_curves,
     resolve_pretrained,
     series_stats,
     tower_backbone,
@@ -310,7 +309,7 @@ def run_forecast(
     best = f"pimc_{cfg.mode}"
     te = data["test"]
     plots = [
-        plot_curves(curves, f"val/{HEADLINE}", out_dir / "forecast_curves.png", "Forecasting"),
+        task_curves(curves, f"val/{HEADLINE}", out_dir / "forecast_curves.png", "Forecasting"),
         plot_examples(
             te["x"], te["y"], preds, std, mean, names, best, out_dir / "forecast_examples.png"
         ),
@@ -371,4 +370,4 @@ def plot_examples(
     for ax in axes[-1]:
         ax.set_xlabel("grid step", fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,16 +31,16 @@ from pimc.config import Params, PixelClsConfig, TaskConfig
 from pimc.data.pastis import PASTIS
 from pimc.metrics import confusion_matrix, macro_f1, miou, overall_accuracy, per_class_iou
 from pimc.pairs import PairDataset
+from pimc.plots import confusion_matrix as plot_confusion_matrix
+from pimc.plots import task_curves
 from pimc.rp_stage import build_rps
 from pimc.tasks.baselines import CNN1d
 from pimc.tasks.common import (
     Log,
     TaskModel,
-    _save,
     finish,
     fit,
     method_plan,
-    plot_curves,
     resolve_pretrained,
     series_stats,
     tower_backbone,
@@ -49,7 +48,7 @@ from pimc.tasks.common import (
 )
 from pimc.train import resolve_device, seed_everything
 
-__all__ = ["classification_metrics", "plot_confusion", "run_pixel_cls", "train_classifier"]
+__all__ = ["classification_metrics", "run_pixel_cls", "train_classifier"]
 
 HEADLINE = "macro_f1"
 UNSEEN = -1  # target of val/test pixels whose class has no training pixel
@@ -157,29 +156,6 @@ def train_classifier(
         )
     metrics.update(best_epoch=result.best_epoch, train_seconds=result.seconds)
     return metrics, result.curves, cm
-
-
-def plot_confusion(cm: Tensor, names: Sequence[str], path: Path, title: str) -> Path:
-    """Row-normalised confusion matrix (recall per true class) with the counts written in."""
-    from pimc.plots import _pyplot
-
-    plt = _pyplot()
-    counts = cm.double().numpy()
-    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * n, 2 + 0.45 * n))
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for t, p in zip(*np.nonzero(counts), strict=True):
-        color = "white" if rates[t, p] > 0.5 else "black"
-        ax.text(p, t, f"{int(counts[t, p])}", ha="center", va="center", fontsize=6, c=color)
-    short = [s[:18] for s in names]
-    ax.set_xticks(range(n), short, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(n), short, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="recall")
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 def _load_split(params: Params, folds: Sequence[int]) -> dict[str, Tensor]:
@@ -291,10 +267,10 @@ def run_pixel_cls(
             extra={"class_ids": data["class_ids"]},
         )
         methods[method], models[method] = metrics, model
-        plots.append(plot_confusion(cm, names, out_dir / f"confusion_{method}.png", method))
+        plots.append(plot_confusion_matrix(cm, names, out_dir / f"confusion_{method}.png", method))
 
     plots.append(
-        plot_curves(
+        task_curves(
             curves, f"val/{HEADLINE}", out_dir / "pixel_cls_curves.png", "Pixel classification"
         )
     )

@@ -136,7 +136,7 @@ def test_finetune_from_the_registry(project):
 
     work, _ = project
     before = len(tracking.search_runs("finetune@eurosat"))
-    out = sh(
+    sh(
         sys.executable,
         "-m",
         "flows.finetune",
@@ -145,11 +145,11 @@ def test_finetune_from_the_registry(project):
         "finetune.eurosat.pretrained=registry",
         cwd=work,
     )
-    assert "eurosat: accuracy per method" in out
     runs = tracking.search_runs("finetune@eurosat")
     assert len(runs) == before + 1
     # the checkpoint came from the champion encoder's run, downloaded by the flow
-    assert runs[0].data.tags["pretrained"].startswith("checkpoint:data/models/eurosat/registry")
+    tag = runs[0].data.tags["pretrained"]
+    assert tag.startswith("checkpoint:") and "data/models/eurosat/registry" in tag
 
 
 def test_changing_a_recurrence_param_reruns_only_recurrence(project):

@@ -55,10 +55,20 @@ def run_task(name: str, params: Params, pretrained: Path | None, log: Any) -> di
 
 
 @task
-def register(name: str, result: dict[str, Any], run: tracking.TrackedRun) -> str:
-    """Log the task's PIMC model; the first registered version becomes ``champion``."""
+def register(name: str, result: dict[str, Any], mode: str, run: tracking.TrackedRun) -> str:
+    """Log the task's PIMC model, tagged with its test headline metric; the first registered
+    version becomes ``champion``."""
     info = run.log_model(result["best_model"], name, result["example_input"], REGISTERED[name])
     version = str(info.registered_model_version)
+    headline = result["headline"]
+    tracking.tag_version(
+        REGISTERED[name],
+        version,
+        {
+            f"metric.{headline}": result["methods"][f"pimc_{mode}"][headline],
+            "higher_is_better": result["higher_is_better"],
+        },
+    )
     if tracking.get_alias(REGISTERED[name], "champion") is None:
         tracking.set_alias(REGISTERED[name], "champion", version)
     return version
@@ -99,7 +109,7 @@ def finetune_flow(
             }
         )
         run.log_dict(metrics, f"{name}_results.json")
-        version = register(name, result, run)
+        version = register(name, result, cfg.mode, run)
         run.set_tags({"registered.version": version, "pretrained": result["pretrained"]})
     headline = result["headline"]
     table = {m: v.get(headline) for m, v in result["methods"].items()}

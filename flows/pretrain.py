@@ -50,7 +50,9 @@ def train(params: Params, logger: CurveLogger) -> dict[str, Any]:
 
 
 @task
-def register_encoders(params: Params, run: tracking.TrackedRun) -> dict[str, str]:
+def register_encoders(
+    params: Params, run: tracking.TrackedRun, result: dict[str, Any]
+) -> dict[str, str]:
     """Log both encoders (pt2) and register them; the first version becomes ``champion``."""
     model, _ = load_pretrained_model(Path(params.pretrain.out) / CHECKPOINT)
     size, k = params.recurrence.size or 32, params.prepare.patch_size
@@ -62,6 +64,7 @@ def register_encoders(params: Params, run: tracking.TrackedRun) -> dict[str, str
     for attr, name in REGISTERED.items():
         info = run.log_model(getattr(model, attr), attr, examples[attr].numpy(), name)
         version = str(info.registered_model_version)
+        tracking.tag_version(name, version, {"metric.val_top1": result["val/top1"]})
         if tracking.get_alias(name, "champion") is None:
             tracking.set_alias(name, "champion", version)  # bootstrap; retraining promotes later
         versions[name] = version
@@ -84,7 +87,7 @@ def pretrain_flow(
         run.log_artifact(CURVES_PNG, "plots")
         # The full checkpoint travels with the run, so `pretrained: registry` can rebuild PIMC.
         run.log_artifact(Path(params.pretrain.out) / CHECKPOINT, "checkpoint")
-        versions = register_encoders(params, run)
+        versions = register_encoders(params, run, result)
         metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
         run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
         run.set_tags({f"registered.{k}": v for k, v in versions.items()})

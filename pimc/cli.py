@@ -54,6 +54,20 @@ def _download(args: argparse.Namespace) -> None:
         print(f"PASTIS ready in {args.root}: {len(ds)} patches")
 
 
+def _models(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from pimc import tracking
+
+    rows = tracking.registered_models()
+    if not rows:
+        print(f"no pimc models registered at {tracking.tracking_uri()}; run `make run` first")
+        return
+    table = pd.DataFrame(rows)
+    table["created"] = pd.to_datetime(table["created"], unit="ms").dt.strftime("%Y-%m-%d %H:%M")
+    print(table.drop(columns=["run_id"]).fillna("").to_string(index=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pimc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--url", help="mirror URL (default: the pinned one)")
     download.add_argument("--md5", help="md5 of the archive at that mirror")
     download.set_defaults(func=_download)
+
+    models = sub.add_parser("models", help="registered models: versions, aliases, metrics")
+    models.set_defaults(func=_models)
     return parser
 
 

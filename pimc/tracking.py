@@ -161,6 +161,35 @@ class TrackedRun:
             mlflow.end_run(status="RUNNING")
 
 
+def tag_version(name: str, version: str | int, tags: Mapping[str, Any]) -> None:
+    """Tag a registered model version (e.g. its headline metric, for comparisons)."""
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def registered_models(prefix: str = "pimc-") -> list[dict[str, Any]]:
+    """Every version of the registered models named ``prefix*``: one row per version with
+    its aliases, source run, stage and ``metric.*`` tags, newest first."""
+    client = _client()
+    rows = []
+    for model in client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
+        for found in client.search_model_versions(f"name = '{model.name}'"):
+            # search results leave aliases empty; the single-version read fills them
+            v = client.get_model_version(model.name, found.version)
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": int(v.version),
+                    "aliases": ",".join(sorted(v.aliases)),
+                    "run_id": v.run_id,
+                    "created": v.creation_timestamp,
+                    **{k: val for k, val in v.tags.items() if k.startswith("metric.")},
+                }
+            )
+    return sorted(rows, key=lambda r: (r["name"], -r["version"]))
+
+
 def latest_version(name: str) -> str:
     """Newest version number of registered model ``name``."""
     versions = _client().search_model_versions(f"name = '{name}'")

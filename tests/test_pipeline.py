@@ -93,8 +93,9 @@ def test_repro_runs_every_stage(project):
     assert "metrics/eurosat.json" in shown and "metrics/pretrain.json" in shown
 
 
-def test_stages_are_tracked_and_encoders_registered(project, tmp_path):
+def test_stages_are_tracked_and_encoders_registered(project, tmp_path, capsys):
     from pimc import tracking
+    from pimc.cli import main as cli_main
     from pimc.pretrain import load_pretrained_model
 
     stages = {r.data.tags["pimc.stage"] for r in tracking.search_runs()}
@@ -107,9 +108,16 @@ def test_stages_are_tracked_and_encoders_registered(project, tmp_path):
         assert tracking.get_alias(name, "champion") is not None
     encoder = tracking.load_model("models:/pimc-rp-encoder@champion")
     assert encoder(torch.rand(3, 3, 32, 32)).shape == (3, 128)
+    rows = {(r["name"], r["version"]): r for r in tracking.registered_models()}
+    eurosat = rows[("pimc-eurosat-classifier", 1)]
+    assert "champion" in eurosat["aliases"] and 0.0 <= float(eurosat["metric.accuracy"]) <= 1.0
+    assert "metric.val_top1" in rows[("pimc-rp-encoder", 1)]
     ckpt = tracking.run_artifact_of("pimc-rp-encoder", "champion", "checkpoint/last.pt", tmp_path)
     model, state = load_pretrained_model(ckpt)
     assert state["step"] > 0 and model.config["rp_channels"] == 3
+    assert cli_main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "pimc-pastis-forecaster" in listing and "champion" in listing
 
 
 def test_second_repro_is_a_no_op(project):

@@ -8,7 +8,10 @@ from typing import Any
 
 import yaml
 
+from pimc import tracking
 from pimc.config import Params, load_params
+from pimc.io import write_json
+from pimc.paths import metrics_file
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -41,3 +44,12 @@ def stage_args(description: str, argv: Sequence[str] | None = None) -> argparse.
 
 def params_from(path: str, overrides: dict[str, Any] | None) -> Params:
     return load_params(path, overrides)
+
+
+def record_metrics(run: tracking.TrackedRun, stage: str, stats: dict[str, Any], prefix: str = ""):
+    """The numeric entries of ``stats``: logged to MLflow (keys prefixed) and written as the
+    DVC metrics file ``metrics/<stage>.json``. Returns them."""
+    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
+    run.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
+    write_json(metrics_file(stage), metrics)
+    return metrics

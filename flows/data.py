@@ -10,12 +10,10 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import params_from, parse_overrides, stage_args
+from flows.common import params_from, parse_overrides, record_metrics, stage_args
 from pimc import tracking
 from pimc.config import DataConfig
 from pimc.data import raw
-from pimc.io import write_json
-from pimc.paths import metrics_file
 
 STAGE = "data"
 
@@ -52,10 +50,8 @@ def data_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None
             download_eurosat(cfg)
             download_pastis(cfg)
         stats = summarize(cfg)
-        metrics = raw.count_metrics(stats)
-        run.log_metrics(metrics)
+        metrics = record_metrics(run, STAGE, raw.count_metrics(stats))
         run.log_dict(stats, "data_stats.json")
-        write_json(metrics_file(STAGE), metrics)
     print(f"data: {metrics}")
     return stats
 

@@ -6,11 +6,10 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import params_from, parse_overrides, stage_args
+from flows.common import params_from, parse_overrides, record_metrics, stage_args
 from pimc import tracking
 from pimc.config import PrepareConfig
-from pimc.io import write_json
-from pimc.paths import metrics_file, pastis_root
+from pimc.paths import pastis_root
 from pimc.prepare import run_prepare
 
 STAGE = "prepare"
@@ -28,10 +27,8 @@ def prepare_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | N
     cfg = params.prepare
     with tracking.start_run(STAGE, {"prepare": cfg, "data": params.data}) as run:
         stats = prepare_pairs(str(pastis_root(params.data.root)), cfg)
-        metrics = {k: v for k, v in stats.items() if isinstance(v, int | float)}
-        run.log_metrics(metrics)
+        metrics = record_metrics(run, STAGE, stats)
         run.log_dict(stats, "prepare_stats.json")
-        write_json(metrics_file(STAGE), metrics)
     print(f"prepare: {metrics}")
     return stats
 

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from prefect import flow, task
 
-from flows.common import params_from, parse_overrides, stage_args
+from flows.common import params_from, parse_overrides, record_metrics, stage_args
 from pimc import tracking
 from pimc.config import Params
 from pimc.io import write_json
-from pimc.paths import PLOTS_DIR, metrics_file
+from pimc.paths import PLOTS_DIR
 from pimc.plots import learning_curves
 from pimc.pretrain import CHECKPOINT, load_pretrained_model, pretrain
 
@@ -88,10 +88,8 @@ def pretrain_flow(
         # The full checkpoint travels with the run, so `pretrained: registry` can rebuild PIMC.
         run.log_artifact(Path(params.pretrain.out) / CHECKPOINT, "checkpoint")
         versions = register_encoders(params, run, result)
-        metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
-        run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+        record_metrics(run, STAGE, result, prefix="final/")
         run.set_tags({f"registered.{k}": v for k, v in versions.items()})
-        write_json(metrics_file(STAGE), metrics)
     print(f"pretrain: top1 {result['val/top1']:.3f} (chance {result['chance_top1']:.4f})")
     return result
 

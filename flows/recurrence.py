@@ -6,11 +6,10 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import params_from, parse_overrides, stage_args
+from flows.common import params_from, parse_overrides, record_metrics, stage_args
 from pimc import tracking
 from pimc.config import RecurrenceConfig
-from pimc.io import write_json
-from pimc.paths import PLOTS_DIR, metrics_file
+from pimc.paths import PLOTS_DIR
 from pimc.rp_stage import run_recurrence
 
 STAGE = "recurrence"
@@ -31,10 +30,8 @@ def recurrence_flow(
     cfg = params.recurrence
     with tracking.start_run(STAGE, {"recurrence": cfg}) as run:
         stats = build_plots(params.prepare.out, cfg)
-        metrics = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
-        run.log_metrics(metrics)
+        metrics = record_metrics(run, STAGE, stats)
         run.log_artifact(GALLERY, "plots")
-        write_json(metrics_file(STAGE), metrics)
     print(f"recurrence: {metrics}")
     return stats
 

@@ -1,4 +1,6 @@
-"""What the downstream tasks share: task model, pretrained-tower loading, the fit loop, figures.
+"""What the downstream tasks share: the task model, the fit loop, result plumbing.
+
+Pretrained-tower loading lives in :mod:`pimc.tasks.pretrained` (re-exported here).
 
 The fit loop is deliberately short (nanoGPT style): AdamW, linear warmup (one epoch) + cosine
 decay, one validation pass per epoch, early stopping after ``patience`` epochs without a better
@@ -21,9 +23,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pimc.config import ModelConfig, Params, TaskConfig
-from pimc.errors import ConfigError, DatasetNotFoundError
-from pimc.models import PIMC, build_backbone
+from pimc.config import TaskConfig
+from pimc.tasks.pretrained import Pretrained, resolve_pretrained, tower_backbone
 from pimc.train import AUGMENT, ORDER, cosine_with_warmup, make_generator, save_checkpoint
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
 
 Log = Callable[[dict[str, float], int], None]
 StepLoss = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
-TOWERS = {"rp_encoder": "rp_backbone", "image_encoder": "image_backbone"}
 
 
 class TaskModel(nn.Module):
@@ -130,110 +130,6 @@ class TaskModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Raw input ``(B, C, ...)`` -> ``(B, out_dim)``."""
         return self.head(self.head_input(x))
-
-
-# ---------------------------------------------------------------------------------------------
-# Pretrained towers
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Pretrained:
-    """Where pretrained weights come from.
-
-    Attributes:
-        model: A module holding the towers' weights (PIMC, an encoder, a backbone or a loaded
-            registry model), or None for random initialisation.
-        image_mean: ``(10,)`` band means the image tower was pretrained with (checkpoints only).
-        image_std: ``(10,)`` band stds, idem.
-        source: ``"stage:<path>"``, ``"checkpoint:<path>"`` (a path passed in), ``"argument"``
-            (a module passed in) or ``"none"``; recorded with the results.
-    """
-
-    model: nn.Module | None
-    image_mean: Tensor | None = None
-    image_std: Tensor | None = None
-    source: str = "none"
-
-
-def resolve_pretrained(
-    pretrained: nn.Module | str | Path | None, cfg: TaskConfig, params: Params
-) -> Pretrained:
-    """Apply ``finetune.<task>.pretrained``: ``stage``, ``registry`` or ``none``.
-
-    An explicitly passed model or checkpoint path wins over ``stage``'s ``last.pt``; ``none``
-    ignores it (every encoder then starts from random weights).
-    """
-    from pimc.pretrain import CHECKPOINT, load_pretrained_model
-
-    if cfg.pretrained == "none":
-        return Pretrained(None)
-    if isinstance(pretrained, nn.Module):
-        return Pretrained(pretrained, source="argument")
-    if pretrained is None and cfg.pretrained == "registry":
-        raise ConfigError(
-            f"'{cfg.SECTION}.pretrained' is 'registry' but no model was passed; pass "
-            "pretrained=<the registered encoder or PIMC>, or set it to 'stage' or 'none'"
-        )
-    path = Path(pretrained) if pretrained is not None else Path(params.pretrain.out) / CHECKPOINT
-    if not path.is_file():
-        raise DatasetNotFoundError(
-            f"{path} not found ('{cfg.SECTION}.pretrained' = {cfg.pretrained!r}); run the "
-            "pretrain stage first, point 'pretrain.out' at its output, or set "
-            f"'{cfg.SECTION}.pretrained: none'"
-        )
-    model, ckpt = load_pretrained_model(path)
-    label = f"{'stage' if pretrained is None else 'checkpoint'}:{path}"
-    return Pretrained(model, ckpt.get("image_mean"), ckpt.get("image_std"), label)
-
-
-def tower_backbone(
-    source: nn.Module | None, tower: str, channels: int, model_cfg: ModelConfig
-) -> nn.Module:
-    """A fresh backbone of ``tower`` (``rp_encoder``/``image_encoder``) with ``source``'s weights.
-
-    Weights are copied by state dict into a new module, so the caller's model is never trained
-    in place, and modules that lost their Python class (e.g. a ``torch.export``-ed registry
-    model) still work as long as their parameter names are the PIMC ones. With ``source`` None
-    the backbone is randomly initialised (seed the global RNG first).
-
-    Args:
-        source: PIMC, an :class:`~pimc.models.Encoder`, a bare backbone, or None.
-        tower: ``"rp_encoder"`` or ``"image_encoder"``.
-        channels: Input channels the task feeds.
-        model_cfg: Architecture when ``source`` is not a PIMC (which carries its own config).
-
-    Raises:
-        ConfigError: the weights do not fit the architecture, or the channel counts differ.
-    """
-    arch = dict(name=getattr(model_cfg, TOWERS[tower]), small_input=model_cfg.small_input)
-    if isinstance(source, PIMC):
-        arch = dict(name=source.config[TOWERS[tower]], small_input=source.config["small_input"])
-    kw = {"small_input": arch["small_input"]} if arch["name"].startswith("resnet") else {}
-    backbone = build_backbone(arch["name"], channels, **kw)
-    if source is None:
-        return backbone
-    want = backbone.state_dict()
-    state = source.state_dict()
-    for prefix in (f"{tower}.backbone.", "backbone.", ""):
-        picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if set(picked) == set(want):
-            break
-    else:
-        raise ConfigError(
-            f"the pretrained {type(source).__name__} has no {arch['name']} {tower} weights "
-            f"(expected keys like {next(iter(want))!r}); pass a PIMC or its {tower}, or set "
-            "'model' to the architecture it was trained with"
-        )
-    bad = [k for k, v in picked.items() if v.shape != want[k].shape]
-    if bad:
-        raise ConfigError(
-            f"pretrained {tower} does not fit {channels} input channels ({bad[0]}: "
-            f"{tuple(picked[bad[0]].shape)} vs {tuple(want[bad[0]].shape)}); the task's "
-            "indices/bands must be the ones it was pretrained on"
-        )
-    backbone.load_state_dict(picked)
-    return backbone
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,11 +270,6 @@ def fit(
         **dict(extra or {}),
     )
     return FitResult(curves, best_epoch, float(best), time.perf_counter() - start)
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------

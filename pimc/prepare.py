@@ -44,6 +44,53 @@ def shard_name(patch_id: int) -> str:
     return f"S2_{patch_id}.npz"
 
 
+def date_grid(cfg: PrepareConfig) -> np.ndarray | None:
+    """The common date grid of ``time_axis: grid``; ``None`` for ``pad``."""
+    if cfg.time_axis != "grid":
+        return None
+    return make_grid(cfg.grid_start, cfg.grid_end, cfg.grid_step_days)
+
+
+def pixel_series(
+    image: torch.Tensor,
+    dates: Any,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    cfg: PrepareConfig,
+    grid: np.ndarray | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cleaned index series of chosen pixels, on the stage's time axis.
+
+    The one place series are made: ``prepare`` and ``pimc predict`` (every pixel of a patch)
+    both call it, so a deployed model sees exactly the preprocessing it was trained on.
+
+    Args:
+        image: ``(T, 10, H, W)`` reflectance of one patch, bands in PASTIS order.
+        dates: The T acquisition dates.
+        rows: ``(N,)`` pixel rows.
+        cols: ``(N,)`` pixel columns.
+        cfg: The ``prepare`` config (indices, despike, time axis).
+        grid: The common date grid (``time_axis: grid``) or ``None`` (``pad``).
+
+    Returns:
+        ``series`` ``(N, I, L)`` float32 and ``valid`` ``(N, L)`` bool.
+    """
+    pixels = image[:, :, rows, cols]  # (T, 10, N)
+    series = compute_indices(pixels, PASTIS.band_names, cfg.indices, band_dim=-2)  # (T, I, N)
+    series = series.permute(2, 1, 0).contiguous()  # (N, I, T): time last
+    blue = pixels[:, PASTIS.band_names.index("B02")].T[:, None, :]  # (N, 1, T)
+    series = despike(
+        series, cfg.despike, cfg.despike_window, blue=blue, blue_threshold=cfg.blue_threshold
+    )
+    if grid is not None:
+        series = resample_to_grid(series, dates, grid)
+        valid = torch.ones(series.shape[0], series.shape[-1], dtype=torch.bool)
+    else:
+        series, observed = pad_to_length(series, cfg.max_length)
+        valid = observed[:, 0]
+    return series.float(), valid
+
+
 def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray | None) -> dict:
     """Pairs of one PASTIS sample.
 
@@ -65,19 +112,7 @@ def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray |
         exclude=cfg.exclude_classes,
     )
     rows, cols = torch.from_numpy(coords[:, 0]), torch.from_numpy(coords[:, 1])
-    pixels = image[:, :, rows, cols]  # (T, 10, N)
-    series = compute_indices(pixels, PASTIS.band_names, cfg.indices, band_dim=-2)  # (T, I, N)
-    series = series.permute(2, 1, 0).contiguous()  # (N, I, T): time last
-    blue = pixels[:, PASTIS.band_names.index("B02")].T[:, None, :]  # (N, 1, T)
-    series = despike(
-        series, cfg.despike, cfg.despike_window, blue=blue, blue_threshold=cfg.blue_threshold
-    )
-    if grid is not None:
-        series = resample_to_grid(series, dates, grid)
-        valid = torch.ones(series.shape[0], series.shape[-1], dtype=torch.bool)
-    else:
-        series, observed = pad_to_length(series, cfg.max_length)
-        valid = observed[:, 0]
+    series, valid = pixel_series(image, dates, rows, cols, cfg, grid)
     comp = composite(
         image,
         cfg.patch_date,
@@ -113,9 +148,7 @@ def run_prepare(
         out, fingerprint(asdict(cfg), (dataset.root / "metadata.geojson").read_bytes())
     )
     (out / "shards").mkdir(exist_ok=True)
-    grid = None
-    if cfg.time_axis == "grid":
-        grid = make_grid(cfg.grid_start, cfg.grid_end, cfg.grid_step_days)
+    grid = date_grid(cfg)
 
     resumed = 0
     for i in tqdm(range(len(dataset)), desc="prepare", unit="patch", disable=not progress):

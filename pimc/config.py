@@ -327,6 +327,46 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """``retrain``: champion/challenger promotion by ``flows.retrain`` (no DVC stage reads it).
+
+    A new version of a task model replaces the ``champion`` alias only if its test headline
+    metric beats the champion's by more than ``margin`` (in the metric's own units, in the
+    better direction); otherwise it is tagged ``challenger`` with the reason.
+    """
+
+    margin: float = 0.002
+    tasks: tuple[str, ...] = ("forecast", "pixel_cls", "eurosat")
+
+    def __post_init__(self) -> None:
+        _check(self.margin >= 0, "retrain.margin", "must be >= 0 (0: any improvement wins)")
+        unknown = [t for t in self.tasks if t not in ("forecast", "pixel_cls", "eurosat")]
+        _check(
+            not unknown,
+            "retrain.tasks",
+            f"has unknown {unknown}; valid: forecast, pixel_cls, eurosat",
+        )
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """``compute``: where per-patch preprocessing runs. Never changes results, so no DVC stage
+    depends on it (a different cluster does not invalidate the cache).
+
+    ``task_runner: sequential`` runs patches in the stage's process; ``dask`` fans them out with
+    prefect-dask, on a ``LocalCluster`` of ``dask_workers`` processes or, when
+    ``dask_address`` is set (``tcp://scheduler:8786``), on that existing cluster.
+    """
+
+    task_runner: Literal["sequential", "dask"] = "sequential"
+    dask_address: str | None = None
+    dask_workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.dask_workers >= 1, "compute.dask_workers", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``. Later stages add their sections here."""
 
@@ -336,6 +376,8 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
 
 # ---------------------------------------------------------------------------------------------

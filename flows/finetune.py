@@ -20,6 +20,7 @@ from pimc import tracking
 from pimc.config import Params
 from pimc.io import write_json
 from pimc.paths import PLOTS_DIR, metrics_file
+from pimc.predict import deploy_metadata
 from pimc.tasks.eurosat import run_eurosat
 from pimc.tasks.forecast import run_forecast
 from pimc.tasks.pixel_cls import run_pixel_cls
@@ -55,10 +56,17 @@ def run_task(name: str, params: Params, pretrained: Path | None, log: Any) -> di
 
 
 @task
-def register(name: str, result: dict[str, Any], mode: str, run: tracking.TrackedRun) -> str:
-    """Log the task's PIMC model, tagged with its test headline metric; the first registered
-    version becomes ``champion``."""
-    info = run.log_model(result["best_model"], name, result["example_input"], REGISTERED[name])
+def register(name: str, result: dict[str, Any], params: Params, run: tracking.TrackedRun) -> str:
+    """Log the task's PIMC model with what ``pimc predict`` needs to build its input, tagged
+    with its test headline metric; the first registered version becomes ``champion``."""
+    mode = getattr(params.finetune, name).mode
+    info = run.log_model(
+        result["best_model"],
+        name,
+        result["example_input"],
+        REGISTERED[name],
+        metadata=deploy_metadata(name, params, result),
+    )
     version = str(info.registered_model_version)
     headline = result["headline"]
     tracking.tag_version(
@@ -109,7 +117,7 @@ def finetune_flow(
             }
         )
         run.log_dict(metrics, f"{name}_results.json")
-        version = register(name, result, cfg.mode, run)
+        version = register(name, result, params, run)
         run.set_tags({"registered.version": version, "pretrained": result["pretrained"]})
     headline = result["headline"]
     table = {m: v.get(headline) for m, v in result["methods"].items()}

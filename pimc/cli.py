@@ -3,6 +3,10 @@
 pimc synth --root data/raw                 # both datasets in their real layouts
 pimc download eurosat --root data/raw/EuroSAT
 pimc download pastis --root data/raw/PASTIS
+pimc models                                # registered versions, aliases, metrics
+pimc predict --model pimc-pastis-classifier@champion --patch data/raw/PASTIS/DATA_S2/S2_1.npy \
+    --out map.tif                          # + map.png preview
+pimc predict --model pimc-eurosat-classifier@champion --image tile.tif
 """
 
 from __future__ import annotations
@@ -68,6 +72,24 @@ def _models(args: argparse.Namespace) -> None:
     print(table.drop(columns=["run_id"]).fillna("").to_string(index=False))
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from pimc import predict
+
+    if (args.patch is None) == (args.image is None):
+        raise PimcError("give exactly one of --patch (PASTIS) or --image (EuroSAT tile)")
+    model, meta = predict.load_deployed(args.model)
+    if args.image is not None:
+        probs = predict.classify_tile(model, meta, args.image)
+        best = next(iter(probs))
+        print(f"{args.image}: {best} ({probs[best]:.1%})")
+        for name, p in probs.items():
+            print(f"  {name:<22} {p:.4f}")
+        return
+    patch = predict.read_patch(args.patch, args.root, args.crs)
+    pred = predict.predict_patch(model, meta, patch, args.batch_size, progress=not args.quiet)
+    print(predict.save_prediction(pred, meta, patch, args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pimc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="registered models: versions, aliases, metrics")
     models.set_defaults(func=_models)
+
+    pred = sub.add_parser("predict", help="predict with a registered model -> GeoTIFF / class")
+    pred.add_argument(
+        "--model",
+        required=True,
+        help="registered model: NAME@ALIAS, NAME/VERSION or models:/... (bare NAME = @champion)",
+    )
+    pred.add_argument("--patch", help="PASTIS DATA_S2/S2_<ID>.npy, or an ID_PATCH with --root")
+    pred.add_argument("--root", help="PASTIS folder with metadata.geojson (default: from --patch)")
+    pred.add_argument("--image", help="a EuroSAT-MS GeoTIFF tile (13 bands)")
+    pred.add_argument("--out", default="prediction.tif", help="GeoTIFF (default: %(default)s)")
+    pred.add_argument("--crs", help="override metadata.geojson's CRS, e.g. EPSG:2154")
+    pred.add_argument("--batch-size", type=int, default=2048, help="pixels per forward pass")
+    pred.add_argument("--quiet", action="store_true", help="no progress bar")
+    pred.set_defaults(func=_predict)
     return parser
 
 

@@ -133,3 +133,50 @@ def confusion_matrix(cm: Tensor, names: Sequence[str], path: Path, title: str) -
     fig.colorbar(image, ax=ax, fraction=0.046, label="recall")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def class_colors(n: int = 20) -> dict[int, tuple[int, int, int, int]]:
+    """One RGBA colour (0-255) per class id, shared by PNG previews and GeoTIFF colormaps."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return {k: tuple(int(round(255 * c)) for c in cmap(k % 20)) for k in range(n)}
+
+
+def class_map(classes: np.ndarray, names: Mapping[int, str], path: str | Path, title: str) -> Path:
+    """A predicted class map ``(H, W)`` of class ids, with a legend of the classes present."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    colors = class_colors()
+    rgba = np.zeros((*classes.shape, 4))
+    present = [int(k) for k in np.unique(classes) if int(k) in names]
+    for k in present:
+        rgba[classes == k] = np.asarray(colors[k]) / 255
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.imshow(rgba, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    handles = [Patch(color=np.asarray(colors[k]) / 255, label=f"{k} {names[k]}") for k in present]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def forecast_maps(
+    forecast: np.ndarray, index_names: Sequence[str], steps: Sequence[str], path: str | Path
+) -> Path:
+    """Forecast ``(I, H_steps, H, W)``: one row per index, first and last forecast step."""
+    plt = _pyplot()
+    n_idx, horizon = forecast.shape[:2]
+    picks = sorted({0, horizon - 1})
+    fig, axes = plt.subplots(n_idx, len(picks), figsize=(3.2 * len(picks), 2.8 * n_idx))
+    axes = np.atleast_2d(axes).reshape(n_idx, len(picks))
+    for i in range(n_idx):
+        for j, step in enumerate(picks):
+            image = axes[i, j].imshow(forecast[i, step], cmap="YlGn", vmin=-0.2, vmax=1.0)
+            label = steps[step] if step < len(steps) else f"t+{step + 1}"
+            axes[i, j].set_title(f"{index_names[i]} {label}", fontsize=8)
+            axes[i, j].set_axis_off()
+    fig.colorbar(image, ax=axes, fraction=0.03)
+    return save_figure(fig, path)

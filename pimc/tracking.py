@@ -133,12 +133,15 @@ class TrackedRun:
         name: str,
         input_example: Any,
         registered_model_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Any:
         """Log a torch module as an MLflow model (pt2: ``torch.export``, no pickle) and
         optionally register it; returns MLflow's ``ModelInfo``.
 
         pt2 keeps loading safe (no arbitrary code runs on ``load_model``) and needs no pimc
-        install to serve. The batch dimension of ``input_example`` stays dynamic.
+        install to serve. The batch dimension of ``input_example`` stays dynamic. ``metadata``
+        (plain JSON-like values) is stored in the model's MLmodel file, so the model carries
+        what a caller needs to build its input (see :func:`model_metadata`).
         """
         import mlflow
         import mlflow.pytorch
@@ -155,6 +158,7 @@ class TrackedRun:
                 serialization_format="pt2",
                 pip_requirements=requirements,
                 registered_model_name=registered_model_name,
+                metadata=dict(metadata) if metadata else None,
             )
         finally:
             # Leaves the run open for more logging; start_run()'s exit sets the final status.
@@ -235,12 +239,43 @@ def run_artifact_of(name: str, alias: str, artifact: str, dest: str | Path) -> P
     )
 
 
+def model_uri(ref: str) -> str:
+    """``name@alias`` or ``name/version`` -> ``models:/...``; ``models:/`` and ``runs:/`` URIs
+    pass through unchanged."""
+    if ref.startswith(("models:/", "runs:/")):
+        return ref
+    if "@" not in ref and "/" not in ref:
+        ref = f"{ref}@champion"  # a bare name means its champion
+    return f"models:/{ref}"
+
+
 def load_model(uri: str) -> Any:
     """Load a logged torch model, e.g. ``models:/pimc-rp-encoder@champion``."""
     import mlflow.pytorch
 
     _client()
     return mlflow.pytorch.load_model(uri)
+
+
+def model_metadata(uri: str) -> dict[str, Any]:
+    """The ``metadata`` a model was logged with (empty if none).
+
+    Raises:
+        ConfigError: the URI names no model in the registry / store.
+    """
+    import mlflow.models
+    from mlflow.exceptions import MlflowException
+
+    _client()
+    try:
+        return dict(mlflow.models.get_model_info(uri).metadata or {})
+    except (MlflowException, OSError) as err:
+        from pimc.errors import ConfigError
+
+        raise ConfigError(
+            f"{uri} is not in the MLflow store at {tracking_uri()} ({err}); list what is there "
+            "with `pimc models`, or set MLFLOW_TRACKING_URI to the server that has it."
+        ) from err
 
 
 @contextmanager

@@ -180,25 +180,39 @@ class EuroSAT(Dataset):
 
     def read_tile(self, path: str | Path) -> np.ndarray:
         """Read the selected bands of one GeoTIFF tile as float32 (C, H, W)."""
-        import rasterio
-        from rasterio.errors import RasterioError
-
-        try:
-            with rasterio.open(path) as src:
-                if src.count != len(self.all_band_names):
-                    raise DatasetCorruptError(
-                        f"{path} has {src.count} bands, expected {len(self.all_band_names)} "
-                        f"({', '.join(self.all_band_names)}); it is not a EuroSAT-MS tile. "
-                        "Re-extract or re-download the archive."
-                    )
-                data = src.read(self.band_indices)
-        except RasterioError as err:
-            raise DatasetCorruptError(
-                f"{path}: cannot read GeoTIFF ({err}); re-extract or re-download the archive."
-            ) from err
-        return data.astype(np.float32)
+        return read_tile(path, self.bands)
 
     @property
     def targets(self) -> list[int]:
         """Labels of every sample, in order (for stratified sampling and class counts)."""
         return list(self.labels)
+
+
+def read_tile(path: str | Path, bands: Sequence[str] = EuroSAT.all_band_names) -> np.ndarray:
+    """Read ``bands`` (by name) of one EuroSAT-MS GeoTIFF tile as float32 ``(C, H, W)``.
+
+    Raises:
+        ConfigError: an unknown band name.
+        DatasetCorruptError: not a readable 13-band EuroSAT-MS tile.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    names = EuroSAT.all_band_names
+    unknown = [b for b in bands if b not in names]
+    if unknown:
+        raise ConfigError(f"EuroSAT: unknown band(s) {unknown}; valid names: {', '.join(names)}")
+    try:
+        with rasterio.open(path) as src:
+            if src.count != len(names):
+                raise DatasetCorruptError(
+                    f"{path} has {src.count} bands, expected {len(names)} "
+                    f"({', '.join(names)}); it is not a EuroSAT-MS tile. "
+                    "Re-extract or re-download the archive."
+                )
+            data = src.read([names.index(b) + 1 for b in bands])  # rasterio bands are 1-based
+    except RasterioError as err:
+        raise DatasetCorruptError(
+            f"{path}: cannot read GeoTIFF ({err}); re-extract or re-download the archive."
+        ) from err
+    return data.astype(np.float32)

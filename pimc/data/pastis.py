@@ -119,8 +119,12 @@ class PASTIS(Dataset):
                 f"that {self.root} holds metadata.geojson, DATA_S2/ and ANNOTATIONS/."
             )
         try:
-            features = json.loads(path.read_text())["features"]
+            collection = json.loads(path.read_text())
+            features = collection["features"]
             rows = [self._parse_feature(f) for f in features]
+            # Footprints are projected (Lambert-93 in the real file); the old-style GeoJSON
+            # "crs" member says which, e.g. {"properties": {"name": "urn:ogc:def:crs:EPSG::2154"}}
+            self.crs = (collection.get("crs") or {}).get("properties", {}).get("name")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise DatasetCorruptError(
                 f"{path}: not a PASTIS metadata file ({type(err).__name__}: {err}); {_REMEDY}"

@@ -1,0 +1,353 @@
+"""Prediction with registered task models: a PASTIS patch -> GeoTIFF, a EuroSAT tile -> class.
+
+Registered models are pt2 graphs (``torch.export``): they take the tensor the task trained on,
+not raw imagery. What turns a patch into that tensor (the ``prepare`` and ``recurrence``
+configs, the class ids, the forecast window) is logged with each model as MLflow model
+metadata by :func:`deploy_metadata`, and :func:`predict_patch` rebuilds the input with the
+very functions the pipeline used (:func:`pimc.prepare.pixel_series`,
+:func:`pimc.rp_stage.build_rps`), so a model never sees different preprocessing than in
+training.
+
+Outputs are georeferenced with the patch footprint of ``metadata.geojson`` (its ``crs``
+member; Lambert-93 for the real PASTIS): the raster's transform maps its H x W pixels onto
+the footprint's bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from pimc.config import Params, PrepareConfig, RecurrenceConfig
+from pimc.data.pastis import PASTIS
+from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from pimc.io import atomic_path
+from pimc.prepare import date_grid, pixel_series
+from pimc.rp_stage import build_rps
+from pimc.typed_config import from_dict, to_dict
+
+__all__ = [
+    "CLASS_NODATA",
+    "Patch",
+    "classify_tile",
+    "deploy_metadata",
+    "load_deployed",
+    "predict_patch",
+    "read_patch",
+    "write_geotiff",
+]
+
+CLASS_NODATA = 255  # class-map pixels with no prediction (PASTIS ids are 0..19)
+_S2_NAME = re.compile(r"S2_(\d+)\.npy$")
+
+
+def deploy_metadata(task: str, params: Params, result: dict[str, Any]) -> dict[str, Any]:
+    """What a caller needs to build a task model's input, logged with the model.
+
+    Args:
+        task: ``forecast``, ``pixel_cls`` or ``eurosat``.
+        params: The pipeline's params (the ``prepare``/``recurrence``/task sections are used).
+        result: The task runner's result (``class_ids``/``class_names`` of the classifier).
+    """
+    meta: dict[str, Any] = {"pimc_task": task}
+    if task in ("forecast", "pixel_cls"):
+        meta["prepare"] = to_dict(params.prepare)
+        meta["recurrence"] = to_dict(params.recurrence)
+        meta["indices"] = list(params.prepare.indices)
+    if task == "pixel_cls":
+        meta["class_ids"] = [int(c) for c in result["class_ids"]]
+        meta["class_names"] = list(result["class_names"])
+    elif task == "forecast":
+        cfg = params.finetune.forecast
+        meta.update(input_len=cfg.input_len, horizon=cfg.horizon, context=cfg.context_steps)
+    elif task == "eurosat":
+        from pimc.data.eurosat import EuroSAT
+
+        cfg = params.finetune.eurosat
+        meta.update(bands=list(cfg.bands), resize=cfg.resize, class_names=list(EuroSAT.classes))
+    return json.loads(json.dumps(meta, default=str))  # plain YAML-safe values only
+
+
+def load_deployed(ref: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
+    """The model behind ``ref`` (``name@alias``, ``name/3``, ``models:/...``) and its metadata.
+
+    Raises:
+        ConfigError: unknown model, or one logged without pimc's deployment metadata.
+    """
+    from pimc import tracking
+
+    uri = tracking.model_uri(ref)
+    meta = tracking.model_metadata(uri)
+    if "pimc_task" not in meta:
+        raise ConfigError(
+            f"{uri} carries no pimc deployment metadata (it is an encoder, or was logged by an "
+            "older pimc); predict with a task model such as pimc-pastis-classifier@champion, "
+            "or re-run its finetune stage."
+        )
+    return tracking.load_model(uri), meta
+
+
+# ------------------------------------------------------------------------------------------
+# PASTIS patches
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Patch:
+    """One PASTIS patch ready for prediction.
+
+    Attributes:
+        image: ``(T, 10, H, W)`` float32 reflectance, bands in PASTIS order.
+        dates: ``(T,)`` acquisition dates (datetime64[D]).
+        patch_id: ``ID_PATCH``.
+        crs: The footprint's CRS (a ``rasterio.crs.CRS``).
+        transform: Affine pixel -> CRS transform of the H x W grid.
+    """
+
+    image: torch.Tensor
+    dates: np.ndarray
+    patch_id: int
+    crs: Any
+    transform: Any
+
+
+def read_patch(patch: str | Path, root: str | Path | None = None, crs: str | None = None) -> Patch:
+    """Read a patch and its footprint.
+
+    Args:
+        patch: A ``DATA_S2/S2_<ID>.npy`` file (its PASTIS root is two folders up unless
+            ``root`` is given), or an ``ID_PATCH`` with ``root``.
+        root: The PASTIS folder holding ``metadata.geojson``.
+        crs: Overrides the CRS of ``metadata.geojson`` (e.g. ``EPSG:2154``).
+    """
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+    from rasterio.transform import from_bounds
+
+    path = Path(patch)
+    match = _S2_NAME.search(path.name)
+    if match:
+        patch_id, root = int(match.group(1)), Path(root) if root else path.parent.parent
+    elif str(patch).isdigit():
+        if root is None:
+            raise ConfigError(f"patch {patch}: give the PASTIS folder too (--root data/raw/PASTIS)")
+        patch_id, root = int(patch), Path(root)
+        path = Path(root) / "DATA_S2" / f"S2_{patch_id}.npy"
+    else:
+        raise ConfigError(
+            f"--patch {patch}: expected a PASTIS file DATA_S2/S2_<ID>.npy or a numeric ID_PATCH"
+        )
+    geojson = root / "metadata.geojson"
+    if not geojson.is_file():
+        raise DatasetNotFoundError(
+            f"{geojson} is missing: the patch footprint and dates come from it. Pass --root "
+            "with the PASTIS folder holding metadata.geojson and DATA_S2/."
+        )
+    collection = json.loads(geojson.read_text())
+    feature = next(
+        (f for f in collection["features"] if int(f["properties"]["ID_PATCH"]) == patch_id), None
+    )
+    if feature is None:
+        raise ConfigError(f"patch {patch_id} is not listed in {geojson}")
+    _, _, _, dates, geometry = PASTIS._parse_feature(feature)
+    crs_name = crs or (collection.get("crs") or {}).get("properties", {}).get("name")
+    if crs_name is None:
+        raise DatasetCorruptError(
+            f"{geojson} has no 'crs' member, so the footprint's projection is unknown; pass "
+            "--crs (real PASTIS footprints are Lambert-93: --crs EPSG:2154)."
+        )
+    try:
+        crs_obj = CRS.from_user_input(crs_name)
+    except CRSError as err:
+        raise ConfigError(f"CRS '{crs_name}' (from {crs and '--crs' or geojson}): {err}") from err
+    image = PASTIS._load_npy(path)
+    if image.ndim != 4 or image.shape[1] != len(PASTIS.band_names) or image.shape[0] != len(dates):
+        raise DatasetCorruptError(
+            f"{path} has shape {image.shape}; expected (T={len(dates)}, 10, H, W) as listed for "
+            f"patch {patch_id} in {geojson}"
+        )
+    ring = np.asarray(geometry["coordinates"][0], dtype=np.float64)
+    (west, south), (east, north) = ring.min(0), ring.max(0)
+    height, width = image.shape[-2:]
+    return Patch(
+        image=torch.from_numpy(image.astype(np.float32)),
+        dates=dates,
+        patch_id=patch_id,
+        crs=crs_obj,
+        transform=from_bounds(west, south, east, north, width, height),
+    )
+
+
+def _run(model: Callable, x: torch.Tensor) -> torch.Tensor:
+    # torch.export specialises batch sizes 0 and 1; a lone sample is sent twice.
+    if len(x) == 1:
+        return model(x.expand(2, *x.shape[1:]))[:1]
+    return model(x)
+
+
+def predict_patch(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    meta: dict[str, Any],
+    patch: Patch,
+    batch_size: int = 2048,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Predict every pixel of ``patch``.
+
+    Returns:
+        Classifier: ``classes`` ``(H, W)`` uint8 PASTIS class ids and ``confidence``
+        ``(H, W)`` float32 (softmax of the predicted class). Forecaster: ``forecast``
+        ``(I, horizon, H, W)`` float32 index values of the ``horizon`` grid steps after the
+        first ``input_len``, and ``dates`` of those steps.
+    """
+    task = meta["pimc_task"]
+    if task not in ("pixel_cls", "forecast"):
+        raise ConfigError(f"a {task} model predicts tiles, not PASTIS patches: use --image")
+    prepare = from_dict(PrepareConfig, meta["prepare"], source="model metadata")
+    rec_cfg = from_dict(RecurrenceConfig, meta["recurrence"], source="model metadata")
+    grid = date_grid(prepare)
+    height, width = patch.image.shape[-2:]
+    rows, cols = (g.flatten() for g in torch.meshgrid(
+        torch.arange(height), torch.arange(width), indexing="ij"
+    ))  # fmt: skip
+    series, valid = pixel_series(patch.image, patch.dates, rows, cols, prepare, grid)
+    outputs = []
+    with torch.no_grad():
+        for start in tqdm(
+            range(0, len(series), batch_size), desc="predict", unit="batch", disable=not progress
+        ):
+            s, v = series[start : start + batch_size], valid[start : start + batch_size]
+            if task == "pixel_cls":
+                outputs.append(F.softmax(_run(model, build_rps(s, v, rec_cfg)), dim=1))
+            else:
+                from pimc.tasks.forecast import Forecaster
+
+                x = s[..., : meta["input_len"]]
+                recent = x[..., -meta["context"] :]
+                outputs.append(_run(model, Forecaster.pack(build_rps(x, None, rec_cfg), recent)))
+    out = torch.cat(outputs)
+    if task == "pixel_cls":
+        confidence, index = out.max(1)
+        ids = torch.tensor(meta["class_ids"], dtype=torch.uint8)
+        return {
+            "classes": ids[index].reshape(height, width).numpy(),
+            "confidence": confidence.reshape(height, width).numpy().astype(np.float32),
+        }
+    start, stop = meta["input_len"], meta["input_len"] + meta["horizon"]
+    dates = [str(d) for d in grid[start:stop]] if grid is not None else []
+    forecast = out.reshape(height, width, *out.shape[1:]).permute(2, 3, 0, 1)
+    return {"forecast": forecast.numpy().astype(np.float32), "dates": np.asarray(dates)}
+
+
+def write_geotiff(
+    path: str | Path,
+    data: np.ndarray,
+    patch: Patch,
+    descriptions: Sequence[str] = (),
+    nodata: float | None = None,
+    tags: dict[str, str] | None = None,
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+) -> Path:
+    """Write ``data`` ``(B, H, W)`` or ``(H, W)`` as a tiled, compressed GeoTIFF, atomically."""
+    import rasterio
+
+    data = data[None] if data.ndim == 2 else data
+    profile = {
+        "driver": "GTiff",
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": patch.crs,
+        "transform": patch.transform,
+        "nodata": nodata,
+        "compress": "deflate",
+    }
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            for band, text in enumerate(descriptions, start=1):
+                dst.set_band_description(band, text)
+            if tags:
+                dst.update_tags(**tags)
+            if colormap:
+                dst.write_colormap(1, colormap)
+    return Path(path)
+
+
+def save_prediction(
+    pred: dict[str, np.ndarray], meta: dict[str, Any], patch: Patch, out: str | Path
+) -> str:
+    """Write :func:`predict_patch`'s result as ``out`` (GeoTIFF) + ``out.png`` (preview).
+
+    Classifier: one uint8 band of PASTIS class ids with a colormap and ``CLASS_<id>`` tags.
+    Forecaster: ``I * horizon`` float32 bands, described ``<index> <date>``.
+
+    Returns:
+        A one-paragraph summary for the console.
+    """
+    from pimc import plots
+
+    out = Path(out)
+    preview = out.with_suffix(".png")
+    if "classes" in pred:
+        names = dict(zip(meta["class_ids"], meta["class_names"], strict=True))
+        write_geotiff(
+            out,
+            pred["classes"],
+            patch,
+            descriptions=["class"],
+            nodata=CLASS_NODATA,
+            tags={f"CLASS_{k}": v for k, v in names.items()},
+            colormap=plots.class_colors(),
+        )
+        plots.class_map(pred["classes"], names, preview, f"patch {patch.patch_id}: classes")
+        ids, counts = np.unique(pred["classes"], return_counts=True)
+        share = ", ".join(
+            f"{names[int(i)]} {c / pred['classes'].size:.0%}"
+            for i, c in sorted(zip(ids, counts, strict=True), key=lambda x: -x[1])[:5]
+        )
+        summary = f"class map of patch {patch.patch_id}: {share}"
+    else:
+        forecast, steps = pred["forecast"], [str(d) for d in pred["dates"]]
+        labels = steps or [f"t+{h + 1}" for h in range(forecast.shape[1])]
+        bands = [f"{i} {d}" for i in meta["indices"] for d in labels]
+        write_geotiff(out, forecast.reshape(-1, *forecast.shape[2:]), patch, descriptions=bands)
+        plots.forecast_maps(forecast, meta["indices"], labels, preview)
+        summary = (
+            f"forecast of patch {patch.patch_id}: {len(meta['indices'])} indices x "
+            f"{forecast.shape[1]} steps ({labels[0]} .. {labels[-1]})"
+        )
+    return f"{summary}\nwrote {out} ({patch.crs}) and {preview}"
+
+
+# ------------------------------------------------------------------------------------------
+# EuroSAT tiles
+# ------------------------------------------------------------------------------------------
+
+
+def classify_tile(
+    model: Callable[[torch.Tensor], torch.Tensor], meta: dict[str, Any], path: str | Path
+) -> dict[str, float]:
+    """Class probabilities of one EuroSAT-MS GeoTIFF tile, most likely first."""
+    from pimc.data.eurosat import read_tile
+
+    if meta["pimc_task"] != "eurosat":
+        raise ConfigError(f"a {meta['pimc_task']} model predicts PASTIS patches: use --patch")
+    image = torch.from_numpy(read_tile(path, meta["bands"]))[None]
+    size = meta.get("resize")
+    if size is not None and size != image.shape[-1]:
+        image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        probs = F.softmax(_run(model, image), dim=1)[0]
+    ranked = sorted(zip(meta["class_names"], probs.tolist(), strict=True), key=lambda p: -p[1])
+    return dict(ranked)

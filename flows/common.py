@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from pimc import tracking
-from pimc.config import Params, load_params
+from pimc.config import ComputeConfig, Params, load_params
+from pimc.errors import ConfigError
 from pimc.io import write_json
 from pimc.paths import metrics_file
 
@@ -42,6 +43,20 @@ def stage_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     return parser.parse_args(argv)
 
 
+def add_override_args(parser: argparse.ArgumentParser) -> None:
+    """``-S key=value`` (a ``dvc exp run`` experiment) and ``--force`` of pipeline commands."""
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run as `dvc exp run -S KEY=VALUE` (repeatable), e.g. -S finetune.eurosat.lr=0.005",
+    )
+    parser.add_argument("--force", action="store_true", help="re-run every stage")
+
+
 def params_from(path: str, overrides: dict[str, Any] | None) -> Params:
     return load_params(path, overrides)
 
@@ -53,3 +68,74 @@ def record_metrics(run: tracking.TrackedRun, stage: str, stats: dict[str, Any], 
     run.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
     write_json(metrics_file(stage), metrics)
     return metrics
+
+
+def dask_task_runner(compute: ComputeConfig):
+    """The prefect-dask task runner that ``compute`` asks for; connects or starts nothing yet.
+
+    ``compute.dask_address`` set: the existing scheduler at that address. Otherwise a
+    ``LocalCluster`` of ``compute.dask_workers`` single-threaded worker *processes* (started on
+    the first submitted task, closed with the flow): preprocessing is numpy/torch code that
+    holds the GIL much of the time, so only processes run patches truly in parallel.
+
+    Returns:
+        A :class:`prefect_dask.DaskTaskRunner`, for ``some_flow.with_options(task_runner=...)``.
+    """
+    from prefect_dask import DaskTaskRunner  # lazily: dask costs ~1 s to import
+
+    if compute.dask_address:
+        return DaskTaskRunner(address=compute.dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": compute.dask_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,  # no web server (port clashes between parallel runs)
+        },
+    )
+
+
+def map_in_order(task: Any, items: Sequence[Any], compute: ComputeConfig, **fixed: Any):
+    """Submit ``task(item, **fixed)`` for every item on the running flow's task runner.
+
+    All items are submitted at once (the runner spreads them over its workers); the results
+    come back in ``items``' order whatever order the workers finish in, so a reduction over
+    them is the same as a sequential loop's.
+
+    Args:
+        task: a Prefect task whose first parameter takes one item.
+        items: the work items (e.g. patch ids).
+        compute: the ``compute`` config, to name the parameter at fault in errors.
+        **fixed: the task's other arguments, the same for every item.
+
+    Returns:
+        An iterator over the results, in order; each future is dropped once read, so the
+        cluster can free its result. A failed item raises its task's error when reached.
+
+    Raises:
+        ConfigError: the Dask scheduler cannot be reached or the local cluster cannot start.
+    """
+    from prefect import unmapped
+
+    try:
+        futures = task.map(list(items), **{k: unmapped(v) for k, v in fixed.items()})
+    except OSError as err:  # distributed raises OSError for connect timeouts and refused ports
+        if compute.dask_address:
+            raise ConfigError(
+                f"compute.dask_address={compute.dask_address!r}: cannot reach the Dask scheduler "
+                f"({err}). Start one there (`dask scheduler`, plus `dask worker <address>`), "
+                "fix the address, or set compute.dask_address: null for a local cluster."
+            ) from err
+        raise ConfigError(
+            f"compute.task_runner=dask: cannot start a local Dask cluster of "
+            f"compute.dask_workers={compute.dask_workers} processes ({err}). Set "
+            "compute.task_runner: sequential, or compute.dask_address to a running scheduler."
+        ) from err
+
+    def results():
+        for i, future in enumerate(futures):
+            futures[i] = None
+            yield future.result()
+
+    return results()

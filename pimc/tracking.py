@@ -194,10 +194,15 @@ def registered_models(prefix: str = "pimc-") -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["name"], -r["version"]))
 
 
-def latest_version(name: str) -> str:
-    """Newest version number of registered model ``name``."""
+def latest_version(name: str) -> str | None:
+    """Newest version number of registered model ``name``; None if it has none (or no model)."""
     versions = _client().search_model_versions(f"name = '{name}'")
-    return str(max(int(v.version) for v in versions))
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
+def version_tags(name: str, version: str | int) -> dict[str, str]:
+    """Tags of one registered model version."""
+    return dict(_client().get_model_version(name, str(version)).tags)
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:

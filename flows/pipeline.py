@@ -1,0 +1,126 @@
+"""The whole pipeline as one Prefect flow, run through DVC.
+
+    python -m flows.pipeline                                # dvc repro
+    python -m flows.pipeline -S finetune.eurosat.lr=0.005   # dvc exp run -S ... (an experiment)
+
+Prefect schedules and observes; DVC keeps caching and lineage: only stages whose dependencies
+or params changed run, each as its own flow (``flows/<stage>.py``) logging to MLflow. With a
+default DVC remote configured, cached outputs are pulled first and new ones pushed after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import add_override_args, parse_overrides
+from pimc.errors import PimcError
+from pimc.paths import METRICS_DIR
+
+TAIL = 4000  # characters of a failed DVC command's output kept in the error
+
+
+def _env() -> dict[str, str]:
+    # Stage commands say `python`: it must be this interpreter (the project's venv).
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def dvc(args: Sequence[str], repo: str | Path) -> str:
+    """Run ``dvc <args>`` in ``repo``; its output, or a PimcError with the output's tail."""
+    exe = Path(sys.executable).parent / "dvc"
+    cmd = [str(exe) if exe.exists() else "dvc", *args]
+    proc = subprocess.run(cmd, cwd=repo, env=_env(), capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise PimcError(f"`{' '.join(['dvc', *args])}` failed in {repo}:\n{out[-TAIL:]}")
+    return out
+
+
+def has_remote(repo: str | Path) -> bool:
+    """Whether the repo has a default DVC remote (``dvc remote add -d``)."""
+    try:
+        return bool(dvc(["config", "core.remote"], repo).strip())
+    except PimcError:  # unset key: dvc exits non-zero
+        return False
+
+
+def repro_command(overrides: dict[str, Any] | None, force: bool = False) -> list[str]:
+    """``dvc repro`` or, with parameter overrides, ``dvc exp run -S key=value ...``."""
+    if not overrides:
+        return ["repro", *(["--force"] if force else [])]
+    sets = [x for k, v in overrides.items() for x in ("-S", f"{k}={json.dumps(v)}")]
+    return ["exp", "run", *sets, *(["--force"] if force else [])]
+
+
+# Retries only where I/O can fail transiently: transfers to and from the remote.
+@task(retries=3, retry_delay_seconds=[10, 30, 90])
+def pull(repo: str) -> str:
+    return dvc(["pull", "--allow-missing"], repo)
+
+
+@task(retries=3, retry_delay_seconds=[10, 30, 90])
+def push(repo: str) -> str:
+    return dvc(["push"], repo)
+
+
+@task
+def reproduce(repo: str, overrides: dict[str, Any] | None, force: bool) -> list[str]:
+    """Run the pipeline; returns the stages that ran."""
+    out = dvc(repro_command(overrides, force), repo)
+    logger = get_run_logger()
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
+    logger.info("stages run: %s", ", ".join(ran) or "none (everything up to date)")
+    return ran
+
+
+@task
+def read_metrics(repo: str) -> dict[str, Any]:
+    """Every DVC metrics file of the run, by stage."""
+    folder = Path(repo) / METRICS_DIR
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+@flow(name="pimc-pipeline", log_prints=True)
+def pipeline_flow(
+    overrides: dict[str, Any] | None = None, repo: str = ".", force: bool = False
+) -> dict[str, Any]:
+    """Run the DVC pipeline in ``repo``.
+
+    Args:
+        overrides: ``{"finetune.eurosat.lr": 0.005}``: run as ``dvc exp run -S`` instead of
+            ``dvc repro`` (the experiment is applied to the workspace and recorded by DVC).
+        repo: The project folder (holding ``dvc.yaml``).
+        force: Re-run every stage even if DVC has it cached.
+
+    Returns:
+        ``stages`` (those that ran) and ``metrics`` (the DVC metrics files, by stage).
+    """
+    repo = str(Path(repo).resolve())
+    remote = has_remote(repo)
+    if remote:
+        pull(repo)
+    stages = reproduce(repo, overrides, force)
+    if remote:
+        push(repo)
+    return {"stages": stages, "metrics": read_metrics(repo)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_override_args(parser)
+    return parser
+
+
+if __name__ == "__main__":
+    args = build_parser().parse_args()
+    result = pipeline_flow(parse_overrides(args.overrides), force=args.force)
+    print(f"stages run: {', '.join(result['stages']) or 'none'}")

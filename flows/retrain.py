@@ -1,0 +1,138 @@
+"""Scheduled retraining: rerun the pipeline, promote better task models in the MLflow registry.
+
+    python -m flows.retrain                                   # once, current params/data
+    python -m flows.retrain -S finetune.pixel_cls.epochs=40   # once, as a DVC experiment
+    python -m flows.retrain serve --cron "0 3 * * 1"          # deployment, runs every Monday 03:00
+
+The flow reruns the pipeline (:mod:`flows.pipeline`: new data or new params; DVC skips what is
+unchanged), then, for each task in ``retrain.tasks``, compares the newest registered version's
+test headline with the current ``champion`` and moves the alias only if it is better by more
+than ``retrain.margin``; otherwise the version becomes ``challenger``, tagged with the reason
+(:mod:`pimc.promotion`). Every decision goes to the flow's log and to an MLflow run
+(stage ``retrain``: ``decisions.json``, one metric per task).
+
+``serve`` needs a real Prefect server (``make servers-up`` and ``PREFECT_API_URL``); with a
+work pool, deploy with ``prefect deploy`` instead (see infra/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import add_override_args, parse_overrides
+from flows.finetune import REGISTERED
+from flows.pipeline import pipeline_flow
+from pimc import promotion, tracking
+from pimc.config import load_params
+
+DEPLOYMENT = "pimc-retrain"
+DEFAULT_CRON = "0 3 * * 1"
+
+
+# Retries only where I/O can fail transiently: the MLflow server.
+@task(retries=2, retry_delay_seconds=10)
+def registry_snapshot(models: list[str]) -> dict[str, str | None]:
+    """Newest version of each model before the run (None: not registered yet)."""
+    return {m: tracking.latest_version(m) for m in models}
+
+
+@task(retries=2, retry_delay_seconds=10)
+def decide_and_apply(model: str, previous_latest: str | None, margin: float) -> dict[str, Any]:
+    decision = promotion.decide(model, previous_latest, margin)
+    promotion.apply(decision)
+    verdict = "PROMOTED" if decision.promoted else "kept champion"
+    if decision.candidate is None:
+        verdict = "no candidate"
+    get_run_logger().info(
+        "%s v%s: %s (champion was v%s) - %s",
+        model,
+        decision.candidate,
+        verdict,
+        decision.champion,
+        decision.reason,
+    )
+    return decision.as_dict()
+
+
+@flow(name="pimc-retrain", log_prints=True)
+def retrain_flow(
+    overrides: dict[str, Any] | None = None,
+    repo: str = ".",
+    params_path: str = "params.yaml",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Rerun the pipeline and decide, per task, whether its new model becomes champion.
+
+    Args:
+        overrides: Parameter overrides for this run (``dvc exp run -S``), e.g.
+            ``{"finetune.pixel_cls.lr": 0.005}``; they may set ``retrain.margin`` too.
+        repo: The project folder.
+        params_path: ``params.yaml`` of ``repo`` (relative to it).
+        force: Re-run every stage even if cached.
+
+    Returns:
+        ``stages`` that ran and one decision per task (see :class:`pimc.promotion.Decision`).
+    """
+    repo = str(Path(repo).resolve())
+    params = load_params(Path(repo) / params_path, overrides)
+    cfg = params.retrain
+    models = [REGISTERED[t] for t in cfg.tasks]
+    before = registry_snapshot(models)
+    result = pipeline_flow(overrides, repo=repo, force=force)
+    decisions = {
+        t: decide_and_apply(REGISTERED[t], before[REGISTERED[t]], cfg.margin) for t in cfg.tasks
+    }
+    with tracking.start_run("retrain", {"retrain": cfg}) as run:
+        run.log_dict(
+            {"overrides": overrides or {}, "stages": result["stages"], "decisions": decisions},
+            "decisions.json",
+        )
+        run.log_metrics({f"{t}/promoted": float(d["promoted"]) for t, d in decisions.items()})
+        run.set_tags({f"decision.{t}": d["reason"][:4000] for t, d in decisions.items()})
+    promoted = [t for t, d in decisions.items() if d["promoted"] and d["candidate"]]
+    print(f"retrain: stages run {result['stages'] or 'none'}; promoted: {promoted or 'none'}")
+    return {"stages": result["stages"], "decisions": decisions}
+
+
+def serve(name: str, cron: str, overrides: dict[str, Any], repo: str) -> None:
+    """Create the deployment and run its schedule in this process (``flow.serve``)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        raise SystemExit(
+            "serve needs a running Prefect server: start one (`make servers-up`, or "
+            "`prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    retrain_flow.serve(
+        name=name,
+        cron=cron,
+        parameters={"overrides": overrides or None, "repo": str(Path(repo).resolve())},
+        description="Weekly retraining with champion/challenger promotion (flows/retrain.py).",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", choices=["run", "serve"], default="run")
+    add_override_args(parser)
+    parser.add_argument("--repo", default=".", help="project folder (default: %(default)s)")
+    parser.add_argument("--cron", default=DEFAULT_CRON, help="serve: schedule (%(default)s)")
+    parser.add_argument("--name", default=DEPLOYMENT, help="serve: deployment name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    overrides = parse_overrides(args.overrides)
+    if args.command == "serve":
+        serve(args.name, args.cron, overrides, args.repo)
+    else:
+        retrain_flow(overrides or None, repo=args.repo, force=args.force)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

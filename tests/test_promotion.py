@@ -1,0 +1,79 @@
+"""Champion/challenger decisions against a real (sqlite) MLflow registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pimc import promotion, tracking
+
+
+def _new_version(name: str, value: float | None, higher: bool = True) -> str:
+    net = torch.nn.Linear(2, 1)
+    with tracking.start_run("finetune@test", {}, experiment="test-promotion") as run:
+        info = run.log_model(net, "m", np.zeros((2, 2), np.float32), name)
+    version = str(info.registered_model_version)
+    tags = {"higher_is_better": higher}
+    if value is not None:
+        tags["metric.macro_f1"] = value
+    tracking.tag_version(name, version, tags)
+    if tracking.get_alias(name, "champion") is None:  # as the finetune flow does
+        tracking.set_alias(name, "champion", version)
+    return version
+
+
+@pytest.mark.parametrize(
+    "cand, champ, higher, margin, promoted",
+    [
+        (0.91, 0.90, True, 0.005, True),
+        (0.904, 0.90, True, 0.005, False),  # better, but not by the margin
+        (0.89, 0.90, True, 0.0, False),
+        (0.90, 0.90, True, 0.0, False),  # a tie never replaces the champion
+        (0.30, 0.35, False, 0.01, True),  # lower is better (RMSE)
+        (0.36, 0.35, False, 0.0, False),
+    ],
+)
+def test_compare(cand, champ, higher, margin, promoted):
+    ok, reason = promotion.compare(cand, champ, higher, margin, "m")
+    assert ok is promoted
+    assert f"margin {margin}" in reason and f"{cand:.4f}" in reason
+
+
+def test_first_version_then_promote_then_challenger():
+    name = "pimc-test-promotion"
+    before = tracking.latest_version(name)
+    assert before is None
+    v1 = _new_version(name, 0.80)
+    d = promotion.decide(name, before, margin=0.01)
+    assert d.promoted and d.candidate == v1 and "first version" in d.reason
+    promotion.apply(d)
+
+    v2 = _new_version(name, 0.85)  # better by 0.05 > 0.01
+    d = promotion.decide(name, v1, margin=0.01)
+    assert (d.promoted, d.candidate, d.champion) == (True, v2, v1)
+    promotion.apply(d)
+    assert tracking.get_alias(name, "champion") == v2
+    assert tracking.version_tags(name, v2)["retrain.replaced"] == v1
+
+    v3 = _new_version(name, 0.855)  # better by 0.005 < 0.01
+    d = promotion.decide(name, v2, margin=0.01)
+    assert not d.promoted and d.champion_value == pytest.approx(0.85)
+    promotion.apply(d)
+    assert tracking.get_alias(name, "champion") == v2
+    assert tracking.get_alias(name, "challenger") == v3
+    tags = tracking.version_tags(name, v3)
+    assert tags["retrain.decision"] == "challenger" and "margin 0.01" in tags["challenger"]
+
+    d = promotion.decide(name, v3, margin=0.01)  # nothing new registered since v3
+    assert d.candidate is None and not d.promoted and "no new version" in d.reason
+    promotion.apply(d)  # a no-op
+    assert tracking.get_alias(name, "champion") == v2
+
+
+def test_candidate_without_metric_keeps_champion():
+    name = "pimc-test-promotion-untagged"
+    v1 = _new_version(name, 0.5)
+    _new_version(name, None)
+    d = promotion.decide(name, v1, margin=0.0)
+    assert not d.promoted and "no metric" in d.reason

@@ -6,13 +6,12 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
 from pimc import tracking
 from pimc.config import ComputeConfig, Params, load_params
 from pimc.errors import ConfigError
 from pimc.io import write_json
 from pimc.paths import metrics_file
+from pimc.typed_config import parse_value
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -22,7 +21,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"override '{item}' must look like section.key=value")
-        out[key] = yaml.safe_load(value)  # YAML typing, as `dvc exp run -S` does
+        out[key] = parse_value(value)  # YAML typing, as `dvc exp run -S` does
     return out
 
 

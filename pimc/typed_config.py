@@ -8,6 +8,7 @@ rejecting unknown keys with an error that names the dotted key and the valid alt
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +18,17 @@ from typing import Any, Literal
 import yaml
 
 from pimc.errors import ConfigError
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value typed as YAML (``3`` -> int, ``[1, 2]`` -> list, ``null``), with
+    YAML 1.2's floats: PyYAML would keep ``1e-6`` (no dot) a string."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def check(ok: bool, key: str, problem: str) -> None:
@@ -76,6 +88,9 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             raise bad
         return {str(k): _coerce(args[1], v, f"{key}.{k}", source) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            # PyYAML follows YAML 1.1, where `1e-6` (no dot) is a string, not a float
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
         return float(value)

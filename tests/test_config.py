@@ -72,3 +72,15 @@ def test_configs_are_frozen_and_flatten():
     flat = flatten(params)
     assert flat["data.synthetic.patch_size"] == params.data.synthetic.patch_size
     assert flat["data.eurosat.url"] is None
+
+
+def test_exponent_floats_without_a_dot(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-6` as a string; params and -S overrides still get floats."""
+    from flows.common import parse_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text("finetune:\n  forecast:\n    lr: 1e-6\n")
+    assert load_params(path).finetune.forecast.lr == 1e-6
+    assert parse_overrides(["finetune.forecast.lr=2e-6"]) == {"finetune.forecast.lr": 2e-6}
+    with pytest.raises(ConfigError, match="'finetune.forecast.lr' = 'fast' is not a valid float"):
+        load_params(path, {"finetune.forecast.lr": "fast"})

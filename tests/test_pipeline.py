@@ -1,22 +1,33 @@
-"""`dvc repro` end to end, the way a user runs it: a fresh git repo holding the project."""
+"""Integration: the pipeline as users run it, against real MLflow and Prefect servers.
+
+`infra/local/servers.sh` starts `mlflow server` and `prefect server` on free loopback ports; a
+fresh git repo holding the project runs `python -m flows.pipeline` (DVC under Prefect), then the
+retrain flow twice (promote, then keep the champion), a served deployment, `pimc predict` from
+the registry, and DVC's own guarantees (no-op re-run, per-stage invalidation). Both servers are
+stopped by PID at the end.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 import yaml
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TINY = {
     "data": {
@@ -31,20 +42,67 @@ TINY = {
     "pretrain": {"epochs": 2, "batch_size": 32, "checkpoint_every": 4},
 }
 FAST_TASK = {"epochs": 2, "batch_size": 32, "patience": 1, "freeze_epochs": 0}
+# The first forecaster is deliberately weak (its head barely moves from random init), so a
+# sensible retraining run must beat it, and a second weak run must not beat that one.
+WEAK_FORECAST = {"lr": 1e-6, "baselines": ["pimc_linear", "random_init", "persistence"]}
+GOOD_RETRAIN = ["-S", "finetune.forecast.lr=0.01", "-S", "finetune.forecast.epochs=4"]
+BAD_RETRAIN = ["-S", "finetune.forecast.lr=2e-6", "-S", "finetune.forecast.epochs=3"]
+FORECASTER, CLASSIFIER = "pimc-pastis-forecaster", "pimc-pastis-classifier"
+HEADLINE = "metric.rmse_mean_std"  # lower is better
 
 
-def sh(*cmd, cwd):
+def sh(*cmd, cwd, timeout=900):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (
-        f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
     return proc.stdout + proc.stderr
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A git repo with the project's pipeline files and tiny params, `dvc repro`-ed once."""
+def servers(tmp_path_factory):
+    """Real `mlflow server` + `prefect server` on free ports; pimc pointed at them."""
+    state = tmp_path_factory.mktemp("servers")
+    mlflow_port, prefect_port = free_port(), free_port()
+    env = {
+        "MLFLOW_PORT": str(mlflow_port),
+        "PREFECT_PORT": str(prefect_port),
+        "PIMC_SERVERS_DIR": str(state),
+        "PIMC_VENV": sys.prefix,
+    }
+    script = REPO / "infra" / "local" / "servers.sh"
+    mp = pytest.MonkeyPatch()
+    for key, value in env.items():
+        mp.setenv(key, value)
+    try:
+        sh("bash", script, "start", cwd=state, timeout=300)
+        pids = {n: int((state / f"{n}.pid").read_text()) for n in ("mlflow", "prefect")}
+        mp.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{mlflow_port}")
+        mp.setenv("PREFECT_API_URL", f"http://127.0.0.1:{prefect_port}/api")
+        mp.delenv("PIMC_ARTIFACT_ROOT", raising=False)  # the server stores (proxies) artifacts
+        yield {"prefect_api": f"http://127.0.0.1:{prefect_port}/api", "pids": pids}
+    finally:
+        mp.undo()
+        subprocess.run(["bash", script, "stop"], env={**os.environ, **env}, timeout=120)
+    for name, pid in pids.items():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        pytest.fail(f"{name} server (pid {pid}) still running after servers.sh stop")
+
+
+@pytest.fixture(scope="module")
+def project(servers, tmp_path_factory):
+    """A git repo with the project's pipeline files and tiny params, run once by the
+    pipeline flow."""
     work = tmp_path_factory.mktemp("project")
     for name in ("pimc", "flows"):
         shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -55,6 +113,7 @@ def project(tmp_path_factory):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for name in ("forecast", "pixel_cls", "eurosat"):
         params["finetune"][name].update(FAST_TASK)
+    params["finetune"]["forecast"].update(WEAK_FORECAST)
     for section, values in TINY.items():
         for key, value in values.items():
             if isinstance(value, dict):
@@ -65,7 +124,7 @@ def project(tmp_path_factory):
     sh("git", "init", "-q", cwd=work)
     sh("git", "add", "-A", cwd=work)
     sh("git", "commit", "-qm", "project", cwd=work)
-    out = sh("dvc", "repro", cwd=work)
+    out = sh(sys.executable, "-m", "flows.pipeline", cwd=work)
     return work, out
 
 
@@ -128,15 +187,137 @@ def test_second_repro_is_a_no_op(project):
     assert "up to date" in status
 
 
+def _retrain(work, *args):
+    return sh(sys.executable, "-m", "flows.retrain", *args, cwd=work)
+
+
+def test_retrain_promotes_a_better_model_then_keeps_the_champion(project):
+    from pimc import tracking
+
+    work, _ = project
+    assert tracking.get_alias(FORECASTER, "champion") == "1"  # first version, by default
+    weak = float(tracking.version_tags(FORECASTER, "1")[HEADLINE])
+
+    _retrain(work, *GOOD_RETRAIN)
+    tags = tracking.version_tags(FORECASTER, "2")
+    good = float(tags[HEADLINE])
+    assert good < weak - 0.002, f"retraining did not improve the forecaster: {weak} -> {good}"
+    assert tracking.get_alias(FORECASTER, "champion") == "2"
+    assert tags["retrain.decision"] == "promoted" and tags["retrain.replaced"] == "1"
+    # only the forecaster's params changed: no new classifier/EuroSAT version was made
+    assert tracking.latest_version(CLASSIFIER) == "1"
+    run = tracking.search_runs("retrain")[0]
+    assert "no new version" in run.data.tags["decision.pixel_cls"]
+    assert run.data.metrics["forecast/promoted"] == 1.0
+
+    _retrain(work, *BAD_RETRAIN)
+    assert tracking.latest_version(FORECASTER) == "3"
+    assert tracking.get_alias(FORECASTER, "champion") == "2"
+    assert tracking.get_alias(FORECASTER, "challenger") == "3"
+    tags = tracking.version_tags(FORECASTER, "3")
+    assert tags["retrain.decision"] == "challenger" and "<= margin" in tags["challenger"]
+    assert float(tags[HEADLINE]) > good
+    assert tracking.search_runs("retrain")[0].data.metrics["forecast/promoted"] == 0.0
+    # DVC recorded both retraining runs as experiments
+    assert "finetune.forecast.lr" in sh("dvc", "exp", "show", "--csv", cwd=work)
+
+
+def _prefect_client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def test_flow_runs_completed_and_served_deployment_has_cron(project, servers):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    work, _ = project
+    with temporary_settings({PREFECT_API_URL: servers["prefect_api"]}), _prefect_client() as c:
+        names = {f.id: f.name for f in c.read_flows()}
+        runs = c.read_flow_runs()
+        by_flow: dict[str, list[str]] = {}
+        for run in runs:
+            by_flow.setdefault(names[run.flow_id], []).append(run.state.type.value)
+        for flow in ("pimc-pipeline", "pimc-retrain", "pimc-data", "pimc-finetune"):
+            assert flow in by_flow, f"no {flow} run on the server: {sorted(by_flow)}"
+        states = {s for flow_states in by_flow.values() for s in flow_states}
+        assert states == {"COMPLETED"}, by_flow
+        assert len(by_flow["pimc-retrain"]) == 2
+
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "flows.retrain", "serve", "--cron", "0 3 * * 1",
+             "--name", "weekly-test"],
+            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deployment = None
+            for _ in range(120):
+                assert serve.poll() is None, serve.stdout.read()
+                try:
+                    deployment = c.read_deployment_by_name("pimc-retrain/weekly-test")
+                    break
+                except Exception:  # ObjectNotFound until serve has registered it
+                    time.sleep(0.5)
+            assert deployment is not None, "serve did not create the deployment in 60 s"
+            crons = [s.schedule.cron for s in deployment.schedules]
+            assert crons == ["0 3 * * 1"]
+            assert deployment.parameters["repo"] == str(work.resolve())
+        finally:
+            os.killpg(serve.pid, signal.SIGTERM)
+            serve.wait(timeout=30)
+
+
+def test_predict_from_the_registry_writes_a_georeferenced_map(project, tmp_path, capsys):
+    from pimc.cli import main as cli_main
+    from pimc.predict import load_deployed
+
+    work, _ = project
+    pastis = work / "data" / "raw" / "PASTIS"
+    s2 = sorted((pastis / "DATA_S2").glob("S2_*.npy"))[0]
+    out = tmp_path / "map.tif"
+    argv = ["predict", "--model", f"{CLASSIFIER}@champion", "--patch", str(s2), "--out", str(out)]
+    assert cli_main([*argv, "--quiet"]) == 0, capsys.readouterr().err
+    _, meta = load_deployed(f"{CLASSIFIER}@champion")
+    geo = json.loads((pastis / "metadata.geojson").read_text())
+    pid = int(s2.stem.removeprefix("S2_"))
+    ring = np.asarray(
+        next(f for f in geo["features"] if f["properties"]["ID_PATCH"] == pid)["geometry"][
+            "coordinates"
+        ][0]
+    )
+    with rasterio.open(out) as src:
+        assert src.crs is not None and src.crs.to_epsg() == 2154
+        assert not src.transform.is_identity
+        assert (src.bounds.left, src.bounds.top) == pytest.approx(
+            (ring[:, 0].min(), ring[:, 1].max())
+        )
+        assert src.transform.a == pytest.approx(-src.transform.e)  # square pixels
+        classes = src.read(1)
+    assert classes.shape == (16, 16)
+    assert set(np.unique(classes).tolist()) <= set(meta["class_ids"])
+    assert max(meta["class_ids"]) < 20
+    assert (tmp_path / "map.png").is_file()
+
+    fc = tmp_path / "forecast.tif"
+    assert cli_main(["predict", "--model", FORECASTER, "--patch", str(s2),
+                     "--out", str(fc), "--quiet"]) == 0  # fmt: skip
+    with rasterio.open(fc) as src:
+        assert src.count == 3 * 10 and src.crs.to_epsg() == 2154
+
+
 def test_task_param_change_touches_only_that_task(project):
     work, _ = project
-    params = yaml.safe_load((work / "params.yaml").read_text())
+    original = (work / "params.yaml").read_text()
+    params = yaml.safe_load(original)
     params["finetune"]["eurosat"]["lr"] = 0.005
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = sh("dvc", "status", cwd=work)
     assert "finetune@eurosat" in status
     assert "finetune@forecast" not in status and "finetune@pixel_cls" not in status
     assert "pretrain:" not in status
+    (work / "params.yaml").write_text(original)
 
 
 def test_finetune_from_the_registry(project):

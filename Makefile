@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 # Absolute, so `dvc exp run --temp` (a temp copy of the repo) logs to this repo's store.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test lint bench clean servers-up servers-down
+.PHONY: install run test lint bench clean servers-up servers-down retrain serve
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,15 @@ servers-up: install
 
 servers-down:
 	infra/local/servers.sh stop
+
+# Rerun the pipeline and promote better task models (ARGS='-S finetune.eurosat.lr=0.005').
+retrain: install
+	$(BIN)/python -m flows.retrain $(ARGS)
+
+# Weekly retraining deployment, served from this process; needs `make servers-up` first.
+serve: install
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$${PREFECT_PORT:-4200}/api} \
+	$(BIN)/python -m flows.retrain serve --cron "$${CRON:-0 3 * * 1}"
 
 clean:
 	rm -rf data metrics plots reports mlflow.db mlartifacts

@@ -1,4 +1,4 @@
-"""Helpers shared by the stage flows: argument parsing and parameter loading."""
+"""Helpers shared by the stage flows: argument parsing, parameter loading, the Dask runner."""
 
 from __future__ import annotations
 
@@ -96,14 +96,16 @@ def dask_task_runner(compute: ComputeConfig):
 
 
 def map_in_order(task: Any, items: Sequence[Any], compute: ComputeConfig, **fixed: Any):
-    """Submit ``task(item, **fixed)`` for every item on the running flow's task runner.
+    """Submit ``task(batch, **fixed)`` for batches of ``compute.patches_per_task`` items on the
+    running flow's task runner; yield the per-item results.
 
-    All items are submitted at once (the runner spreads them over its workers); the results
+    All batches are submitted at once (the runner spreads them over its workers); the results
     come back in ``items``' order whatever order the workers finish in, so a reduction over
     them is the same as a sequential loop's.
 
     Args:
-        task: a Prefect task whose first parameter takes one item.
+        task: a Prefect task whose first parameter takes a list of items and that returns one
+            result per item.
         items: the work items (e.g. patch ids).
         compute: the ``compute`` config, to name the parameter at fault in errors.
         **fixed: the task's other arguments, the same for every item.
@@ -118,7 +120,9 @@ def map_in_order(task: Any, items: Sequence[Any], compute: ComputeConfig, **fixe
     from prefect import unmapped
 
     try:
-        futures = task.map(list(items), **{k: unmapped(v) for k, v in fixed.items()})
+        items, size = list(items), compute.patches_per_task
+        batches = [items[i : i + size] for i in range(0, len(items), size)]
+        futures = task.map(batches, **{k: unmapped(v) for k, v in fixed.items()})
     except OSError as err:  # distributed raises OSError for connect timeouts and refused ports
         if compute.dask_address:
             raise ConfigError(
@@ -135,6 +139,6 @@ def map_in_order(task: Any, items: Sequence[Any], compute: ComputeConfig, **fixe
     def results():
         for i, future in enumerate(futures):
             futures[i] = None
-            yield future.result()
+            yield from future.result()
 
     return results()

@@ -1,16 +1,31 @@
-"""``prepare`` stage: PASTIS -> per-pixel index series + image patches (pixel/image pairs)."""
+"""``prepare`` stage: PASTIS -> per-pixel index series + image patches (pixel/image pairs).
+
+``compute.task_runner: sequential`` (default) runs the stage as one task in this process;
+``dask`` plans here, prepares the patches as one task each on a Dask cluster (prefect-dask;
+see :func:`flows.common.dask_task_runner`) and writes the tables here. Both give the same files.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
-from flows.common import params_from, parse_overrides, record_metrics, stage_args
+from flows.common import (
+    dask_task_runner,
+    map_in_order,
+    params_from,
+    parse_overrides,
+    record_metrics,
+    stage_args,
+)
 from pimc import tracking
-from pimc.config import PrepareConfig
+from pimc.config import ComputeConfig, PrepareConfig
 from pimc.paths import pastis_root
-from pimc.prepare import run_prepare
+from pimc.prepare import PreparePlan, finalize_prepare, plan_prepare, prepare_one, run_prepare
 
 STAGE = "prepare"
 
@@ -20,13 +35,49 @@ def prepare_pairs(root: str, cfg: PrepareConfig) -> dict[str, Any]:
     return run_prepare(root, cfg)
 
 
+# NO_CACHE: Prefect would otherwise hash every input (the per-patch results) for a cache key
+# that nothing reads; the stage resumes from its own finished shards instead.
+@task(cache_policy=NO_CACHE)
+def plan_pairs(root: str, cfg: PrepareConfig) -> PreparePlan:
+    return plan_prepare(root, cfg)
+
+
+@task(cache_policy=NO_CACHE)
+def prepare_patch_pairs(patch_ids: list[int], root: str, cfg: PrepareConfig) -> list[dict]:
+    return [prepare_one(root, cfg, pid) for pid in patch_ids]
+
+
+@task(cache_policy=NO_CACHE)
+def finalize_pairs(plan: PreparePlan, results: list[dict[str, Any]]) -> dict[str, Any]:
+    return finalize_prepare(plan, results)
+
+
+@flow(name="pimc-prepare-fan-out")
+def prepare_fan_out(root: str, cfg: PrepareConfig, compute: ComputeConfig) -> dict[str, Any]:
+    """Plan; one task per ``compute.patches_per_task`` unfinished patches on the flow's
+    (Dask) task runner; finalize."""
+    plan = plan_pairs(root, cfg)
+    # Workers may run elsewhere (compute.dask_address): give them absolute paths. Only where a
+    # shard is written changes, so the plan's fingerprint and meta.json keep the given paths.
+    work_cfg = replace(cfg, out=str(Path(cfg.out).resolve()))
+    work_root = str(Path(root).resolve())
+    results = map_in_order(prepare_patch_pairs, plan.todo, compute, root=work_root, cfg=work_cfg)
+    return finalize_pairs(plan, list(results))
+
+
 @flow(name="pimc-prepare", log_prints=True)
 def prepare_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
     """Write ``prepare.out`` (shards, manifest, meta) and ``metrics/prepare.json``."""
     params = params_from(params_path, overrides)
-    cfg = params.prepare
-    with tracking.start_run(STAGE, {"prepare": cfg, "data": params.data}) as run:
-        stats = prepare_pairs(str(pastis_root(params.data.root)), cfg)
+    cfg, compute = params.prepare, params.compute
+    root = str(pastis_root(params.data.root))
+    tags = {"compute.task_runner": compute.task_runner}
+    with tracking.start_run(STAGE, {"prepare": cfg, "data": params.data}, tags=tags) as run:
+        if compute.task_runner == "dask":
+            fan_out = prepare_fan_out.with_options(task_runner=dask_task_runner(compute))
+            stats = fan_out(root, cfg, compute)
+        else:
+            stats = prepare_pairs(root, cfg)
         metrics = record_metrics(run, STAGE, stats)
         run.log_dict(stats, "prepare_stats.json")
     print(f"prepare: {metrics}")

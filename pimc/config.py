@@ -361,9 +361,11 @@ class ComputeConfig:
     task_runner: Literal["sequential", "dask"] = "sequential"
     dask_address: str | None = None
     dask_workers: int = 2
+    patches_per_task: int = 8  # one Prefect task per this many patches: amortises task overhead
 
     def __post_init__(self) -> None:
         _check(self.dask_workers >= 1, "compute.dask_workers", "must be >= 1")
+        _check(self.patches_per_task >= 1, "compute.patches_per_task", "must be >= 1")
 
 
 @dataclass(frozen=True)

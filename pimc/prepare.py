@@ -13,13 +13,24 @@ composite of the patch. Output folder::
 
 Each shard is written atomically and a finished shard is skipped on re-run, so an interrupted
 stage resumes; changing the stage's config (or the input data) starts the folder afresh.
+
+The stage is three steps, so that an orchestrator can fan the middle one out over processes or
+machines (``compute.task_runner: dask`` in ``flows.prepare``) with results identical to
+:func:`run_prepare`'s sequential loop:
+
+1. :func:`plan_prepare`: check the dataset, reset or keep ``cfg.out``, list unfinished patches.
+2. :func:`prepare_one`: one patch -> one shard. It takes only a path, the config and a patch id
+   (cheap to send to a worker) and reads its own input.
+3. :func:`finalize_prepare`: manifest, patch table and meta, read back from the shards.
 """
 
 from __future__ import annotations
 
+import functools
 import resource
 import time
-from dataclasses import asdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,35 +143,92 @@ def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray |
     }
 
 
-def run_prepare(
-    pastis_root: str | Path, cfg: PrepareConfig, progress: bool = True
-) -> dict[str, Any]:
-    """Run the stage: write ``cfg.out`` as described in the module docstring.
+@dataclass(frozen=True)
+class PreparePlan:
+    """What :func:`plan_prepare` decided; small and picklable (sent to flow tasks).
 
-    Returns:
-        Stats: pixels, patches, class counts, seconds, peak RSS (MiB), resumed shards.
+    Attributes:
+        root: the PASTIS folder (holds ``metadata.geojson``).
+        cfg: the stage config.
+        patch_ids: every patch of ``cfg.folds``, in metadata order (the manifest's order).
+        todo: the patches whose shard is not written yet, in the same order.
+        started: wall-clock start (``time.time()``; the steps may run in different processes).
     """
-    start = time.perf_counter()
-    dataset = PASTIS(pastis_root, folds=cfg.folds)
+
+    root: str
+    cfg: PrepareConfig
+    patch_ids: tuple[int, ...]
+    todo: tuple[int, ...]
+    started: float
+
+    @property
+    def resumed(self) -> int:
+        return len(self.patch_ids) - len(self.todo)
+
+
+def plan_prepare(pastis_root: str | Path, cfg: PrepareConfig) -> PreparePlan:
+    """Step 1: open the dataset, make ``cfg.out`` belong to this config, list unfinished patches.
+
+    Raises:
+        DatasetNotFoundError, DatasetCorruptError: the dataset is missing or unreadable.
+    """
+    started = time.time()
+    dataset = _dataset(str(pastis_root), tuple(cfg.folds))
     out = Path(cfg.out)
     # A change of config or of the dataset's metadata invalidates finished shards.
     fresh_output_dir(
         out, fingerprint(asdict(cfg), (dataset.root / "metadata.geojson").read_bytes())
     )
     (out / "shards").mkdir(exist_ok=True)
+    ids = tuple(int(pid) for pid in dataset.metadata["id"])
+    todo = tuple(pid for pid in ids if not (out / "shards" / shard_name(pid)).is_file())
+    return PreparePlan(str(pastis_root), cfg, ids, todo, started)
+
+
+def prepare_one(pastis_root: str, cfg: PrepareConfig, patch_id: int) -> dict[str, Any]:
+    """Step 2: prepare one patch and write ``shards/S2_<patch_id>.npz`` atomically.
+
+    Pure apart from that file: the output depends only on the arguments (pixel sampling and
+    composites are seeded by ``cfg.seed`` and the patch id), so any process may run it.
+
+    Args:
+        pastis_root: the PASTIS folder, as given to :func:`plan_prepare`.
+        cfg: the stage config; ``cfg.out`` must exist (made by :func:`plan_prepare`).
+        patch_id: ``ID_PATCH`` of a patch in ``cfg.folds``.
+
+    Returns:
+        Small stats: ``patch_id``, ``pixels``, ``seconds``, ``peak_rss_mib`` (this process).
+    """
+    t0 = time.perf_counter()
+    dataset = _dataset(pastis_root, tuple(cfg.folds))
+    arrays = prepare_patch(dataset[dataset.index_of(patch_id)], cfg, date_grid(cfg))
+    with atomic_path(Path(cfg.out) / "shards" / shard_name(patch_id)) as tmp:
+        np.savez(tmp, **arrays)
+    return {
+        "patch_id": int(patch_id),
+        "pixels": int(len(arrays["rows"])),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def finalize_prepare(plan: PreparePlan, results: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Step 3: write the manifest, the patch table and ``meta.json``; return the stage's stats.
+
+    Args:
+        plan: from :func:`plan_prepare`.
+        results: the :func:`prepare_one` stats of this run's patches (any order); only their
+            peak RSS is used, as every table is read back from the shards.
+
+    Returns:
+        Stats: pixels, patches, class counts, seconds, peak RSS (MiB, the largest of this
+        process and the workers), resumed shards.
+    """
+    cfg = plan.cfg
+    out = Path(cfg.out)
+    peak = max([_peak_rss_mib(), *(r["peak_rss_mib"] for r in results)])
+    dataset = _dataset(plan.root, tuple(cfg.folds))
     grid = date_grid(cfg)
-
-    resumed = 0
-    for i in tqdm(range(len(dataset)), desc="prepare", unit="patch", disable=not progress):
-        pid = int(dataset.metadata["id"][i])
-        shard = out / "shards" / shard_name(pid)
-        if shard.is_file():
-            resumed += 1
-            continue
-        arrays = prepare_patch(dataset[i], cfg, grid)
-        with atomic_path(shard) as tmp:
-            np.savez(tmp, **arrays)
-
     manifest, patches = _tables(dataset, out)
     with atomic_path(out / MANIFEST) as tmp:
         manifest.to_parquet(tmp, index=False)
@@ -182,12 +250,48 @@ def run_prepare(
     return {
         "patches": len(patches),
         "pixels": len(manifest),
-        "resumed_patches": resumed,
+        "resumed_patches": plan.resumed,
         "length": meta["length"],
         "class_counts": {int(k): int(v) for k, v in counts.items()},
-        "seconds": round(time.perf_counter() - start, 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "seconds": round(time.time() - plan.started, 3),
+        "peak_rss_mib": peak,
     }
+
+
+def run_prepare(
+    pastis_root: str | Path, cfg: PrepareConfig, progress: bool = True
+) -> dict[str, Any]:
+    """Run the stage in this process: write ``cfg.out`` as described in the module docstring.
+
+    Returns:
+        Stats: pixels, patches, class counts, seconds, peak RSS (MiB), resumed shards.
+    """
+    plan = plan_prepare(pastis_root, cfg)
+    results = [
+        prepare_one(plan.root, cfg, pid)
+        for pid in tqdm(plan.todo, desc="prepare", unit="patch", disable=not progress)
+    ]
+    return finalize_prepare(plan, results)
+
+
+def _dataset(root: str, folds: tuple[int, ...]) -> PASTIS:
+    """The PASTIS dataset, opened once per process and metadata version.
+
+    Opening parses ``metadata.geojson`` and checks every patch file, which for real PASTIS
+    costs more than preparing a patch; workers call :func:`prepare_one` once per patch.
+    """
+    meta = Path(root) / "metadata.geojson"
+    stamp = meta.stat().st_mtime_ns if meta.is_file() else None  # an edited file is re-read
+    return _open_dataset(str(Path(root).resolve()), folds, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_dataset(root: str, folds: tuple[int, ...], stamp: int | None) -> PASTIS:
+    return PASTIS(root, folds=folds)
+
+
+def _peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _tables(dataset: PASTIS, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -122,6 +122,8 @@ def project(servers, tmp_path_factory):
                 params[section][key] = value
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=work)
+    # A local-folder DVC remote (S3/MinIO in production): the pipeline flow pulls and pushes.
+    sh("dvc", "remote", "add", "-d", "storage", str(tmp_path_factory.mktemp("remote")), cwd=work)
     sh("git", "add", "-A", cwd=work)
     sh("git", "commit", "-qm", "project", cwd=work)
     out = sh(sys.executable, "-m", "flows.pipeline", cwd=work)
@@ -150,6 +152,19 @@ def test_repro_runs_every_stage(project):
     assert "| pimc_finetune |" in table and "PIMC pretraining vs random" in table
     shown = sh("dvc", "metrics", "show", cwd=work)
     assert "metrics/eurosat.json" in shown and "metrics/pretrain.json" in shown
+
+
+def test_pipeline_flow_pushed_every_output_to_the_remote(project):
+    work, out = project
+    assert "stages run: data, prepare, recurrence, pretrain" in out
+    status = subprocess.run(
+        [Path(sys.executable).parent / "dvc", "status", "--cloud", "--json"],
+        cwd=work, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(status.stdout or "{}") == {}, status.stdout
+    shutil.rmtree(work / "data" / "models" / "pretrain")
+    sh("dvc", "pull", "data/models/pretrain", cwd=work)  # another machine would do the same
+    assert (work / "data" / "models" / "pretrain" / "last.pt").is_file()
 
 
 def test_stages_are_tracked_and_encoders_registered(project, tmp_path, capsys):

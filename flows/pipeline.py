@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,27 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def dvc(args: Sequence[str], repo: str | Path) -> str:
-    """Run ``dvc <args>`` in ``repo``; its output, or a PimcError with the output's tail."""
+def dvc(args: Sequence[str], repo: str | Path, log: Callable[[str], Any] | None = None) -> str:
+    """Run ``dvc <args>`` in ``repo``, passing each output line to ``log`` as it comes (stages
+    run for minutes: their output should stream, not arrive at the end).
+
+    Returns:
+        The whole output.
+
+    Raises:
+        PimcError: DVC failed; the message holds the command and the output's tail.
+    """
     exe = Path(sys.executable).parent / "dvc"
     cmd = [str(exe) if exe.exists() else "dvc", *args]
-    proc = subprocess.run(cmd, cwd=repo, env=_env(), capture_output=True, text=True)
-    out = proc.stdout + proc.stderr
+    lines = []
+    with subprocess.Popen(
+        cmd, cwd=repo, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if log is not None:
+                log(line.rstrip())
+    out = "".join(lines)
     if proc.returncode != 0:
         raise PimcError(f"`{' '.join(['dvc', *args])}` failed in {repo}:\n{out[-TAIL:]}")
     return out
@@ -57,7 +74,12 @@ def repro_command(overrides: dict[str, Any] | None, force: bool = False) -> list
     """``dvc repro`` or, with parameter overrides, ``dvc exp run -S key=value ...``."""
     if not overrides:
         return ["repro", *(["--force"] if force else [])]
-    sets = [x for k, v in overrides.items() for x in ("-S", f"{k}={json.dumps(v)}")]
+    # JSON is valid in DVC's (Hydra) override grammar: strings quoted, lists as [..], null.
+    sets = [
+        x
+        for k, v in overrides.items()
+        for x in ("-S", f"{k}={json.dumps(v, ensure_ascii=False, default=str)}")
+    ]
     return ["exp", "run", *sets, *(["--force"] if force else [])]
 
 
@@ -75,8 +97,8 @@ def push(repo: str) -> str:
 @task
 def reproduce(repo: str, overrides: dict[str, Any] | None, force: bool) -> list[str]:
     """Run the pipeline; returns the stages that ran."""
-    out = dvc(repro_command(overrides, force), repo)
     logger = get_run_logger()
+    out = dvc(repro_command(overrides, force), repo, log=logger.info)
     ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
     logger.info("stages run: %s", ", ".join(ran) or "none (everything up to date)")
     return ran
@@ -87,6 +109,40 @@ def read_metrics(repo: str) -> dict[str, Any]:
     """Every DVC metrics file of the run, by stage."""
     folder = Path(repo) / METRICS_DIR
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+# What an experiment changes in the workspace besides cached outputs (those `dvc checkout`
+# restores): the params, the lock, and the git-tracked results of cache: false outputs.
+WORKSPACE_FILES = ("params.yaml", "dvc.lock", "metrics", "plots", "reports")
+
+
+def snapshot_workspace(repo: str | Path) -> Path:
+    """Copy :data:`WORKSPACE_FILES` of ``repo`` aside, for :func:`restore_workspace`."""
+    saved = Path(tempfile.mkdtemp(prefix="pimc-workspace-"))
+    for name in WORKSPACE_FILES:
+        src = Path(repo) / name
+        if src.is_dir():
+            shutil.copytree(src, saved / name)
+        elif src.is_file():
+            shutil.copy2(src, saved / name)
+    return saved
+
+
+def restore_workspace(repo: str | Path, saved: Path) -> None:
+    """Put the workspace back as :func:`snapshot_workspace` saw it (params, lock, results, and
+    the cached outputs the lock names); drops the snapshot."""
+    for name in WORKSPACE_FILES:
+        dst, src = Path(repo) / name, saved / name
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        elif src.is_file():
+            shutil.copy2(src, dst)
+    shutil.rmtree(saved, ignore_errors=True)
+    dvc(["checkout", "--force"], repo)
 
 
 @flow(name="pimc-pipeline", log_prints=True)
@@ -122,5 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     args = build_parser().parse_args()
-    result = pipeline_flow(parse_overrides(args.overrides), force=args.force)
+    try:
+        result = pipeline_flow(parse_overrides(args.overrides), force=args.force)
+    except PimcError as err:  # one clear message, not a Prefect traceback
+        raise SystemExit(f"pipeline: {err}") from None
     print(f"stages run: {', '.join(result['stages']) or 'none'}")

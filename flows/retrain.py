@@ -2,7 +2,7 @@
 
     python -m flows.retrain                                   # once, current params/data
     python -m flows.retrain -S finetune.pixel_cls.epochs=40   # once, as a DVC experiment
-    python -m flows.retrain serve --cron "0 3 * * 1"          # deployment, runs every Monday 03:00
+    python -m flows.retrain serve --cron "0 3 * * 1"          # deployment: Mondays 03:00 UTC
 
 The flow reruns the pipeline (:mod:`flows.pipeline`: new data or new params; DVC skips what is
 unchanged), then, for each task in ``retrain.tasks``, compares the newest registered version's
@@ -19,45 +19,53 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from flows.common import add_override_args, parse_overrides
 from flows.finetune import REGISTERED
-from flows.pipeline import pipeline_flow
+from flows.pipeline import pipeline_flow, restore_workspace, snapshot_workspace
 from pimc import promotion, tracking
 from pimc.config import load_params
+from pimc.errors import PimcError
 
 DEPLOYMENT = "pimc-retrain"
 DEFAULT_CRON = "0 3 * * 1"
 
 
-# Retries only where I/O can fail transiently: the MLflow server.
-@task(retries=2, retry_delay_seconds=10)
+# Retries only where I/O can fail transiently: the MLflow server. NO_CACHE: every call must
+# read the registry afresh.
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
 def registry_snapshot(models: list[str]) -> dict[str, str | None]:
     """Newest version of each model before the run (None: not registered yet)."""
     return {m: tracking.latest_version(m) for m in models}
 
 
-@task(retries=2, retry_delay_seconds=10)
-def decide_and_apply(model: str, previous_latest: str | None, margin: float) -> dict[str, Any]:
-    decision = promotion.decide(model, previous_latest, margin)
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def decide(model: str, previous_latest: str | None, margin: float) -> promotion.Decision:
+    return promotion.decide(model, previous_latest, margin)
+
+
+# Decided once, applied with retries: a retry must not re-decide against a moved alias.
+@task(retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def apply(decision: promotion.Decision) -> None:
     promotion.apply(decision)
     verdict = "PROMOTED" if decision.promoted else "kept champion"
     if decision.candidate is None:
         verdict = "no candidate"
     get_run_logger().info(
         "%s v%s: %s (champion was v%s) - %s",
-        model,
+        decision.model,
         decision.candidate,
         verdict,
         decision.champion,
         decision.reason,
     )
-    return decision.as_dict()
 
 
 @flow(name="pimc-retrain", log_prints=True)
@@ -68,6 +76,10 @@ def retrain_flow(
     force: bool = False,
 ) -> dict[str, Any]:
     """Rerun the pipeline and decide, per task, whether its new model becomes champion.
+
+    Versions registered before a pipeline failure are still decided on (then the error is
+    raised). An experiment (``overrides``) that promoted nothing is rolled back: the workspace
+    keeps the params and outputs behind the champions, not those of a rejected challenger.
 
     Args:
         overrides: Parameter overrides for this run (``dvc exp run -S``), e.g.
@@ -80,29 +92,48 @@ def retrain_flow(
         ``stages`` that ran and one decision per task (see :class:`pimc.promotion.Decision`).
     """
     repo = str(Path(repo).resolve())
+    # The stages log to <repo>/mlflow.db unless told otherwise: read the same registry.
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlflow.db")
     params = load_params(Path(repo) / params_path, overrides)
     cfg = params.retrain
-    models = [REGISTERED[t] for t in cfg.tasks]
-    before = registry_snapshot(models)
-    result = pipeline_flow(overrides, repo=repo, force=force)
-    decisions = {
-        t: decide_and_apply(REGISTERED[t], before[REGISTERED[t]], cfg.margin) for t in cfg.tasks
-    }
+    models = {t: REGISTERED[t] for t in cfg.tasks}
+    before = registry_snapshot(list(models.values()))
+    saved = snapshot_workspace(repo) if overrides else None
+    error, stages = None, []
+    try:
+        stages = pipeline_flow(overrides, repo=repo, force=force)["stages"]
+    except Exception as err:  # decide on what was registered before the failure, then raise
+        error = err
+    decisions = {}
+    for t, model in models.items():
+        decision = decide(model, before[model], cfg.margin)
+        apply(decision)
+        decisions[t] = decision.as_dict()
+    promoted = [t for t, d in decisions.items() if d["promoted"] and d["candidate"]]
+    if saved is not None:
+        if promoted:
+            shutil.rmtree(saved, ignore_errors=True)
+        else:
+            restore_workspace(repo, saved)
     with tracking.start_run("retrain", {"retrain": cfg}) as run:
-        run.log_dict(
-            {"overrides": overrides or {}, "stages": result["stages"], "decisions": decisions},
-            "decisions.json",
-        )
+        record = {"overrides": overrides or {}, "stages": stages, "decisions": decisions}
+        if error is not None:
+            record["pipeline_error"] = str(error)[-4000:]
+            run.set_tags({"pipeline.error": str(error)[-4000:]})
+        run.log_dict(record, "decisions.json")
         run.log_metrics({f"{t}/promoted": float(d["promoted"]) for t, d in decisions.items()})
         run.set_tags({f"decision.{t}": d["reason"][:4000] for t, d in decisions.items()})
-    promoted = [t for t, d in decisions.items() if d["promoted"] and d["candidate"]]
-    print(f"retrain: stages run {result['stages'] or 'none'}; promoted: {promoted or 'none'}")
-    return {"stages": result["stages"], "decisions": decisions}
+    print(f"retrain: stages run {stages or 'none'}; promoted: {promoted or 'none'}")
+    if error is not None:
+        raise error
+    return {"stages": stages, "decisions": decisions, "rolled_back": bool(saved and not promoted)}
 
 
 def serve(name: str, cron: str, overrides: dict[str, Any], repo: str) -> None:
     """Create the deployment and run its schedule in this process (``flow.serve``)."""
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # env or profile (`prefect config set PREFECT_API_URL=`)
         raise SystemExit(
             "serve needs a running Prefect server: start one (`make servers-up`, or "
             "`prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api"
@@ -112,6 +143,7 @@ def serve(name: str, cron: str, overrides: dict[str, Any], repo: str) -> None:
         cron=cron,
         parameters={"overrides": overrides or None, "repo": str(Path(repo).resolve())},
         description="Weekly retraining with champion/challenger promotion (flows/retrain.py).",
+        limit=1,  # one retraining at a time: runs share the workspace and the DVC lock
     )
 
 
@@ -129,9 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     overrides = parse_overrides(args.overrides)
     if args.command == "serve":
+        if args.force:
+            raise SystemExit("--force is for one run; a served schedule reruns only what changed")
         serve(args.name, args.cron, overrides, args.repo)
-    else:
+        return
+    try:
         retrain_flow(overrides or None, repo=args.repo, force=args.force)
+    except PimcError as err:  # one clear message, not a Prefect traceback
+        raise SystemExit(f"retrain: {err}") from None
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from pimc.config import Params, PrepareConfig, RecurrenceConfig
 from pimc.data.pastis import PASTIS
-from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, PimcError
 from pimc.io import atomic_path
 from pimc.prepare import date_grid, pixel_series
 from pimc.rp_stage import build_rps
@@ -152,13 +152,25 @@ def read_patch(patch: str | Path, root: str | Path | None = None, crs: str | Non
             f"{geojson} is missing: the patch footprint and dates come from it. Pass --root "
             "with the PASTIS folder holding metadata.geojson and DATA_S2/."
         )
-    collection = json.loads(geojson.read_text())
-    feature = next(
-        (f for f in collection["features"] if int(f["properties"]["ID_PATCH"]) == patch_id), None
-    )
-    if feature is None:
-        raise ConfigError(f"patch {patch_id} is not listed in {geojson}")
-    _, _, _, dates, geometry = PASTIS._parse_feature(feature)
+    try:
+        collection = json.loads(geojson.read_text())
+        feature = next(
+            (f for f in collection["features"] if int(f["properties"]["ID_PATCH"]) == patch_id),
+            None,
+        )
+        if feature is None:
+            raise ConfigError(f"patch {patch_id} is not listed in {geojson}")
+        _, _, _, dates, geometry = PASTIS._parse_feature(feature)
+        if (geometry or {}).get("type") != "Polygon":
+            raise ValueError(f"patch {patch_id}'s geometry is {geometry and geometry.get('type')}")
+        ring = np.asarray(geometry["coordinates"][0], dtype=np.float64)[:, :2]
+    except PimcError:
+        raise
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as err:
+        raise DatasetCorruptError(
+            f"{geojson}: not a PASTIS metadata file with a Polygon footprint per patch "
+            f"({type(err).__name__}: {err}); re-extract PASTIS.zip."
+        ) from err
     crs_name = crs or (collection.get("crs") or {}).get("properties", {}).get("name")
     if crs_name is None:
         raise DatasetCorruptError(
@@ -175,7 +187,6 @@ def read_patch(patch: str | Path, root: str | Path | None = None, crs: str | Non
             f"{path} has shape {image.shape}; expected (T={len(dates)}, 10, H, W) as listed for "
             f"patch {patch_id} in {geojson}"
         )
-    ring = np.asarray(geometry["coordinates"][0], dtype=np.float64)
     (west, south), (east, north) = ring.min(0), ring.max(0)
     height, width = image.shape[-2:]
     return Patch(
@@ -207,11 +218,14 @@ def predict_patch(
         Classifier: ``classes`` ``(H, W)`` uint8 PASTIS class ids and ``confidence``
         ``(H, W)`` float32 (softmax of the predicted class). Forecaster: ``forecast``
         ``(I, horizon, H, W)`` float32 index values of the ``horizon`` grid steps after the
-        first ``input_len``, and ``dates`` of those steps.
+        first ``input_len`` (NaN for pixels whose input window is not fully observed, which
+        training never saw: ``time_axis: pad``), and ``dates`` of those steps.
     """
     task = meta["pimc_task"]
     if task not in ("pixel_cls", "forecast"):
         raise ConfigError(f"a {task} model predicts tiles, not PASTIS patches: use --image")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be >= 1 (pixels per forward pass)")
     prepare = from_dict(PrepareConfig, meta["prepare"], source="model metadata")
     rec_cfg = from_dict(RecurrenceConfig, meta["recurrence"], source="model metadata")
     grid = date_grid(prepare)
@@ -244,6 +258,7 @@ def predict_patch(
         }
     start, stop = meta["input_len"], meta["input_len"] + meta["horizon"]
     dates = [str(d) for d in grid[start:stop]] if grid is not None else []
+    out[~valid[:, :start].all(1)] = float("nan")
     forecast = out.reshape(height, width, *out.shape[1:]).permute(2, 3, 0, 1)
     return {"forecast": forecast.numpy().astype(np.float32), "dates": np.asarray(dates)}
 
@@ -257,8 +272,13 @@ def write_geotiff(
     tags: dict[str, str] | None = None,
     colormap: dict[int, tuple[int, int, int, int]] | None = None,
 ) -> Path:
-    """Write ``data`` ``(B, H, W)`` or ``(H, W)`` as a tiled, compressed GeoTIFF, atomically."""
+    """Write ``data`` ``(B, H, W)`` or ``(H, W)`` as a deflate-compressed GeoTIFF, atomically.
+
+    Raises:
+        PimcError: the file cannot be written (folder missing or read-only, disk full).
+    """
     import rasterio
+    from rasterio.errors import RasterioError
 
     data = data[None] if data.ndim == 2 else data
     profile = {
@@ -272,8 +292,8 @@ def write_geotiff(
         "nodata": nodata,
         "compress": "deflate",
     }
-    with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
+    try:
+        with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
             for band, text in enumerate(descriptions, start=1):
                 dst.set_band_description(band, text)
@@ -281,6 +301,10 @@ def write_geotiff(
                 dst.update_tags(**tags)
             if colormap:
                 dst.write_colormap(1, colormap)
+    except (RasterioError, OSError) as err:
+        raise PimcError(
+            f"cannot write {path}: {err}; check the folder exists and is writable"
+        ) from err
     return Path(path)
 
 
@@ -298,6 +322,8 @@ def save_prediction(
     from pimc import plots
 
     out = Path(out)
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ConfigError(f"--out {out}: name a GeoTIFF (.tif); the PNG preview goes beside it")
     preview = out.with_suffix(".png")
     if "classes" in pred:
         names = dict(zip(meta["class_ids"], meta["class_names"], strict=True))
@@ -321,7 +347,13 @@ def save_prediction(
         forecast, steps = pred["forecast"], [str(d) for d in pred["dates"]]
         labels = steps or [f"t+{h + 1}" for h in range(forecast.shape[1])]
         bands = [f"{i} {d}" for i in meta["indices"] for d in labels]
-        write_geotiff(out, forecast.reshape(-1, *forecast.shape[2:]), patch, descriptions=bands)
+        write_geotiff(
+            out,
+            forecast.reshape(-1, *forecast.shape[2:]),
+            patch,
+            descriptions=bands,
+            nodata=float("nan"),
+        )
         plots.forecast_maps(forecast, meta["indices"], labels, preview)
         summary = (
             f"forecast of patch {patch.patch_id}: {len(meta['indices'])} indices x "

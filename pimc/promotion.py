@@ -10,6 +10,7 @@ Every version that was decided on carries a ``retrain.decision`` tag.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from pimc import tracking
@@ -17,6 +18,7 @@ from pimc import tracking
 __all__ = ["Decision", "apply", "compare", "decide"]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -63,19 +65,28 @@ def compare(
         f"{metric} {candidate:.4f} vs champion {champion:.4f} ({direction} is better): "
         f"gain {gain:+.4f}"
     )
-    if gain > margin:
+    if not (math.isfinite(candidate) and math.isfinite(champion)):
+        return False, f"{detail}: not comparable (non-finite value)"
+    if gain > margin + _EPS:  # 0.905 - 0.9 > 0.005 in floating point: ties stay ties
         return True, f"{detail} > margin {margin}"
     return False, f"{detail} <= margin {margin}"
 
 
-def _headline(tags: dict[str, str]) -> tuple[str | None, float | None, bool]:
-    metrics = {
-        k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")
-    }
+def _headline(tags: dict[str, str]) -> tuple[str | None, float | None, bool | None]:
+    """(metric, value, higher_is_better) of a version's tags; None where a tag is missing."""
+    metrics = {}
+    for key, value in tags.items():
+        if key.startswith("metric."):
+            try:
+                metrics[key.removeprefix("metric.")] = float(value)
+            except ValueError:
+                continue
+    direction = tags.get("higher_is_better", "").strip().lower()
+    higher = {"true": True, "1": True, "false": False, "0": False}.get(direction)
     if not metrics:
-        return None, None, True
+        return None, None, higher
     metric, value = next(iter(metrics.items()))  # task versions carry one headline tag
-    return metric, value, tags.get("higher_is_better", "True") == "True"
+    return metric, value, higher
 
 
 def decide(model: str, previous_latest: str | None, margin: float) -> Decision:
@@ -112,35 +123,28 @@ def decide(model: str, previous_latest: str | None, margin: float) -> Decision:
             True,
             "first version of this model: champion by default",
         )
-    champ_metric, champ_value, _ = _headline(tracking.version_tags(model, champion))
-    if value is None:
+    champ_metric, champ_value, champ_higher = _headline(tracking.version_tags(model, champion))
+    if value is None or higher is None:
         return Decision(
-            model,
-            latest,
-            champion,
-            metric,
-            None,
-            champ_value,
-            False,
-            "candidate has no metric.* tag; cannot compare, champion kept",
-        )
-    if champ_value is None or champ_metric != metric:
+            model, latest, champion, metric, value, champ_value, False,
+            "candidate lacks its metric.* or higher_is_better tag; cannot compare, champion kept",
+        )  # fmt: skip
+    if champ_value is None or champ_metric != metric or champ_higher not in (None, higher):
         return Decision(
-            model,
-            latest,
-            champion,
-            metric,
-            value,
-            champ_value,
-            True,
-            f"champion v{champion} has no comparable metric.{metric} tag",
-        )
+            model, latest, champion, metric, value, champ_value, False,
+            f"champion v{champion} has no comparable metric.{metric} tag; champion kept "
+            f"(promote by hand: pimc.tracking.set_alias('{model}', 'champion', '{latest}'))",
+        )  # fmt: skip
     promoted, reason = compare(value, champ_value, higher, margin, metric)
     return Decision(model, latest, champion, metric, value, champ_value, promoted, reason)
 
 
 def apply(decision: Decision) -> None:
-    """Write ``decision`` to the registry: move ``champion`` or mark the ``challenger``."""
+    """Write ``decision`` to the registry: move ``champion`` or mark the ``challenger``.
+
+    Tags go first and the alias last, so a retried call after a failure half-way never leaves
+    an alias moved without its reason.
+    """
     if decision.candidate is None:
         return
     name, version = decision.model, decision.candidate
@@ -151,8 +155,11 @@ def apply(decision: Decision) -> None:
     if decision.promoted:
         if decision.champion and decision.champion != version:
             tags["retrain.replaced"] = decision.champion
+        tracking.tag_version(name, version, tags)
         tracking.set_alias(name, CHAMPION, version)
+        if tracking.get_alias(name, CHALLENGER) is not None:
+            tracking.delete_alias(name, CHALLENGER)  # an older challenger lost to this one
     else:
         tags[CHALLENGER] = decision.reason
+        tracking.tag_version(name, version, tags)
         tracking.set_alias(name, CHALLENGER, version)
-    tracking.tag_version(name, version, tags)

@@ -209,6 +209,10 @@ def set_alias(name: str, alias: str, version: str | int) -> None:
     _client().set_registered_model_alias(name, alias, str(version))
 
 
+def delete_alias(name: str, alias: str) -> None:
+    _client().delete_registered_model_alias(name, alias)
+
+
 def get_alias(name: str, alias: str) -> str | None:
     """Version behind ``models:/name@alias``, or None when the alias is unset."""
     from mlflow.exceptions import MlflowException

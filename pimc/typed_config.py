@@ -8,6 +8,7 @@ rejecting unknown keys with an error that names the dotted key and the valid alt
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 import types
 import typing
@@ -24,10 +25,12 @@ _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 def parse_value(text: str) -> Any:
     """A command-line value typed as YAML (``3`` -> int, ``[1, 2]`` -> list, ``null``), with
-    YAML 1.2's floats: PyYAML would keep ``1e-6`` (no dot) a string."""
+    YAML 1.2's floats (PyYAML would keep ``1e-6`` a string) and dates kept as text."""
     value = yaml.safe_load(text)
     if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
         return float(value)
+    if isinstance(value, datetime.date):  # dates in params stay strings (e.g. grid_start)
+        return text.strip()
     return value
 
 

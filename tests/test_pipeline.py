@@ -233,6 +233,10 @@ def test_retrain_promotes_a_better_model_then_keeps_the_champion(project):
     assert tags["retrain.decision"] == "challenger" and "<= margin" in tags["challenger"]
     assert float(tags[HEADLINE]) > good
     assert tracking.search_runs("retrain")[0].data.metrics["forecast/promoted"] == 0.0
+    # the rejected experiment was rolled back: the workspace is the champion's again
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    assert params["finetune"]["forecast"]["lr"] == 0.01
+    assert "up to date" in sh("dvc", "status", cwd=work)
     # DVC recorded both retraining runs as experiments
     assert "finetune.forecast.lr" in sh("dvc", "exp", "show", "--csv", cwd=work)
 

@@ -18,6 +18,7 @@ from pimc import tracking
 from pimc.cli import main
 from pimc.config import Params, PrepareConfig, RecurrenceConfig
 from pimc.data.pastis import PASTIS
+from pimc.errors import DatasetCorruptError
 from pimc.predict import deploy_metadata, load_deployed, predict_patch, read_patch
 from pimc.tasks.common import TaskModel, tower_backbone
 from pimc.tasks.forecast import Forecaster
@@ -98,8 +99,10 @@ def test_predict_matches_model_on_pipeline_input(registered, tiny_data):
     _, s2 = _first_patch(tiny_data)
     model, meta = load_deployed("pimc-test-classifier")  # bare name = champion
     patch = read_patch(s2)
+    pixels = patch.image.shape[-1] * patch.image.shape[-2]
+    # 7: many batches; pixels - 1: a last batch of one sample (torch.export's special case)
     a = predict_patch(model, meta, patch, batch_size=7, progress=False)
-    b = predict_patch(model, meta, patch, batch_size=10_000, progress=False)
+    b = predict_patch(model, meta, patch, batch_size=pixels - 1, progress=False)
     np.testing.assert_array_equal(a["classes"], b["classes"])
     r, c = 3, 5  # one pixel by hand, through the pipeline's own functions and the source model
     series, valid = pixel_series(
@@ -123,7 +126,16 @@ def test_forecaster_raster_by_patch_id(registered, tiny_data, tmp_path, capsys):
         assert src.count == 3 * horizon and src.dtypes[0] == "float32"
         assert src.crs.to_epsg() == 2154
         assert src.descriptions[0].startswith("ndvi ")
-        assert np.isfinite(src.read()).all()
+        assert src.descriptions[horizon].startswith("evi ")
+        raster = src.read()
+    assert np.isfinite(raster).all()
+    # band i * horizon + h at pixel (r, c) is index i, step h of the model's own forecast
+    model, meta = load_deployed("pimc-test-forecaster")
+    pred = predict_patch(model, meta, read_patch(pid, tiny_data / "PASTIS"), progress=False)
+    r, c = 2, 9
+    for i, h in [(0, 0), (1, 3), (2, horizon - 1)]:
+        assert raster[i * horizon + h, r, c] == pred["forecast"][i, h, r, c]
+    assert len(set(np.round(raster[:, r, c], 6))) > 1  # not one value repeated
 
 
 def test_eurosat_tile_prints_probabilities(registered, data_copy, capsys):
@@ -145,6 +157,12 @@ def test_eurosat_tile_prints_probabilities(registered, data_copy, capsys):
         (["--model", "pimc-nothing@champion", "--patch", "S2_1.npy"], "pimc models"),
         (["--model", "pimc-test-classifier"], "exactly one of"),
         (["--model", "pimc-test-eurosat", "--patch", "{s2}"], "use --image"),
+        (["--model", "pimc-test-classifier", "--patch", "{s2}", "--batch-size", "0"], ">= 1"),
+        (["--model", "pimc-test-classifier", "--patch", "{s2}", "--out", "m.png"], ".tif"),
+        (
+            ["--model", "pimc-test-classifier", "--patch", "{s2}", "--out", "{s2}/m.tif"],
+            "cannot write",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(registered, tiny_data, argv, message, capsys):
@@ -161,6 +179,16 @@ def test_missing_crs_asks_for_override(data_copy, registered, tmp_path):
     meta.pop("crs")
     geojson.write_text(json.dumps(meta))
     s2 = next((data_copy / "PASTIS" / "DATA_S2").glob("S2_*.npy"))
-    with pytest.raises(Exception, match="--crs"):
+    with pytest.raises(DatasetCorruptError, match="--crs"):
         read_patch(s2)
     assert read_patch(s2, crs="EPSG:2154").crs.to_epsg() == 2154
+
+
+def test_corrupt_footprint_is_named(data_copy, registered):
+    geojson = data_copy / "PASTIS" / "metadata.geojson"
+    meta = json.loads(geojson.read_text())
+    meta["features"][0]["geometry"] = None
+    geojson.write_text(json.dumps(meta))
+    pid = meta["features"][0]["properties"]["ID_PATCH"]
+    with pytest.raises(DatasetCorruptError, match="metadata.geojson.*Polygon"):
+        read_patch(str(pid), data_copy / "PASTIS")

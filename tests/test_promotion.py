@@ -9,12 +9,12 @@ import torch
 from pimc import promotion, tracking
 
 
-def _new_version(name: str, value: float | None, higher: bool = True) -> str:
+def _new_version(name: str, value: float | None, higher: bool | None = True) -> str:
     net = torch.nn.Linear(2, 1)
     with tracking.start_run("finetune@test", {}, experiment="test-promotion") as run:
         info = run.log_model(net, "m", np.zeros((2, 2), np.float32), name)
     version = str(info.registered_model_version)
-    tags = {"higher_is_better": higher}
+    tags = {} if higher is None else {"higher_is_better": higher}
     if value is not None:
         tags["metric.macro_f1"] = value
     tracking.tag_version(name, version, tags)
@@ -32,12 +32,15 @@ def _new_version(name: str, value: float | None, higher: bool = True) -> str:
         (0.90, 0.90, True, 0.0, False),  # a tie never replaces the champion
         (0.30, 0.35, False, 0.01, True),  # lower is better (RMSE)
         (0.36, 0.35, False, 0.0, False),
+        (0.905, 0.90, True, 0.005, False),  # exactly the margin, despite float rounding
+        (float("nan"), 0.90, True, 0.0, False),
+        (0.95, float("nan"), True, 0.0, False),  # a NaN champion is not comparable either
     ],
 )
 def test_compare(cand, champ, higher, margin, promoted):
     ok, reason = promotion.compare(cand, champ, higher, margin, "m")
     assert ok is promoted
-    assert f"margin {margin}" in reason and f"{cand:.4f}" in reason
+    assert f"{cand:.4f}" in reason
 
 
 def test_first_version_then_promote_then_challenger():
@@ -76,4 +79,27 @@ def test_candidate_without_metric_keeps_champion():
     v1 = _new_version(name, 0.5)
     _new_version(name, None)
     d = promotion.decide(name, v1, margin=0.0)
-    assert not d.promoted and "no metric" in d.reason
+    assert not d.promoted and "lacks its metric" in d.reason
+
+
+def test_promotion_clears_an_older_challenger():
+    name = "pimc-test-promotion-clear"
+    v1 = _new_version(name, 0.5)
+    v2 = _new_version(name, 0.4)
+    promotion.apply(promotion.decide(name, v1, margin=0.0))
+    assert tracking.get_alias(name, "challenger") == v2
+    v3 = _new_version(name, 0.7)
+    promotion.apply(promotion.decide(name, v2, margin=0.0))
+    assert tracking.get_alias(name, "champion") == v3
+    assert tracking.get_alias(name, "challenger") is None
+
+
+@pytest.mark.parametrize("champion_higher, candidate_higher", [(True, None), (True, False)])
+def test_incomparable_directions_keep_the_champion(champion_higher, candidate_higher):
+    name = f"pimc-test-promotion-dir-{champion_higher}-{candidate_higher}"
+    v1 = _new_version(name, 0.5, champion_higher)
+    _new_version(name, 0.9, candidate_higher)
+    d = promotion.decide(name, v1, margin=0.0)
+    assert not d.promoted, d.reason
+    promotion.apply(d)
+    assert tracking.get_alias(name, "champion") == v1

@@ -30,30 +30,20 @@ def stage_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser.add_argument(
         "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
-    parser.add_argument(
-        "-S",
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a parameter, e.g. -S data.seed=3 (repeatable)",
-    )
+    _add_set(parser, "override a parameter, e.g. -S data.seed=3 (repeatable)")
     return parser.parse_args(argv)
 
 
 def add_override_args(parser: argparse.ArgumentParser) -> None:
     """``-S key=value`` (a ``dvc exp run`` experiment) and ``--force`` of pipeline commands."""
-    parser.add_argument(
-        "-S",
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="run as `dvc exp run -S KEY=VALUE` (repeatable), e.g. -S finetune.eurosat.lr=0.005",
-    )
+    _add_set(parser, "run as `dvc exp run -S KEY=VALUE` (repeatable), e.g. -S data.seed=3")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
+
+
+def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
 
 
 def params_from(path: str, overrides: dict[str, Any] | None) -> Params:

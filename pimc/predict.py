@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pimc.config import Params, PrepareConfig, RecurrenceConfig
-from pimc.data.pastis import PASTIS
+from pimc.data.pastis import PASTIS, read_metadata
 from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, PimcError
 from pimc.io import atomic_path
 from pimc.prepare import date_grid, pixel_series
@@ -152,26 +152,21 @@ def read_patch(patch: str | Path, root: str | Path | None = None, crs: str | Non
             f"{geojson} is missing: the patch footprint and dates come from it. Pass --root "
             "with the PASTIS folder holding metadata.geojson and DATA_S2/."
         )
+    table, file_crs = read_metadata(geojson)
+    rows = table[table["id"] == patch_id]
+    if rows.empty:
+        raise ConfigError(f"patch {patch_id} is not listed in {geojson}")
+    dates, geometry = rows.iloc[0]["dates"], rows.iloc[0]["geometry"]
     try:
-        collection = json.loads(geojson.read_text())
-        feature = next(
-            (f for f in collection["features"] if int(f["properties"]["ID_PATCH"]) == patch_id),
-            None,
-        )
-        if feature is None:
-            raise ConfigError(f"patch {patch_id} is not listed in {geojson}")
-        _, _, _, dates, geometry = PASTIS._parse_feature(feature)
         if (geometry or {}).get("type") != "Polygon":
             raise ValueError(f"patch {patch_id}'s geometry is {geometry and geometry.get('type')}")
         ring = np.asarray(geometry["coordinates"][0], dtype=np.float64)[:, :2]
-    except PimcError:
-        raise
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as err:
+    except (KeyError, TypeError, ValueError, IndexError) as err:
         raise DatasetCorruptError(
-            f"{geojson}: not a PASTIS metadata file with a Polygon footprint per patch "
-            f"({type(err).__name__}: {err}); re-extract PASTIS.zip."
+            f"{geojson}: patch {patch_id} needs a Polygon footprint ({type(err).__name__}: "
+            f"{err}); re-extract PASTIS.zip."
         ) from err
-    crs_name = crs or (collection.get("crs") or {}).get("properties", {}).get("name")
+    crs_name = crs or file_crs
     if crs_name is None:
         raise DatasetCorruptError(
             f"{geojson} has no 'crs' member, so the footprint's projection is unknown; pass "
@@ -229,6 +224,8 @@ def predict_patch(
     prepare = from_dict(PrepareConfig, meta["prepare"], source="model metadata")
     rec_cfg = from_dict(RecurrenceConfig, meta["recurrence"], source="model metadata")
     grid = date_grid(prepare)
+    if task == "forecast":
+        from pimc.tasks.forecast import Forecaster  # its module pulls in training code
     height, width = patch.image.shape[-2:]
     rows, cols = (g.flatten() for g in torch.meshgrid(
         torch.arange(height), torch.arange(width), indexing="ij"
@@ -243,8 +240,6 @@ def predict_patch(
             if task == "pixel_cls":
                 outputs.append(F.softmax(_run(model, build_rps(s, v, rec_cfg)), dim=1))
             else:
-                from pimc.tasks.forecast import Forecaster
-
                 x = s[..., : meta["input_len"]]
                 recent = x[..., -meta["context"] :]
                 outputs.append(_run(model, Forecaster.pack(build_rps(x, None, rec_cfg), recent)))

@@ -118,20 +118,8 @@ class PASTIS(Dataset):
                 f"{self.root}`, pass download=True, or extract PASTIS.zip (from {self.url}) so "
                 f"that {self.root} holds metadata.geojson, DATA_S2/ and ANNOTATIONS/."
             )
-        try:
-            collection = json.loads(path.read_text())
-            features = collection["features"]
-            rows = [self._parse_feature(f) for f in features]
-            # Footprints are projected (Lambert-93 in the real file); the old-style GeoJSON
-            # "crs" member says which, e.g. {"properties": {"name": "urn:ogc:def:crs:EPSG::2154"}}
-            self.crs = (collection.get("crs") or {}).get("properties", {}).get("name")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise DatasetCorruptError(
-                f"{path}: not a PASTIS metadata file ({type(err).__name__}: {err}); {_REMEDY}"
-            ) from err
-        table = pd.DataFrame(rows, columns=["id", "fold", "tile", "dates", "geometry"])
-        table = table[table["fold"].isin(self.folds)].sort_values("id").reset_index(drop=True)
-        return table
+        table, _ = read_metadata(path)
+        return table[table["fold"].isin(self.folds)].reset_index(drop=True)
 
     @staticmethod
     def _parse_feature(feature: dict) -> tuple:
@@ -243,3 +231,27 @@ class PASTIS(Dataset):
                 f"PASTIS: patch {patch_id} is not in folds {self.folds} of {self.root}"
             )
         return int(hits[0])
+
+
+def read_metadata(path: str | Path) -> tuple[pd.DataFrame, str | None]:
+    """Every patch of a PASTIS ``metadata.geojson`` and the CRS of its footprints.
+
+    Returns:
+        A table sorted by ``id`` with columns ``id``, ``fold``, ``tile``, ``dates``
+        (datetime64[D] arrays) and ``geometry`` (GeoJSON dicts), and the name in the file's
+        old-style GeoJSON ``crs`` member (``urn:ogc:def:crs:EPSG::2154`` in the real file;
+        None when absent: footprints are projected, so it cannot default to WGS 84).
+
+    Raises:
+        DatasetCorruptError: not a readable PASTIS metadata file.
+    """
+    try:
+        collection = json.loads(Path(path).read_text())
+        rows = [PASTIS._parse_feature(f) for f in collection["features"]]
+        crs = (collection.get("crs") or {}).get("properties", {}).get("name")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise DatasetCorruptError(
+            f"{path}: not a PASTIS metadata file ({type(err).__name__}: {err}); {_REMEDY}"
+        ) from err
+    table = pd.DataFrame(rows, columns=["id", "fold", "tile", "dates", "geometry"])
+    return table.sort_values("id").reset_index(drop=True), crs

@@ -17,9 +17,9 @@ import tempfile
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from pimc.config import PrepareConfig
+from pimc.core.config import PrepareConfig
 from pimc.data.synthetic import SyntheticSpec, write_pastis
-from pimc.prepare import run_prepare
+from pimc.stages.prepare import run_prepare
 root, n, size = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 write_pastis(root / "PASTIS", SyntheticSpec(pastis_patches=n, patch_size=size), progress=False)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -4,7 +4,7 @@ Measures, in samples per second, on prepared (+ optionally materialized RP) data
 
 * ``per-item``: a classic ``DataLoader(dataset, batch_size, shuffle=True)`` over
   ``PairDataset.__getitem__`` with ``default_collate`` (the baseline the batched path replaces);
-* ``pipeline/materialized`` and ``pipeline/on_the_fly``: what :func:`pimc.pretrain.pretrain`
+* ``pipeline/materialized`` and ``pipeline/on_the_fly``: what :func:`pimc.stages.pretrain.pretrain`
   does per batch before the model: ``get_batch`` + :func:`batch_rps` (RPs built from the series
   on ``--device`` for on-the-fly) + normalisation + flips/rotations + channel dropout;
 * ``model step``: forward + backward + AdamW on one pre-built batch (no data work);
@@ -32,11 +32,11 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from pimc.config import ModelConfig, RecurrenceConfig  # noqa: E402
-from pimc.losses import SymmetricInfoNCE  # noqa: E402
-from pimc.pairs import PairDataset, augment_images, batch_rps, channel_dropout  # noqa: E402
-from pimc.pretrain import build_model  # noqa: E402
-from pimc.train import (  # noqa: E402
+from pimc.core.config import ModelConfig, RecurrenceConfig  # noqa: E402
+from pimc.models.build import build_model  # noqa: E402
+from pimc.training.losses import SymmetricInfoNCE  # noqa: E402
+from pimc.training.pairs import PairDataset, augment_images, batch_rps, channel_dropout  # noqa: E402
+from pimc.training.utils import (  # noqa: E402
     AUGMENT,
     autocast,
     epoch_batches,

@@ -1,4 +1,4 @@
-"""Benchmark pimc.recurrence.recurrence_plot against pyts.image.RecurrencePlot.
+"""Benchmark pimc.transforms.recurrence.recurrence_plot against pyts.image.RecurrencePlot.
 
 One run, one data set: index-like series (smooth random walks squashed to [-1, 1]) of shape
 ``(n, channels, t)``. Reports, for pimc on the full set and for both libraries on a common
@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from pimc.recurrence import (  # noqa: E402
+from pimc.transforms.recurrence import (  # noqa: E402
     DEFAULT_CHUNK_SIZE,
     recurrence_plot,
     resolve_embedding,

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from pimc import tracking
-from pimc.config import ComputeConfig, Params, load_params
-from pimc.errors import ConfigError
-from pimc.io import write_json
-from pimc.paths import metrics_file
-from pimc.typed_config import parse_value
+from pimc.core.config import ComputeConfig, Params, load_params
+from pimc.core.errors import ConfigError
+from pimc.core.io import write_json
+from pimc.core.paths import metrics_file
+from pimc.core.typed_config import parse_value
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

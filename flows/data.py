@@ -12,31 +12,31 @@ from prefect import flow, task
 
 from flows.common import params_from, parse_overrides, record_metrics, stage_args
 from pimc import tracking
-from pimc.config import DataConfig
-from pimc.data import raw
+from pimc.core.config import DataConfig
+from pimc.stages import data as data_stage
 
 STAGE = "data"
 
 
 @task
 def synthesize(cfg: DataConfig) -> dict[str, Any]:
-    return raw.synthesize(cfg)
+    return data_stage.synthesize(cfg)
 
 
 # Retries only on I/O that can fail transiently; downloads resume where they stopped.
 @task(retries=3, retry_delay_seconds=30)
 def download_eurosat(cfg: DataConfig) -> None:
-    raw.download_eurosat(cfg)
+    data_stage.download_eurosat(cfg)
 
 
 @task(retries=3, retry_delay_seconds=30)
 def download_pastis(cfg: DataConfig) -> None:
-    raw.download_pastis(cfg)
+    data_stage.download_pastis(cfg)
 
 
 @task
 def summarize(cfg: DataConfig) -> dict[str, Any]:
-    return raw.summarize(cfg)
+    return data_stage.summarize(cfg)
 
 
 @flow(name="pimc-data", log_prints=True)
@@ -50,7 +50,7 @@ def data_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None
             download_eurosat(cfg)
             download_pastis(cfg)
         stats = summarize(cfg)
-        metrics = record_metrics(run, STAGE, raw.count_metrics(stats))
+        metrics = record_metrics(run, STAGE, data_stage.count_metrics(stats))
         run.log_dict(stats, "data_stats.json")
     print(f"data: {metrics}")
     return stats

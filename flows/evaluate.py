@@ -8,9 +8,9 @@ from prefect import flow, task
 
 from flows.common import stage_args
 from pimc import tracking
-from pimc.io import write_json
-from pimc.paths import REPORTS_DIR, metrics_file
-from pimc.report import ablation_table, load_results, pimc_vs_random, write_report
+from pimc.core.io import write_json
+from pimc.core.paths import REPORTS_DIR, metrics_file
+from pimc.stages.evaluate import ablation_table, load_results, pimc_vs_random, write_report
 
 STAGE = "evaluate"
 TASKS = ("forecast", "pixel_cls", "eurosat")

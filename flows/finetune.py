@@ -17,9 +17,9 @@ from prefect import flow, task
 
 from flows.common import params_from, parse_overrides, stage_args
 from pimc import tracking
-from pimc.config import Params
-from pimc.io import write_json
-from pimc.paths import PLOTS_DIR, metrics_file
+from pimc.core.config import Params
+from pimc.core.io import write_json
+from pimc.core.paths import PLOTS_DIR, metrics_file
 from pimc.predict import deploy_metadata
 from pimc.tasks.eurosat import run_eurosat
 from pimc.tasks.forecast import run_forecast

@@ -24,8 +24,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.common import add_override_args, parse_overrides
-from pimc.errors import PimcError
-from pimc.paths import METRICS_DIR
+from pimc.core.errors import PimcError
+from pimc.core.paths import METRICS_DIR
 
 TAIL = 4000  # characters of a failed DVC command's output kept in the error
 

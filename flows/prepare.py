@@ -23,9 +23,15 @@ from flows.common import (
     stage_args,
 )
 from pimc import tracking
-from pimc.config import ComputeConfig, PrepareConfig
-from pimc.paths import pastis_root
-from pimc.prepare import PreparePlan, finalize_prepare, plan_prepare, prepare_one, run_prepare
+from pimc.core.config import ComputeConfig, PrepareConfig
+from pimc.core.paths import pastis_root
+from pimc.stages.prepare import (
+    PreparePlan,
+    finalize_prepare,
+    plan_prepare,
+    prepare_one,
+    run_prepare,
+)
 
 STAGE = "prepare"
 

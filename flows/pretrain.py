@@ -1,7 +1,8 @@
 """``pretrain`` stage: contrastive pretraining of the two PIMC towers, encoders registered.
 
 Single process here; for several GPUs or nodes run the same stage under torchrun:
-``torchrun --nproc_per_node=N -m pimc.pretrain --params params.yaml`` (DDP, global negatives).
+``torchrun --nproc_per_node=N -m pimc.stages.pretrain --params params.yaml`` (DDP, global
+negatives).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from prefect import flow, task
 
 from flows.common import params_from, parse_overrides, record_metrics, stage_args
 from pimc import tracking
-from pimc.config import Params
-from pimc.io import write_json
-from pimc.paths import PLOTS_DIR
+from pimc.core.config import Params
+from pimc.core.io import write_json
+from pimc.core.paths import CHECKPOINT, PLOTS_DIR
+from pimc.models.build import load_pretrained_model
 from pimc.plots import learning_curves
-from pimc.pretrain import CHECKPOINT, load_pretrained_model, pretrain
+from pimc.stages.pretrain import pretrain
 
 STAGE = "pretrain"
 REGISTERED = {"rp_encoder": "pimc-rp-encoder", "image_encoder": "pimc-image-encoder"}

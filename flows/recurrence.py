@@ -23,9 +23,9 @@ from flows.common import (
     stage_args,
 )
 from pimc import tracking
-from pimc.config import ComputeConfig, RecurrenceConfig
-from pimc.paths import PLOTS_DIR
-from pimc.rp_stage import (
+from pimc.core.config import ComputeConfig, RecurrenceConfig
+from pimc.core.paths import PLOTS_DIR
+from pimc.stages.recurrence import (
     RecurrencePlan,
     finalize_recurrence,
     plan_recurrence,

@@ -31,8 +31,8 @@ from flows.common import add_override_args, parse_overrides
 from flows.finetune import REGISTERED
 from flows.pipeline import pipeline_flow, restore_workspace, snapshot_workspace
 from pimc import promotion, tracking
-from pimc.config import load_params
-from pimc.errors import PimcError
+from pimc.core.config import load_params
+from pimc.core.errors import PimcError
 
 DEPLOYMENT = "pimc-retrain"
 DEFAULT_CRON = "0 3 * * 1"

@@ -17,11 +17,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pimc.errors import PimcError
+from pimc.core.errors import PimcError
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from pimc.config import load_params
+    from pimc.core.config import load_params
     from pimc.data.synthetic import SyntheticSpec, write_synthetic
 
     cfg = load_params(args.params).data if Path(args.params).is_file() else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 
 __all__ = [
     "confusion_matrix",

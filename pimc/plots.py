@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from pimc.io import atomic_path
+from pimc.core.io import atomic_path
 
 
 def _pyplot():

@@ -4,8 +4,8 @@ Registered models are pt2 graphs (``torch.export``): they take the tensor the ta
 not raw imagery. What turns a patch into that tensor (the ``prepare`` and ``recurrence``
 configs, the class ids, the forecast window) is logged with each model as MLflow model
 metadata by :func:`deploy_metadata`, and :func:`predict_patch` rebuilds the input with the
-very functions the pipeline used (:func:`pimc.prepare.pixel_series`,
-:func:`pimc.rp_stage.build_rps`), so a model never sees different preprocessing than in
+very functions the pipeline used (:func:`pimc.stages.prepare.pixel_series`,
+:func:`pimc.stages.recurrence.build_rps`), so a model never sees different preprocessing than in
 training.
 
 Outputs are georeferenced with the patch footprint of ``metadata.geojson`` (its ``crs``
@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pimc.config import Params, PrepareConfig, RecurrenceConfig
+from pimc.core.config import Params, PrepareConfig, RecurrenceConfig
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, PimcError
+from pimc.core.io import atomic_path
+from pimc.core.typed_config import from_dict, to_dict
 from pimc.data.pastis import PASTIS, read_metadata
-from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, PimcError
-from pimc.io import atomic_path
-from pimc.prepare import date_grid, pixel_series
-from pimc.rp_stage import build_rps
-from pimc.typed_config import from_dict, to_dict
+from pimc.transforms.recurrence import build_rps
+from pimc.transforms.series import date_grid, pixel_series
 
 __all__ = [
     "CLASS_NODATA",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from pimc.config import flatten
+from pimc.core.config import flatten
 
 DEFAULT_EXPERIMENT = "pimc"
 _MAX_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit for params
@@ -235,7 +235,7 @@ def run_artifact_of(name: str, alias: str, artifact: str, dest: str | Path) -> P
     try:
         version = client.get_model_version_by_alias(name, alias)
     except Exception as err:  # MlflowException: unknown model or alias
-        from pimc.errors import ConfigError
+        from pimc.core.errors import ConfigError
 
         raise ConfigError(
             f"models:/{name}@{alias} is not in the MLflow registry at {tracking_uri()}; run the "
@@ -279,7 +279,7 @@ def model_metadata(uri: str) -> dict[str, Any]:
     try:
         return dict(mlflow.models.get_model_info(uri).metadata or {})
     except (MlflowException, OSError) as err:
-        from pimc.errors import ConfigError
+        from pimc.core.errors import ConfigError
 
         raise ConfigError(
             f"{uri} is not in the MLflow store at {tracking_uri()} ({err}); list what is there "

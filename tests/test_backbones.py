@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 from pimc.models.backbones import (
     SmallCNN,
     adapt_first_conv,

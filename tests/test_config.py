@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pimc.config import DataConfig, Params, flatten, load_params
-from pimc.errors import ConfigError
+from pimc.core.config import DataConfig, Params, flatten, load_params
+from pimc.core.errors import ConfigError
 from tests.conftest import REPO
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from pimc import tracking
-from pimc.config import load_params
+from pimc.core.config import load_params
+from pimc.core.errors import ChecksumError, DownloadError
 from pimc.data import PASTIS, EuroSAT
-from pimc.data import raw as raw_stage
 from pimc.data.download import md5sum
-from pimc.errors import ChecksumError, DownloadError
+from pimc.stages import data as raw_stage
 
 TINY = """
 data:

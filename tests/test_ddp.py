@@ -12,8 +12,8 @@ import sys
 import pytest
 import yaml
 
-from pimc.config import ModelConfig, PrepareConfig, PretrainConfig
-from pimc.train import load_checkpoint
+from pimc.core.config import ModelConfig, PrepareConfig, PretrainConfig
+from pimc.core.io import load_checkpoint
 from tests.conftest import REPO
 from tests.test_pairs import PIXELS, make_pairs_data
 
@@ -44,7 +44,7 @@ def test_torchrun_two_processes_share_negatives(tiny_data, tmp_path):
         "--nproc_per_node=2",
         f"--master_port={free_port()}",
         "-m",
-        "pimc.pretrain",
+        "pimc.stages.pretrain",
         "--params",
         "params.yaml",
         "--no-progress",

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from pimc.core.errors import ChecksumError, DatasetCorruptError, DatasetNotFoundError, DownloadError
 from pimc.data import download
 from pimc.data.download import check_md5, download_url, extract_archive, md5sum
-from pimc.errors import ChecksumError, DatasetCorruptError, DatasetNotFoundError, DownloadError
 
 PAYLOAD = os.urandom(300_000)
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -7,8 +7,8 @@ import pytest
 import rasterio
 import torch
 
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 from pimc.data import EuroSAT
-from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 
 
 def test_splits_labels_and_shapes(tiny_data):

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pimc.config import ComputeConfig
-from pimc.errors import ConfigError
-from pimc.prepare import MANIFEST, META, PATCHES
+from pimc.core.config import ComputeConfig
+from pimc.core.errors import ConfigError
+from pimc.core.paths import MANIFEST, META, PATCHES
 
 PARAMS = str(Path(__file__).resolve().parents[1] / "params.yaml")
 TIMING = {"seconds", "peak_rss_mib", "rps_per_second"}

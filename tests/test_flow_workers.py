@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pimc.train import batch_loader
+from pimc.training.utils import batch_loader
 
 
 class _Pairs:

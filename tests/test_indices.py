@@ -1,4 +1,4 @@
-"""Tests for pimc.indices: formulas, band lookup by name, edge-case policy, shapes, errors."""
+"""pimc.transforms.indices: formulas, band lookup by name, edge-case policy, shapes, errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pimc.errors import ConfigError
-from pimc.indices import (
+from pimc.core.errors import ConfigError
+from pimc.transforms.indices import (
     EUROSAT_BANDS,
     INDICES,
     PASTIS_BANDS,

@@ -1,4 +1,4 @@
-"""Tests for pimc.losses.SymmetricInfoNCE: hand-computed values, a slow reference, errors."""
+"""pimc.training.losses.SymmetricInfoNCE: hand-computed values, a slow reference, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pimc.losses import SymmetricInfoNCE
+from pimc.training.losses import SymmetricInfoNCE
 
 
 def _unit(b: int, d: int, seed: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 from pimc.metrics import (
     confusion_matrix,
     macro_f1,

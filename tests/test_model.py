@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from pimc.errors import ConfigError
-from pimc.losses import SymmetricInfoNCE
+from pimc.core.errors import ConfigError
 from pimc.models import PIMC, ProjectionHead
+from pimc.training.losses import SymmetricInfoNCE
 
 SMALL = {"embed_dim": 16, "hidden_dim": 32}
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from pimc.config import PrepareConfig, RecurrenceConfig
-from pimc.errors import ConfigError
-from pimc.pairs import PairDataset, augment_images, batch_rps, channel_dropout
-from pimc.prepare import run_prepare
-from pimc.rp_stage import build_rps, run_recurrence
-from pimc.train import batch_loader, epoch_batches, make_generator
+from pimc.core.config import PrepareConfig, RecurrenceConfig
+from pimc.core.errors import ConfigError
+from pimc.stages.prepare import run_prepare
+from pimc.stages.recurrence import run_recurrence
+from pimc.training.pairs import PairDataset, augment_images, batch_rps, channel_dropout
+from pimc.training.utils import batch_loader, epoch_batches, make_generator
+from pimc.transforms.recurrence import build_rps
 
 PIXELS = 32  # per patch; the tiny data set has one patch per fold
 

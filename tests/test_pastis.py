@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 from pimc.data import PASTIS
-from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 
 
 def all_folds(root):

@@ -170,7 +170,7 @@ def test_pipeline_flow_pushed_every_output_to_the_remote(project):
 def test_stages_are_tracked_and_encoders_registered(project, tmp_path, capsys):
     from pimc import tracking
     from pimc.cli import main as cli_main
-    from pimc.pretrain import load_pretrained_model
+    from pimc.models.build import load_pretrained_model
 
     stages = {r.data.tags["pimc.stage"] for r in tracking.search_runs()}
     assert {"data", "prepare", "recurrence", "pretrain", "finetune@eurosat", "evaluate"} <= stages

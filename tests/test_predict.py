@@ -16,9 +16,9 @@ import torch
 
 from pimc import tracking
 from pimc.cli import main
-from pimc.config import Params, PrepareConfig, RecurrenceConfig
+from pimc.core.config import Params, PrepareConfig, RecurrenceConfig
+from pimc.core.errors import DatasetCorruptError
 from pimc.data.pastis import PASTIS
-from pimc.errors import DatasetCorruptError
 from pimc.predict import deploy_metadata, load_deployed, predict_patch, read_patch
 from pimc.tasks.common import TaskModel, tower_backbone
 from pimc.tasks.forecast import Forecaster
@@ -93,8 +93,8 @@ def test_classifier_geotiff_from_registry(registered, tiny_data, tmp_path, capsy
 
 def test_predict_matches_model_on_pipeline_input(registered, tiny_data):
     """Batching and the pixel -> raster layout do not change what the model says."""
-    from pimc.prepare import date_grid, pixel_series
-    from pimc.rp_stage import build_rps
+    from pimc.transforms.recurrence import build_rps
+    from pimc.transforms.series import date_grid, pixel_series
 
     _, s2 = _first_patch(tiny_data)
     model, meta = load_deployed("pimc-test-classifier")  # bare name = champion

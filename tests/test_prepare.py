@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pimc.config import PrepareConfig
+from pimc.core.config import PrepareConfig
+from pimc.core.paths import MANIFEST, PATCHES, shard_name
 from pimc.data import PASTIS
-from pimc.prepare import MANIFEST, PATCHES, run_prepare, shard_name
-from pimc.timegrid import make_grid
+from pimc.stages.prepare import run_prepare
+from pimc.transforms.timegrid import make_grid
 
 
 def prepare(tiny_data, tmp_path, **kw):

@@ -6,16 +6,17 @@ import math
 import pytest
 import torch
 
-from pimc.config import ModelConfig, Params, PrepareConfig, PretrainConfig
-from pimc.errors import ConfigError
-from pimc.pairs import resolve_source
-from pimc.pretrain import (
-    load_pretrained_model,
+from pimc.core.config import ModelConfig, Params, PrepareConfig, PretrainConfig
+from pimc.core.errors import ConfigError
+from pimc.core.io import load_checkpoint, save_checkpoint
+from pimc.models.build import load_pretrained_model
+from pimc.stages.pretrain import (
     pretrain,
     resolved_config,
     retrieval_accuracy,
 )
-from pimc.train import cosine_with_warmup, load_checkpoint, save_checkpoint
+from pimc.training.pairs import resolve_source
+from pimc.training.utils import cosine_with_warmup
 from tests.test_pairs import PIXELS, make_pairs_data
 
 SMALL = ModelConfig(embed_dim=32, hidden_dim=64)

@@ -1,4 +1,4 @@
-"""Tests for pimc.recurrence: exact agreement with pyts, analytic properties, options, errors."""
+"""pimc.transforms.recurrence: exact agreement with pyts, analytic properties, options, errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from pimc.errors import ConfigError
-from pimc.recurrence import RecurrencePlot, recurrence_plot, resolve_embedding
+from pimc.core.errors import ConfigError
+from pimc.transforms.recurrence import recurrence_plot, resolve_embedding
 
 TOL = 1e-6
 
@@ -218,15 +218,6 @@ def test_empty_batch():
     assert recurrence_plot(torch.empty(0, 3, 10), dimension=2).shape == (0, 3, 9, 9)
 
 
-def test_module_wrapper_matches_function():
-    x = torch.randn(4, 3, 20)
-    module = RecurrencePlot(dimension=2, threshold="distance", percentage=30, size=8)
-    assert "threshold='distance'" in repr(module)
-    torch.testing.assert_close(
-        module(x), recurrence_plot(x, 2, 1, "distance", 30, size=8), rtol=0, atol=0
-    )
-
-
 # --- errors --------------------------------------------------------------------------------
 
 
@@ -268,13 +259,6 @@ def test_bad_rank_is_rejected():
         recurrence_plot(torch.rand(2, 3, 4, 10))
 
 
-def test_module_validates_at_construction():
-    with pytest.raises(ConfigError, match="percentage"):
-        RecurrencePlot(threshold="point", percentage=200)
-    with pytest.raises(ConfigError, match="dimension"):
-        RecurrencePlot(dimension=-1)
-
-
 def test_grid_of_embeddings_all_valid_or_clear_error():
     """Every (m, tau) either gives S = T - (m-1)tau >= 1 plots or the documented error."""
     x = torch.rand(2, 8)
@@ -312,3 +296,30 @@ def test_benchmark_script_runs_and_agrees_with_pyts(pyts_rp, monkeypatch, capsys
     assert "speed ratio pimc/pyts on the subset" in out
     diff = re.search(r"max \|pimc float64 - pyts\| = (\S+)", out)
     assert diff is not None and float(diff.group(1)) <= TOL
+
+
+@pytest.mark.parametrize("kw", [{}, {"normalize": True, "size": 8}, {"threshold": "point"}])
+def test_valid_mask_zeroes_padded_dates_before_normalising(kw):
+    # The padded path must equal: plot of the observed prefix only, embedded in zeros, then
+    # normalised/resized as the unpadded path would do it.
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 12)
+    valid = torch.ones(3, 12, dtype=torch.bool)
+    valid[1, 8:] = False
+    plain = recurrence_plot(x, threshold=kw.get("threshold"))
+    mask = valid[:, None, :, None] & valid[:, None, None, :]
+    ref = plain * mask
+    if kw.get("normalize"):
+        ref = ref / ref.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+    if kw.get("size"):
+        ref = torch.nn.functional.interpolate(ref, size=(8, 8), mode="bilinear", antialias=True)
+    got = recurrence_plot(x, valid=valid, **kw)
+    torch.testing.assert_close(got, ref)
+    assert torch.equal(
+        recurrence_plot(x, valid=torch.ones_like(valid), **kw), recurrence_plot(x, **kw)
+    )
+
+
+def test_valid_mask_shape_is_checked():
+    with pytest.raises(ConfigError, match="valid must be a bool tensor"):
+        recurrence_plot(torch.rand(3, 2, 12), valid=torch.zeros(3, 11, dtype=torch.bool))

@@ -16,7 +16,7 @@ def test_repro_or_experiment_command():
 
 
 def test_failed_dvc_command_names_command_and_output(tmp_path):
-    from pimc.errors import PimcError
+    from pimc.core.errors import PimcError
 
     with pytest.raises(PimcError, match=r"(?s)`dvc repro` failed in .*not inside of a DVC repo"):
         pipeline.dvc(["repro"], tmp_path)

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pimc.config import PrepareConfig, RecurrenceConfig
-from pimc.prepare import run_prepare
-from pimc.rp_stage import build_rps, run_recurrence
+from pimc.core.config import PrepareConfig, RecurrenceConfig
+from pimc.stages.prepare import run_prepare
+from pimc.stages.recurrence import run_recurrence
+from pimc.transforms.recurrence import build_rps
 
 
 @pytest.fixture(scope="module")

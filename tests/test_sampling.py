@@ -1,4 +1,4 @@
-"""Tests for pimc.sampling: Hilbert curve, pixel samplers, window extraction, composites."""
+"""pimc.transforms.sampling: Hilbert curve, pixel samplers, window extraction, composites."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pimc.errors import ConfigError
-from pimc.sampling import (
+from pimc.core.errors import ConfigError
+from pimc.transforms.sampling import (
     composite,
     extract_patches,
     hilbert_coords,

@@ -12,6 +12,7 @@ import pytest
 import rasterio
 from rasterio.io import MemoryFile
 
+from pimc.core.errors import ConfigError
 from pimc.data import synthetic_pastis
 from pimc.data.synthetic import (
     EUROSAT_BASE_DIR,
@@ -23,7 +24,6 @@ from pimc.data.synthetic import (
 )
 from pimc.data.synthetic_eurosat import BANDS as EUROSAT_BANDS
 from pimc.data.synthetic_eurosat import CLASSES as EUROSAT_CLASSES
-from pimc.errors import ConfigError
 
 SPEC = SyntheticSpec(seed=3, pastis_patches=10, eurosat_per_class=25)
 TINY = SyntheticSpec(

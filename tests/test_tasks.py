@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from pimc.config import ForecastConfig, PixelClsConfig, load_params
-from pimc.errors import ConfigError, DatasetNotFoundError
+from pimc.core.config import ForecastConfig, PixelClsConfig, load_params
+from pimc.core.errors import ConfigError, DatasetNotFoundError
 from pimc.metrics import rmse
 from pimc.models import PIMC, SmallCNN
-from pimc.pairs import PairDataset
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
 from pimc.tasks.common import TaskModel, fit, index_batches, resolve_pretrained, tower_backbone
+from pimc.training.pairs import PairDataset
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"epochs": 2, "batch_size": 32, "patience": 5, "freeze_epochs": 1}
@@ -26,10 +26,10 @@ FAST = {"epochs": 2, "batch_size": 32, "patience": 5, "freeze_epochs": 1}
 @pytest.fixture(scope="module")
 def params(tiny_data, tmp_path_factory):
     """Prepared pairs (32 px per patch, one patch per fold), RP shards and a 1-epoch pretrain."""
-    from pimc.paths import pastis_root
-    from pimc.prepare import run_prepare
-    from pimc.pretrain import pretrain
-    from pimc.rp_stage import run_recurrence
+    from pimc.core.paths import pastis_root
+    from pimc.stages.prepare import run_prepare
+    from pimc.stages.pretrain import pretrain
+    from pimc.stages.recurrence import run_recurrence
 
     root = tmp_path_factory.mktemp("tasks")
     overrides = {
@@ -117,7 +117,7 @@ def test_forecast_persistence_matches_hand_computation(forecast, params):
 
 
 def test_linear_probe_leaves_the_encoder_untouched(forecast, params):
-    from pimc.pretrain import load_pretrained_model
+    from pimc.models.build import load_pretrained_model
 
     _, out = forecast
     pretrained, _ = load_pretrained_model(Path(params.pretrain.out) / "last.pt")

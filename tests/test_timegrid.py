@@ -1,4 +1,4 @@
-"""Tests for pimc.timegrid: grids, resampling, padding and despiking."""
+"""Tests for pimc.transforms.timegrid: grids, resampling, padding and despiking."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pimc.errors import ConfigError
-from pimc.timegrid import despike, make_grid, pad_to_length, resample_to_grid
+from pimc.core.errors import ConfigError
+from pimc.transforms.timegrid import despike, make_grid, pad_to_length, resample_to_grid
 
 D0 = np.datetime64("2018-09-01", "D")
 

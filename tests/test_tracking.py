@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pimc import tracking
-from pimc.config import Params
+from pimc.core.config import Params
 
 
 def test_run_tags_params_metrics_and_artifacts(env_root):

@@ -25,7 +25,7 @@ import requests
 import urllib3.exceptions
 from tqdm.auto import tqdm
 
-from pimc.errors import ChecksumError, DatasetCorruptError, DatasetNotFoundError, DownloadError
+from pimc.core.errors import ChecksumError, DatasetCorruptError, DatasetNotFoundError, DownloadError
 
 __all__ = ["check_md5", "download_url", "extract_archive", "md5sum"]
 

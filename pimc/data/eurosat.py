@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from pimc.core.bands import EUROSAT_BANDS, PASTIS_BANDS
 
 
 class EuroSAT(Dataset):
@@ -61,12 +62,9 @@ class EuroSAT(Dataset):
         "test": "7ae5ab94471417b6e315763121e67c5f",
     }
     base_dir = "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
-    all_band_names = (
-        "B01", "B02", "B03", "B04", "B05", "B06", "B07",
-        "B08", "B09", "B10", "B11", "B12", "B8A",
-    )  # fmt: skip
+    all_band_names = EUROSAT_BANDS
     # The 10 bands PASTIS also has, in PASTIS order: one image encoder serves both datasets.
-    pastis_bands = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    pastis_bands = PASTIS_BANDS
     classes = (
         "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
         "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",

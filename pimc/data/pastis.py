@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from pimc.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from pimc.core.bands import PASTIS_BANDS
 
 _REMEDY = "re-extract PASTIS.zip, or re-run `dvc repro data` for the synthetic dataset"
 
@@ -51,7 +52,7 @@ class PASTIS(Dataset):
     url = "https://zenodo.org/records/5012942/files/PASTIS.zip?download=1"
     md5 = "cfc441bf18137ff0bbf4fad58828fb98"
     filename = "PASTIS.zip"
-    band_names = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    band_names = PASTIS_BANDS
     classes = (
         "Background", "Meadow", "Soft winter wheat", "Corn", "Winter barley", "Winter rapeseed",
         "Spring barley", "Sunflower", "Grapevine", "Beet", "Winter triticale",

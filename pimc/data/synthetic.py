@@ -27,8 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pimc.data import synthetic_eurosat, synthetic_pastis
-from pimc.errors import ConfigError
-from pimc.paths import eurosat_root, pastis_root
+from pimc.core.errors import ConfigError
+from pimc.core.paths import eurosat_root, pastis_root
 
 __all__ = ["SyntheticSpec", "write_eurosat", "write_pastis", "write_synthetic"]
 

@@ -14,15 +14,13 @@ from collections.abc import Callable
 import numpy as np
 
 from pimc.data.synthetic_pastis import smooth_noise
+from pimc.core.bands import EUROSAT_BANDS
 
 CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
     "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",
 )  # fmt: skip
-BANDS = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07",
-    "B08", "B09", "B10", "B11", "B12", "B8A",
-)  # fmt: skip
+BANDS = EUROSAT_BANDS
 TILE = 64
 
 # Surface endmembers (reflectance x1e4) in PASTIS order B02 B03 B04 B05 B06 B07 B08 B8A B11 B12;

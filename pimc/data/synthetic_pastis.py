@@ -18,11 +18,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
+from pimc.core.bands import PASTIS_BANDS
 
 SEASON_START = dt.date(2018, 9, 1)
 SEASON_END = dt.date(2019, 11, 30)
 SEASON_DAYS = (SEASON_END - SEASON_START).days + 1
-BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+BANDS = PASTIS_BANDS
 REVISIT_DAYS = 5
 BACKGROUND = 0
 VOID = 19

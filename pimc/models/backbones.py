@@ -10,13 +10,13 @@ to import against the CPU torch). Every backbone maps ``(B, C, H, W)`` to pooled
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from pimc.errors import ConfigError
+from pimc.core.bands import canonical_band
+from pimc.core.errors import ConfigError
 
 __all__ = [
     "BACKBONES",
@@ -263,13 +263,6 @@ def build_backbone(name: str, in_channels: int, **kw) -> nn.Module:
     return factory(in_channels=in_channels, **kw)
 
 
-def _canonical_band(band: str) -> str:
-    # "b8", "B8" and "B08" name the same Sentinel-2 band; B8A keeps its letter.
-    band = band.strip().upper()
-    match = re.fullmatch(r"B(\d)", band)
-    return f"B0{match.group(1)}" if match else band
-
-
 def adapt_first_conv(
     weight: Tensor, in_bands: Sequence[str], weight_bands: Sequence[str]
 ) -> Tensor:
@@ -299,8 +292,8 @@ def adapt_first_conv(
             f"weight has {weight.shape[1]} input channels but weight_bands names "
             f"{len(weight_bands)}: {list(weight_bands)}; pass the bands the weights were trained on"
         )
-    have = [_canonical_band(b) for b in weight_bands]
-    want = [_canonical_band(b) for b in in_bands]
+    have = [canonical_band(b) for b in weight_bands]
+    want = [canonical_band(b) for b in in_bands]
     for arg, bands in (("weight_bands", have), ("in_bands", want)):
         if len(set(bands)) != len(bands):
             raise ConfigError(f"{arg} has duplicate band names: {bands}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 
 __all__ = ["ProjectionHead"]
 

@@ -1,7 +1,8 @@
 """The PIMC two-tower model: a recurrence-plot (pixel) encoder and an image-patch encoder.
 
 As in open_clip, the model owns the learnable temperature (``logit_scale``) and ``forward``
-returns a dict whose keys are the argument names of :class:`pimc.losses.SymmetricInfoNCE`, so a
+returns a dict whose keys are the argument names of
+:class:`pimc.training.losses.SymmetricInfoNCE`, so a
 training step is ``loss = criterion(**model(rp, image))``.
 """
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 from pimc.models.backbones import build_backbone
 from pimc.models.heads import ProjectionHead
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 
 __all__ = ["CNN1d", "climatology", "linear_extrapolation", "persistence"]
 

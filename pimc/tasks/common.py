@@ -23,9 +23,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pimc.config import TaskConfig
+from pimc.core.config import TaskConfig
+from pimc.core.io import save_checkpoint
 from pimc.tasks.pretrained import Pretrained, resolve_pretrained, tower_backbone
-from pimc.train import AUGMENT, ORDER, cosine_with_warmup, make_generator, save_checkpoint
+from pimc.training.utils import AUGMENT, ORDER, cosine_with_warmup, make_generator
 
 __all__ = [
     "FitResult",
@@ -165,7 +166,7 @@ def _param_groups(model: TaskModel, lr: float, weight_decay: float, encoder_lr: 
     groups = []
     for part, part_lr in ((model.backbone, encoder_lr), (model.head, lr)):
         params = [p for p in part.parameters() if p.requires_grad]
-        # As in pimc.train.adamw: no decay on gains and biases (1-D), it only shrinks them.
+        # As in pimc.training.utils.adamw: no decay on gains and biases (1-D), it only shrinks them.
         decay = [p for p in params if p.ndim >= 2]
         rest = [p for p in params if p.ndim < 2]
         groups += [
@@ -326,7 +327,7 @@ def finish(
 ) -> dict[str, Any]:
     """The result dict of a ``run_<task>``; also written (without the model) as
     ``<out_dir>/results.json``."""
-    from pimc.io import write_json
+    from pimc.core.io import write_json
 
     summary = {
         "task": task,

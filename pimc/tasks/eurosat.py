@@ -23,11 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.config import EurosatConfig, Params
+from pimc.core.config import EurosatConfig, Params
+from pimc.core.errors import ConfigError
+from pimc.core.paths import eurosat_root
 from pimc.data.eurosat import EuroSAT
-from pimc.errors import ConfigError
-from pimc.pairs import augment_images, image_stats
-from pimc.paths import eurosat_root
 from pimc.plots import confusion_matrix as plot_confusion_matrix
 from pimc.plots import task_curves
 from pimc.tasks.common import (
@@ -41,7 +40,8 @@ from pimc.tasks.common import (
     transfer,
 )
 from pimc.tasks.pixel_cls import train_classifier
-from pimc.train import resolve_device, seed_everything
+from pimc.training.pairs import augment_images, image_stats
+from pimc.training.utils import resolve_device, seed_everything
 
 __all__ = ["load_eurosat", "run_eurosat"]
 

@@ -26,12 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.config import ForecastConfig, Params
-from pimc.errors import ConfigError
+from pimc.core.config import ForecastConfig, Params
+from pimc.core.errors import ConfigError
 from pimc.metrics import mae, rmse
-from pimc.pairs import PairDataset
 from pimc.plots import save_figure, task_curves
-from pimc.rp_stage import build_rps
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
 from pimc.tasks.common import (
     FitResult,
@@ -45,7 +43,9 @@ from pimc.tasks.common import (
     tower_backbone,
     transfer,
 )
-from pimc.train import resolve_device, seed_everything
+from pimc.training.pairs import PairDataset
+from pimc.training.utils import resolve_device, seed_everything
+from pimc.transforms.recurrence import build_rps
 
 __all__ = ["Forecaster", "forecast_metrics", "load_forecast_data", "run_forecast"]
 

@@ -27,13 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.config import Params, PixelClsConfig, TaskConfig
+from pimc.core.config import Params, PixelClsConfig, TaskConfig
+from pimc.core.paths import SHARDS
 from pimc.data.pastis import PASTIS
 from pimc.metrics import confusion_matrix, macro_f1, miou, overall_accuracy, per_class_iou
-from pimc.pairs import PairDataset
 from pimc.plots import confusion_matrix as plot_confusion_matrix
 from pimc.plots import task_curves
-from pimc.rp_stage import build_rps
 from pimc.tasks.baselines import CNN1d
 from pimc.tasks.common import (
     Log,
@@ -46,7 +45,9 @@ from pimc.tasks.common import (
     tower_backbone,
     transfer,
 )
-from pimc.train import resolve_device, seed_everything
+from pimc.training.pairs import PairDataset
+from pimc.training.utils import resolve_device, seed_everything
+from pimc.transforms.recurrence import build_rps
 
 __all__ = ["classification_metrics", "run_pixel_cls", "train_classifier"]
 
@@ -160,7 +161,7 @@ def train_classifier(
 
 def _load_split(params: Params, folds: Sequence[int]) -> dict[str, Tensor]:
     rcfg = params.recurrence
-    materialized = rcfg.materialize and (Path(rcfg.out) / "shards").is_dir()
+    materialized = rcfg.materialize and (Path(rcfg.out) / SHARDS).is_dir()
     pairs = PairDataset(params.prepare.out, folds, rcfg.out if materialized else None, rcfg)
     if pairs.rp is not None:
         rp = pairs.rp.float()

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from pimc.config import ModelConfig, Params, TaskConfig
-from pimc.errors import ConfigError, DatasetNotFoundError
+from pimc.core.config import ModelConfig, Params, TaskConfig
+from pimc.core.errors import ConfigError, DatasetNotFoundError
+from pimc.core.paths import CHECKPOINT
 from pimc.models import PIMC, build_backbone
+from pimc.models.build import load_pretrained_model
 
 TOWERS = {"rp_encoder": "rp_backbone", "image_encoder": "image_backbone"}
 
@@ -45,8 +47,6 @@ def resolve_pretrained(
     An explicitly passed model or checkpoint path wins over ``stage``'s ``last.pt``; ``none``
     ignores it (every encoder then starts from random weights).
     """
-    from pimc.pretrain import CHECKPOINT, load_pretrained_model
-
     if cfg.pretrained == "none":
         return Pretrained(None)
     if isinstance(pretrained, nn.Module):

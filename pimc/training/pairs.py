@@ -14,7 +14,7 @@ Two RP sources:
   batch into plots on the training device (after an optional random temporal crop).
 
 All randomness (date choice, crops, augmentations) comes from explicit ``torch.Generator``\\ s
-(:func:`pimc.train.make_generator`), so a batch is a pure function of its step number: a
+(:func:`pimc.training.utils.make_generator`), so a batch is a pure function of its step number: a
 resumed run, or a worker process, reproduces it exactly.
 """
 
@@ -32,12 +32,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pimc.config import PretrainConfig, RecurrenceConfig
-from pimc.errors import ConfigError, DatasetNotFoundError
-from pimc.io import fingerprint
-from pimc.prepare import MANIFEST, META
-from pimc.rp_stage import build_rps
-from pimc.train import BATCH, make_generator
+from pimc.core.config import PretrainConfig, RecurrenceConfig
+from pimc.core.errors import ConfigError, DatasetNotFoundError
+from pimc.core.io import fingerprint
+from pimc.core.paths import MANIFEST, META, SHARDS, rp_shard_name
+from pimc.training.utils import BATCH, make_generator
+from pimc.transforms.recurrence import build_rps
 
 __all__ = [
     "PairDataset",
@@ -99,7 +99,7 @@ class PairDataset(Dataset):
         parts: dict[str, list[np.ndarray]] = {"series": [], "valid": [], "image": []}
         for name in shards:
             local = rows.loc[rows["shard"] == name, "index"].to_numpy()
-            with np.load(prepared / "shards" / name) as z:
+            with np.load(prepared / SHARDS / name) as z:
                 for key in parts:
                     parts[key].append(z[key][local])
         self.series = torch.from_numpy(np.concatenate(parts["series"]))
@@ -132,7 +132,7 @@ class PairDataset(Dataset):
                     f"{rp_dir} was not built from these prepared pairs with this recurrence "
                     "config; rerun the recurrence stage (or use pretrain.source: on_the_fly)"
                 )
-        files = [rp_dir / "shards" / s.replace(".npz", ".npy") for s in shards]
+        files = [rp_dir / SHARDS / rp_shard_name(s) for s in shards]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise DatasetNotFoundError(

@@ -39,67 +39,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from pimc.config import PrepareConfig
+from pimc.core.config import PrepareConfig
+from pimc.core.io import atomic_path, fingerprint, fresh_output_dir, write_json
+from pimc.core.paths import MANIFEST, META, PATCHES, SHARDS, shard_name
 from pimc.data.pastis import PASTIS
-from pimc.indices import compute_indices
-from pimc.io import atomic_path, fingerprint, fresh_output_dir, write_json
-from pimc.sampling import composite, extract_patches, sample_pixels
-from pimc.timegrid import despike, make_grid, pad_to_length, resample_to_grid
-
-META = "meta.json"
-MANIFEST = "pixels.parquet"
-PATCHES = "patches.parquet"
-
-
-def shard_name(patch_id: int) -> str:
-    return f"S2_{patch_id}.npz"
-
-
-def date_grid(cfg: PrepareConfig) -> np.ndarray | None:
-    """The common date grid of ``time_axis: grid``; ``None`` for ``pad``."""
-    if cfg.time_axis != "grid":
-        return None
-    return make_grid(cfg.grid_start, cfg.grid_end, cfg.grid_step_days)
-
-
-def pixel_series(
-    image: torch.Tensor,
-    dates: Any,
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    cfg: PrepareConfig,
-    grid: np.ndarray | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cleaned index series of chosen pixels, on the stage's time axis.
-
-    The one place series are made: ``prepare`` and ``pimc predict`` (every pixel of a patch)
-    both call it, so a deployed model sees exactly the preprocessing it was trained on.
-
-    Args:
-        image: ``(T, 10, H, W)`` reflectance of one patch, bands in PASTIS order.
-        dates: The T acquisition dates.
-        rows: ``(N,)`` pixel rows.
-        cols: ``(N,)`` pixel columns.
-        cfg: The ``prepare`` config (indices, despike, time axis).
-        grid: The common date grid (``time_axis: grid``) or ``None`` (``pad``).
-
-    Returns:
-        ``series`` ``(N, I, L)`` float32 and ``valid`` ``(N, L)`` bool.
-    """
-    pixels = image[:, :, rows, cols]  # (T, 10, N)
-    series = compute_indices(pixels, PASTIS.band_names, cfg.indices, band_dim=-2)  # (T, I, N)
-    series = series.permute(2, 1, 0).contiguous()  # (N, I, T): time last
-    blue = pixels[:, PASTIS.band_names.index("B02")].T[:, None, :]  # (N, 1, T)
-    series = despike(
-        series, cfg.despike, cfg.despike_window, blue=blue, blue_threshold=cfg.blue_threshold
-    )
-    if grid is not None:
-        series = resample_to_grid(series, dates, grid)
-        valid = torch.ones(series.shape[0], series.shape[-1], dtype=torch.bool)
-    else:
-        series, observed = pad_to_length(series, cfg.max_length)
-        valid = observed[:, 0]
-    return series.float(), valid
+from pimc.transforms.sampling import composite, extract_patches, sample_pixels
+from pimc.transforms.series import date_grid, pixel_series
 
 
 def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray | None) -> dict:
@@ -179,9 +124,9 @@ def plan_prepare(pastis_root: str | Path, cfg: PrepareConfig) -> PreparePlan:
     fresh_output_dir(
         out, fingerprint(asdict(cfg), (dataset.root / "metadata.geojson").read_bytes())
     )
-    (out / "shards").mkdir(exist_ok=True)
+    (out / SHARDS).mkdir(exist_ok=True)
     ids = tuple(int(pid) for pid in dataset.metadata["id"])
-    todo = tuple(pid for pid in ids if not (out / "shards" / shard_name(pid)).is_file())
+    todo = tuple(pid for pid in ids if not (out / SHARDS / shard_name(pid)).is_file())
     return PreparePlan(str(pastis_root), cfg, ids, todo, started)
 
 
@@ -202,7 +147,7 @@ def prepare_one(pastis_root: str, cfg: PrepareConfig, patch_id: int) -> dict[str
     t0 = time.perf_counter()
     dataset = _dataset(pastis_root, tuple(cfg.folds))
     arrays = prepare_patch(dataset[dataset.index_of(patch_id)], cfg, date_grid(cfg))
-    with atomic_path(Path(cfg.out) / "shards" / shard_name(patch_id)) as tmp:
+    with atomic_path(Path(cfg.out) / SHARDS / shard_name(patch_id)) as tmp:
         np.savez(tmp, **arrays)
     return {
         "patch_id": int(patch_id),
@@ -298,7 +243,7 @@ def _tables(dataset: PASTIS, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The pixel manifest and the patch table, read back from the shards."""
     parts = []
     for row in dataset.metadata.itertuples():
-        with np.load(out / "shards" / shard_name(row.id)) as z:
+        with np.load(out / SHARDS / shard_name(row.id)) as z:
             n = len(z["rows"])
             parts.append(
                 pd.DataFrame(

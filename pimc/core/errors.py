@@ -29,3 +29,14 @@ class ChecksumError(DatasetCorruptError):
 
 class DownloadError(PimcError, OSError):
     """A download failed (network, HTTP status); the message names the URL."""
+
+
+class InputError(PimcError, ValueError):
+    """An array, tensor or file given to pimc has bad content (NaN, wrong shape, bad values).
+
+    ``ConfigError`` is for configuration (params.yaml, overrides); this is for data.
+    """
+
+
+class UsageError(PimcError):
+    """A command line was called wrongly (missing or conflicting flags); the CLI prints usage."""

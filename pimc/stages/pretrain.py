@@ -38,13 +38,21 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from pimc.config import ModelConfig, Params, load_params
-from pimc.errors import ConfigError
-from pimc.io import atomic_path, write_json
-from pimc.losses import SymmetricInfoNCE
+from pimc.core.config import Params, load_params
+from pimc.core.errors import ConfigError
+from pimc.core.io import atomic_path, load_checkpoint, save_checkpoint, write_json
+from pimc.core.paths import CHECKPOINT
 from pimc.models import PIMC
-from pimc.pairs import PairDataset, augment_images, batch_rps, channel_dropout, resolve_source
-from pimc.train import (
+from pimc.models.build import build_model
+from pimc.training.losses import SymmetricInfoNCE
+from pimc.training.pairs import (
+    PairDataset,
+    augment_images,
+    batch_rps,
+    channel_dropout,
+    resolve_source,
+)
+from pimc.training.utils import (
     AUGMENT,
     EVAL,
     DistInfo,
@@ -54,41 +62,22 @@ from pimc.train import (
     batch_loader,
     cosine_with_warmup,
     epoch_batches,
-    load_checkpoint,
     make_generator,
     resolve_device,
     retrieval_accuracy,
-    save_checkpoint,
     seed_everything,
     setup_distributed,
 )
 
 __all__ = [
-    "build_model",
     "evaluate",
-    "load_pretrained_model",
     "pretrain",
     "retrieval_accuracy",
 ]
 
-CHECKPOINT, FINAL, HISTORY = "last.pt", "final_metrics.json", "history.json"
+FINAL, HISTORY = "final_metrics.json", "history.json"
 ENCODERS = ("rp_encoder", "image_encoder")
 Log = Callable[[dict[str, float], int], None]
-
-
-def build_model(cfg: ModelConfig, rp_channels: int, image_channels: int) -> PIMC:
-    """PIMC from the ``model`` section; channel counts come from the data."""
-    return PIMC(rp_channels=rp_channels, image_channels=image_channels, **asdict(cfg))
-
-
-def load_pretrained_model(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[PIMC, dict[str, Any]]:
-    """The model (in eval mode) and the checkpoint dict of a ``last.pt``."""
-    ckpt = load_checkpoint(path, map_location)
-    model = PIMC(**ckpt["model_config"])
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
 
 
 def resolved_config(params: Params, source: str, world_size: int) -> dict[str, Any]:
@@ -364,7 +353,7 @@ def _train(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``torchrun ... -m pimc.pretrain --params params.yaml -S pretrain.epochs=2``."""
+    """``torchrun ... -m pimc.stages.pretrain --params params.yaml -S pretrain.epochs=2``."""
     parser = argparse.ArgumentParser(description="PIMC contrastive pretraining")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from pimc.config import DataConfig
+from pimc.core.config import DataConfig
+from pimc.core.paths import eurosat_root, pastis_root
 from pimc.data.download import md5sum
 from pimc.data.eurosat import EuroSAT
 from pimc.data.pastis import PASTIS
-from pimc.paths import eurosat_root, pastis_root
 
 
 def synthesize(cfg: DataConfig, progress: bool = True) -> dict[str, Any]:

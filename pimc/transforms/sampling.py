@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 
 __all__ = [
     "COMPOSITE_MODES",

@@ -1,7 +1,7 @@
 """Vegetation / water indices from Sentinel-2 reflectance, in pure torch.
 
-The index series (one value per date) are what :mod:`pimc.recurrence` turns into recurrence
-plots. Everything here is device- and dtype-agnostic and does no I/O.
+The index series (one value per date) are what :mod:`pimc.transforms.recurrence` turns into
+recurrence plots. Everything here is device- and dtype-agnostic and does no I/O.
 
 Conventions:
 
@@ -17,8 +17,8 @@ Conventions:
   NDVI, the all-zero no-data pixels of PASTIS) gives 0.0 instead of inf/NaN, so no-data pixels
   do not poison recurrence plots with non-finite values.
 * **NaN in -> NaN out.** NaN reflectance propagates to the indices that use that band; nothing is
-  filled here. :func:`pimc.recurrence.recurrence_plot` rejects non-finite series, so callers
-  must clean or interpolate NaN dates before building recurrence plots.
+  filled here. :func:`pimc.transforms.recurrence.recurrence_plot` rejects non-finite series, so
+  callers must clean or interpolate NaN dates before building recurrence plots.
 * **EVI is clipped to [-1, 1].** Its denominator ``NIR + 6R - 7.5B + 1`` approaches zero for
   bright-blue pixels (clouds, snow, haze) even when the reflectances are valid, and EVI then
   explodes to values of +/- hundreds that would dominate a distance-based recurrence plot.
@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pimc.errors import ConfigError
+from pimc.core.bands import EUROSAT_BANDS, PASTIS_BANDS, canonical_band
+from pimc.core.errors import ConfigError
 
 __all__ = [
     "EUROSAT_BANDS",
@@ -52,16 +53,6 @@ __all__ = [
 
 #: Multiply stored digital numbers by this to get surface reflectance in [0, 1].
 REFLECTANCE_SCALE = 1e-4
-
-#: Band order of the PASTIS ``S2_*.npy`` patches (axis 1 of a ``(T, 10, H, W)`` array).
-PASTIS_BANDS: tuple[str, ...] = (
-    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
-)  # fmt: skip
-
-#: Band order of the EuroSAT multispectral GeoTIFFs: B01..B12 (with B10), then B8A last.
-EUROSAT_BANDS: tuple[str, ...] = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
-)  # fmt: skip
 
 
 def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
@@ -163,14 +154,6 @@ INDICES: dict[str, IndexSpec] = {
 }
 
 
-def _canonical_band(name: str) -> str:
-    """Normalise a band name: upper case, zero-padded number (``"b8"`` -> ``"B08"``)."""
-    band = str(name).strip().upper()
-    if len(band) == 2 and band[0] == "B" and band[1].isdigit():
-        band = f"B0{band[1]}"
-    return band
-
-
 def compute_indices(
     x: Tensor,
     bands: Sequence[str],
@@ -208,7 +191,7 @@ def compute_indices(
             f"band_dim={band_dim} is out of range for an input of shape {tuple(x.shape)}; "
             f"pass a dimension in [{-x.ndim}, {x.ndim - 1}]."
         )
-    canonical = [_canonical_band(b) for b in bands]
+    canonical = [canonical_band(b) for b in bands]
     if len(set(canonical)) != len(canonical):
         raise ConfigError(f"bands={list(bands)} contains a duplicate band name; list each once.")
     if x.shape[band_dim] != len(canonical):

@@ -30,11 +30,12 @@ import numbers
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from pimc.errors import ConfigError
+from pimc.core.config import RecurrenceConfig
+from pimc.core.errors import ConfigError
 
-__all__ = ["RecurrencePlot", "recurrence_plot", "resolve_embedding"]
+__all__ = ["build_rps", "recurrence_plot", "resolve_embedding"]
 
 #: Series per chunk: per-op overhead is negligible, and the buffers of the thresholded /
 #: normalised / resized / cast paths stay at a few tens of MB each for T ~ 60.
@@ -209,6 +210,7 @@ def recurrence_plot(
     size: int | None = None,
     dtype: torch.dtype | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Recurrence plots of a batch of series, matching ``pyts.image.RecurrencePlot``.
 
@@ -230,6 +232,10 @@ def recurrence_plot(
         chunk_size: Series processed at once; bounds the temporary memory beyond the output
             to a few ``chunk_size * S * S`` compute-dtype buffers. Plain ``m = 1`` distance plots
             in the compute dtype need no temporaries and are written in one sweep.
+        valid: ``(B, T)`` bool, True where observed (padded series, ``time_axis: pad``); plot
+            entries involving an unobserved date are set to 0 after thresholding and before
+            normalising/resizing. A delay vector counts as observed when its last element is
+            (padding only ever sits at the end). None: every date is observed.
 
     Returns:
         Plots, shape ``(B, S', S')`` or ``(B, C, S', S')`` with ``S' = size or S``, on
@@ -253,6 +259,7 @@ def recurrence_plot(
             "x: series contains NaN/inf; clean or interpolate the index series first."
         )
 
+    rows = _valid_rows(valid, x.shape, side)
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     out_dtype = compute_dtype if dtype is None else dtype
     out_side = side if size is None else int(size)
@@ -262,7 +269,13 @@ def recurrence_plot(
 
     # Write distances straight into the output when nothing follows that needs a separate
     # buffer: the common m=1 float32 path then makes a single sweep over the output memory.
-    direct = threshold is None and not normalize and size is None and out_dtype == compute_dtype
+    direct = (
+        threshold is None
+        and not normalize
+        and size is None
+        and rows is None
+        and out_dtype == compute_dtype
+    )
     # Buffers are allocated once per call and reused by every chunk: fresh large allocations
     # are page-faulted in on every touch, which costs more than computing the plots.
     buffer_shape = (min(chunk_size, n_series), side, side)
@@ -279,7 +292,8 @@ def recurrence_plot(
             _distances(xc, m, tau, side, out[start:stop], scratch_c)
         else:
             dist = _distances(xc, m, tau, side, workspace[: stop - start], scratch_c)
-            _postprocess(dist, out[start:stop], threshold, percentage, normalize, size)
+            keep = None if rows is None else rows[start:stop]
+            _postprocess(dist, out[start:stop], threshold, percentage, normalize, size, keep)
     return out.reshape(*lead, out_side, out_side)
 
 
@@ -290,13 +304,15 @@ def _postprocess(
     percentage: float,
     normalize: bool,
     size: int | None,
+    keep: Tensor | None = None,
 ) -> None:
-    """Threshold, normalise and resize a chunk of distance plots into the output.
+    """Threshold, mask, normalise and resize a chunk of distance plots into the output.
 
     Args:
         dist: Distance plots, shape ``(b, S, S)``, compute dtype; overwritten.
         out: Destination, shape ``(b, S', S')``, output dtype.
         threshold, percentage, normalize, size: As in :func:`recurrence_plot`.
+        keep: ``(b, S)`` bool observed delay vectors, or None.
     """
     plots = dist
     if threshold is not None:
@@ -307,12 +323,14 @@ def _postprocess(
             eps = (percentage / 100) * dist.amax(dim=(1, 2), keepdim=True)
         else:
             eps = float(threshold)
-        if size is None or size == dist.shape[-1]:
+        if keep is None and (size is None or size == dist.shape[-1]):
             # A 0/1 plot already has max 1 (or is all zeros): normalising would not change it.
             torch.lt(dist, eps, out=out)
             return
         plots = torch.lt(dist, eps, out=dist)  # element-wise, so writing in place is safe
-    elif normalize:
+    if keep is not None:
+        plots = plots.mul_(keep[:, :, None] & keep[:, None, :])
+    if threshold is None and normalize:
         peak = dist.amax(dim=(1, 2), keepdim=True)
         # An all-zero plot (constant series) has peak 0: divide by 1 to keep zeros, not NaN.
         plots = dist.div_(peak.masked_fill_(peak == 0, 1))
@@ -327,51 +345,48 @@ def _postprocess(
     out.copy_(plots)
 
 
-class RecurrencePlot(nn.Module):
-    """``nn.Module`` wrapper of :func:`recurrence_plot`, to build plots on the fly on device.
+def _valid_rows(valid: Tensor | None, shape: torch.Size, side: int) -> Tensor | None:
+    """``(B*C, S)`` observed delay vectors of every flattened series, or None if all are."""
+    if valid is None or bool(valid.all()):
+        return None
+    lead, length = tuple(shape[:-1]), shape[-1]
+    if valid.dtype != torch.bool or tuple(valid.shape) != (lead[0], length):
+        raise ConfigError(
+            f"valid must be a bool tensor of shape {(lead[0], length)} (series x dates); got "
+            f"shape {tuple(valid.shape)}, dtype {valid.dtype}."
+        )
+    rows = valid[:, length - side :]
+    channels = math.prod(lead[1:])
+    return rows[:, None, :].expand(lead[0], channels, side).reshape(-1, side)
+
+
+def build_rps(
+    series: Tensor,
+    valid: Tensor | None,
+    cfg: RecurrenceConfig,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Recurrence plots of prepared series as the ``recurrence`` config asks, honouring padding.
+
+    The one entry point every stage, task and prediction uses, so all see the same plots.
 
     Args:
-        dimension, time_delay, threshold, percentage, normalize, size, dtype, chunk_size:
-            As in :func:`recurrence_plot`; kept in :attr:`options`.
+        series: ``(B, I, L)`` index series (time last), finite.
+        valid: ``(B, L)`` bool, True where observed (``time_axis: pad``), or None if all are.
+        cfg: The ``recurrence`` config (pyts semantics, normalisation, resize).
+        dtype: Output dtype.
 
-    Raises:
-        ConfigError: At construction for the parameters that do not depend on the input; the
-            rest (``dimension``/``time_delay`` against ``T``, the input itself) at forward.
+    Returns:
+        ``(B, I, S', S')`` plots; entries involving padded dates are 0.
     """
-
-    def __init__(
-        self,
-        dimension: int | float = 1,
-        time_delay: int | float = 1,
-        threshold: float | str | None = None,
-        percentage: float = 10.0,
-        *,
-        normalize: bool = False,
-        size: int | None = None,
-        dtype: torch.dtype | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> None:
-        super().__init__()
-        _check_options(threshold, percentage, size, chunk_size)
-        for name, value in (("dimension", dimension), ("time_delay", time_delay)):
-            if not _is_real_number(value) or value <= 0:
-                raise ConfigError(
-                    f"{name} must be an int >= 1 or a float in (0, 1]; got {value!r}."
-                )
-        self.options = dict(
-            dimension=dimension,
-            time_delay=time_delay,
-            threshold=threshold,
-            percentage=percentage,
-            normalize=normalize,
-            size=size,
-            dtype=dtype,
-            chunk_size=chunk_size,
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Plots of ``x``: ``(B, T)`` -> ``(B, S', S')``, ``(B, C, T)`` -> ``(B, C, S', S')``."""
-        return recurrence_plot(x, **self.options)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+    return recurrence_plot(
+        series,
+        dimension=cfg.dimension,
+        time_delay=cfg.time_delay,
+        threshold=cfg.threshold,
+        percentage=cfg.percentage,
+        normalize=cfg.normalize,
+        size=cfg.size,
+        dtype=dtype,
+        valid=valid,
+    )

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -72,3 +74,15 @@ def fingerprint(*parts: Any) -> str:
             else json.dumps(part, sort_keys=True, default=str).encode()
         )
     return h.hexdigest()[:16]
+
+
+def save_checkpoint(path: str | Path, **state: Any) -> Path:
+    """Atomically ``torch.save`` ``state`` to ``path``: a kill mid-write keeps the old file."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no pickles)."""
+    return torch.load(path, map_location=map_location, weights_only=True)

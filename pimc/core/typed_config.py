@@ -1,4 +1,4 @@
-"""Typed loading of nested YAML into frozen dataclasses (the machinery behind pimc.config).
+"""Typed loading of nested YAML into frozen dataclasses (the machinery behind pimc.core.config).
 
 :func:`from_dict` builds a dataclass recursively, coercing and checking each value against its
 annotation (int, float, str, bool, Literal, unions, tuples, dicts, nested dataclasses) and
@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from pimc.io import atomic_path, write_text
-from pimc.paths import metrics_file
+from pimc.core.io import atomic_path, write_text
+from pimc.core.paths import metrics_file
 
 # Rows in this order first (the PIMC methods, then the shared baselines); others follow.
 ORDER = (

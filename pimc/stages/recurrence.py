@@ -32,56 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pimc.config import RecurrenceConfig
-from pimc.io import atomic_path, fingerprint, fresh_output_dir
-from pimc.prepare import MANIFEST, META, shard_name
-from pimc.recurrence import recurrence_plot
-
-
-def build_rps(
-    series: torch.Tensor,
-    valid: torch.Tensor | None,
-    cfg: RecurrenceConfig,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Recurrence plots of prepared series, honouring padding.
-
-    Args:
-        series: (B, I, L) index series (time last), finite.
-        valid: (B, L) bool, True where observed (``time_axis: pad``), or None if all are.
-        cfg: the ``recurrence`` config (pyts semantics, normalisation, resize).
-        dtype: output dtype.
-
-    Returns:
-        (B, I, S', S') plots; entries involving padded dates are 0.
-    """
-    opts = dict(
-        dimension=cfg.dimension,
-        time_delay=cfg.time_delay,
-        threshold=cfg.threshold,
-        percentage=cfg.percentage,
-    )
-    if valid is None or bool(valid.all()):
-        return recurrence_plot(series, **opts, normalize=cfg.normalize, size=cfg.size, dtype=dtype)
-    rp = recurrence_plot(series, **opts)
-    side = rp.shape[-1]
-    # A delay vector is observed when its last element is (padding only ever sits at the end).
-    v = valid[:, series.shape[-1] - side :]
-    rp = rp * (v[:, None, :, None] & v[:, None, None, :])
-    if cfg.normalize:
-        rp = rp / rp.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(rp.dtype).tiny)
-    if cfg.size is not None and cfg.size != side:
-        rp = F.interpolate(
-            rp,
-            size=(cfg.size, cfg.size),
-            mode="bilinear",
-            align_corners=False,
-            antialias=cfg.size < side,
-        )
-    return rp.to(dtype)
+from pimc.core.config import RecurrenceConfig
+from pimc.core.io import atomic_path, fingerprint, fresh_output_dir
+from pimc.core.paths import MANIFEST, META, SHARDS, rp_shard_name, shard_name
+from pimc.transforms.recurrence import build_rps
 
 
 @dataclass(frozen=True)
@@ -111,7 +67,7 @@ def plan_recurrence(prepared: str | Path, cfg: RecurrenceConfig) -> RecurrencePl
     ids = tuple(int(pid) for pid in dict.fromkeys(manifest["patch_id"]))
     out = fresh_output_dir(cfg.out, fingerprint(asdict(cfg), meta))
     if cfg.materialize:
-        (out / "shards").mkdir(exist_ok=True)
+        (out / SHARDS).mkdir(exist_ok=True)
     return RecurrencePlan(str(prepared), cfg, ids, tuple(meta["indices"]), tuple(meta["classes"]))
 
 
@@ -129,9 +85,9 @@ def recurrence_one(prepared: str, cfg: RecurrenceConfig, patch_id: int) -> dict[
         {label: float32 (I, S, S) sum of that class's plots} and ``counts`` {label: pixels}.
     """
     name = shard_name(patch_id)
-    with np.load(Path(prepared) / "shards" / name) as z:
+    with np.load(Path(prepared) / SHARDS / name) as z:
         series, valid, labels = (torch.from_numpy(z[k]) for k in ("series", "valid", "labels"))
-    target = Path(cfg.out) / "shards" / name.replace(".npz", ".npy")
+    target = Path(cfg.out) / SHARDS / rp_shard_name(name)
     built, plots, seconds, written = False, 0, 0.0, 0
     if cfg.materialize and target.is_file():
         rps = torch.from_numpy(np.load(target)).float()  # resumed: reuse for the gallery
@@ -195,7 +151,7 @@ def finalize_recurrence(
     rp_gallery(means, list(plan.indices), list(plan.classes), gallery)
     side = next(iter(means.values())).shape[-1]
     return {
-        "shards": len(plan.patch_ids),
+        SHARDS: len(plan.patch_ids),
         "plots_built": n_rps,
         "plot_size": int(side),
         "materialized": plan.cfg.materialize,

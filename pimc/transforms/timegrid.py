@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pimc.errors import ConfigError
+from pimc.core.errors import ConfigError
 
 __all__ = ["DESPIKE_METHODS", "despike", "make_grid", "pad_to_length", "resample_to_grid"]
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pimc.typed_config import check as _check
-from pimc.typed_config import flatten, from_dict, load_yaml, to_dict
+from pimc.core.bands import PASTIS_BANDS
+from pimc.core.typed_config import check as _check
+from pimc.core.typed_config import flatten, from_dict, load_yaml, to_dict
 
 __all__ = ["Params", "flatten", "from_dict", "load_params", "to_dict"]
 
@@ -308,7 +309,7 @@ class EurosatConfig(TaskConfig):
 
     encoder_lr_scale: float = 0.1  # the image tower sees new data (TOA, 64 px): change it less
     resize: int | None = None  # side the 64 x 64 tiles are resized to; null keeps 64
-    bands: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    bands: tuple[str, ...] = PASTIS_BANDS
     baselines: tuple[str, ...] = METHODS
 
     def __post_init__(self) -> None:

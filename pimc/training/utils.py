@@ -13,7 +13,6 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-
-from pimc.io import atomic_path
 
 __all__ = [
     "DistInfo",
@@ -35,10 +32,8 @@ __all__ = [
     "cleanup",
     "cosine_with_warmup",
     "is_main",
-    "load_checkpoint",
     "resolve_device",
     "retrieval_accuracy",
-    "save_checkpoint",
     "seed_everything",
     "setup_distributed",
 ]
@@ -118,18 +113,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def save_checkpoint(path: str | Path, **state: Any) -> Path:
-    """Atomically ``torch.save`` ``state`` to ``path``: a kill mid-write keeps the old file."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no pickles)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 @dataclass(frozen=True)
@@ -237,7 +220,8 @@ def batch_loader(
 ) -> DataLoader:
     """Iterate ``pairs.get_batch`` of ``batches`` in order, optionally prefetched by workers.
 
-    ``pairs`` is a :class:`pimc.pairs.PairDataset` (anything with ``get_batch(idx, generator)``).
+    ``pairs`` is a :class:`pimc.training.pairs.PairDataset` (anything with
+    ``get_batch(idx, generator)``).
 
     Each batch's random choices come from its own ``seeds[i]``, so the result does not depend
     on ``num_workers`` or on where iteration (re)starts.

@@ -1,0 +1,1 @@
+"""Shared foundations every stage imports: config, errors, file I/O, paths, band facts."""

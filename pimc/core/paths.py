@@ -1,0 +1,49 @@
+"""Every pipeline output path, defined once. ``dvc.yaml`` lists the same paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+REPORTS_DIR = Path("reports")
+MODELS_DIR = Path("data/models")  # finetune@<task> outputs; pretrain's is pretrain.out
+
+# Inside the prepare stage's output folder (prepare.out).
+META = "meta.json"  # index names, bands, time axis, window size, config
+MANIFEST = "pixels.parquet"  # one row per sampled pixel
+PATCHES = "patches.parquet"  # one row per patch
+SHARDS = "shards"  # prepare: S2_<ID>.npz per patch; recurrence: S2_<ID>.npy (same stem)
+
+# Inside the pretrain stage's output folder (pretrain.out).
+CHECKPOINT = "last.pt"
+
+
+def pastis_root(data_root: str | Path) -> Path:
+    """Folder holding ``metadata.geojson`` (real and synthetic alike)."""
+    return Path(data_root) / "PASTIS"
+
+
+def eurosat_root(data_root: str | Path) -> Path:
+    """Folder holding ``EuroSATallBands.zip`` and the split files."""
+    return Path(data_root) / "EuroSAT"
+
+
+def metrics_file(stage: str) -> Path:
+    """``metrics/<stage>.json``: a DVC metrics file (not cached, tracked in git)."""
+    return METRICS_DIR / f"{stage}.json"
+
+
+def shard_name(patch_id: int) -> str:
+    """File name of one patch's prepared shard (``prepare.out/shards/``)."""
+    return f"S2_{patch_id}.npz"
+
+
+def rp_shard_name(shard: str) -> str:
+    """File name of the recurrence-plot shard made from prepared shard ``shard``."""
+    return str(Path(shard).with_suffix(".npy"))
+
+
+def task_dir(task: str) -> Path:
+    """Checkpoints and results of ``finetune@<task>`` (a DVC output)."""
+    return MODELS_DIR / task

@@ -4,7 +4,8 @@
 
 Prints one line per problem and exits 1 if there are any. The Compose Specification schema
 itself is checked by ``docker compose config -q`` where a compose CLI is installed (``--cli``);
-these checks are the project's own rules on top and need only PyYAML:
+these checks are the project's own rules on top and need only PyYAML. Each rule is one function
+in compose_rules.py beside this file:
 
 - every ``${VAR}`` (with or without ``:-default``) is defined in ``.env.example``, and every
   entry there is used;
@@ -25,26 +26,44 @@ these checks are the project's own rules on top and need only PyYAML:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import yaml
 
+
+def _load_rules() -> ModuleType:
+    """compose_rules.py from this file's folder, imported by path.
+
+    infra/ is not a package, and its folder is on ``sys.path`` only when this file runs as a
+    script, not when it is itself loaded by path (as tests/test_infra.py does).
+    """
+    spec = importlib.util.spec_from_file_location(
+        "compose_rules", Path(__file__).with_name("compose_rules.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rules = _load_rules()
+# Part of this module's interface from before the rules moved out.
+image_problem = rules.image_problem
+dockerfile_from_images = rules.dockerfile_from_images
+
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OP_RE = re.compile(r":?[-?+]")
-_SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|API_KEY", re.I)
-_URL_CREDENTIALS_RE = re.compile(r"://[^/\s:@]+:(?P<password>[^@\s]+)@")
-_NAMED_VOLUME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PIN_RE = re.compile(r"""(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)==(?P<version>[^\s"',;\]]+)""")
-_LOOPBACK = "127.0.0.1"
 
 
-def _strings(node: Any, path: str = ""):
+def _strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """Yield ``(path, string)`` for every string value in a parsed YAML tree."""
     if isinstance(node, str):
         yield path, node
@@ -159,104 +178,83 @@ def project_pins(pyproject: Path) -> dict[str, str]:
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     pins = {}
     for dep in deps:
-        m = _PIN_RE.fullmatch(dep.replace(" ", ""))
+        m = rules.PIN_RE.fullmatch(dep.replace(" ", ""))
         if m:
             pins[m["name"].lower()] = m["version"]
     return pins
 
 
-def image_problem(image: str) -> str | None:
-    """Why ``image`` is not pinned, or ``None`` when it has an exact tag or a digest."""
-    if "@sha256:" in image:
-        return None
-    last = image.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return f"image {image!r} has no tag; pin an exact version tag"
-    tag = last.split(":", 1)[1]
-    if not tag or tag == "latest":
-        return f"image {image!r} uses a moving tag; pin an exact version tag"
-    return None
+class Compose(NamedTuple):
+    """A compose file, parsed, with everything the rules check it against.
+
+    Attributes:
+        file: the compose file; build contexts and bind mounts are relative to its folder.
+        raw: the document as written.
+        doc: the document interpolated with ``env``, as compose would use it.
+        services: the services of ``doc`` by name (an empty one as ``{}``).
+        strings: ``(path, text)`` of every string in ``raw``, e.g. ``("services.x.image", …)``.
+        variables: ``(path, name)`` of every variable ``raw`` interpolates, string by string.
+        env_file: the dotenv file that must define every variable.
+        env: its entries, or ``None`` when it does not exist.
+        pins: exact ``name==version`` pins of ``pyproject.toml``; empty without one.
+    """
+
+    file: Path
+    raw: dict
+    doc: dict
+    services: dict[str, dict]
+    strings: list[tuple[str, str]]
+    variables: list[tuple[str, str]]
+    env_file: Path
+    env: dict[str, str] | None
+    pins: dict[str, str]
 
 
-def dockerfile_from_images(dockerfile: Path) -> list[str]:
-    """Base images of a Dockerfile's ``FROM`` lines, without build-stage references."""
-    stages: set[str] = set()
-    images = []
-    for line in dockerfile.read_text().splitlines():
-        words = line.split()
-        if len(words) < 2 or words[0].upper() != "FROM":
-            continue
-        words = [w for w in words[1:] if not w.startswith("--")]
-        image = words[0]
-        if image != "scratch" and image.lower() not in stages:
-            images.append(image)
-        if len(words) >= 3 and words[1].upper() == "AS":
-            stages.add(words[2].lower())
-    return images
+def load_compose(
+    compose_file: Path, env_file: Path | None = None, pyproject: Path | None = None
+) -> Compose:
+    """Parse a compose file into what the rules check.
 
+    Args:
+        compose_file: the compose YAML.
+        env_file: dotenv file defining every variable; default ``.env.example`` beside it.
+        pyproject: the project's ``pyproject.toml`` for version pins; default: the nearest one
+            in the compose file's folder or its parents. Pin checks are skipped if none.
 
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
+    Returns:
+        The file as written and interpolated, with its variables, dotenv entries and pins.
 
-
-def _depends_on(service: dict) -> dict[str, str]:
-    """``depends_on`` as ``{target: condition}`` for both the list and the mapping form."""
-    deps = service.get("depends_on") or {}
-    if isinstance(deps, list):
-        return {name: "service_started" for name in deps}
-    return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
-
-
-def _environment(service: dict) -> dict[str, str | None]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        return dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
-    return {k: (None if v is None else str(v)) for k, v in env.items()}
-
-
-def _command_tokens(service: dict) -> list[str]:
-    command = service.get("command") or []
-    tokens = command.split() if isinstance(command, str) else [str(c) for c in command]
-    # --flag=value and --flag value read the same.
-    out = []
-    for token in tokens:
-        if token.startswith("--") and "=" in token:
-            out.extend(token.split("=", 1))
-        else:
-            out.append(token)
-    return out
-
-
-def _option(tokens: list[str], flag: str) -> str | None:
-    if flag in tokens:
-        i = tokens.index(flag)
-        return tokens[i + 1] if i + 1 < len(tokens) else ""
-    return None
-
-
-def _healthcheck_test(service: dict) -> Any:
-    hc = service.get("healthcheck") or {}
-    if hc.get("disable"):
-        return None
-    test = hc.get("test")
-    if not test or test in (["NONE"], "NONE"):
-        return None
-    return test
-
-
-def _port_problem(port: Any) -> str | None:
-    if isinstance(port, dict):  # long syntax
-        if "published" not in port:
-            return None
-        host_ip = port.get("host_ip")
-        return None if host_ip == _LOOPBACK else f"port {port} has host_ip {host_ip!r}"
-    text = str(port)
-    if text.count(":") < 2:  # "5000" or "5000:5000" publish on every interface
-        return f"port {text!r} publishes on all interfaces"
-    host_ip = text.rsplit(":", 2)[0]
-    return None if host_ip == _LOOPBACK else f"port {text!r} binds {host_ip!r}"
+    Raises:
+        ValueError: the file is not YAML or has no ``services`` mapping; no rule can run.
+    """
+    compose_file = Path(compose_file)
+    base = compose_file.parent
+    env_file = Path(env_file) if env_file else base / ".env.example"
+    if pyproject is None:
+        found = [p / "pyproject.toml" for p in [base.resolve(), *base.resolve().parents]]
+        pyproject = next((p for p in found if p.is_file()), None)
+    try:
+        raw = yaml.safe_load(compose_file.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"not valid YAML: {e}") from e
+    if not isinstance(raw, dict) or not isinstance(raw.get("services"), dict):
+        raise ValueError("no 'services' mapping at the top level")
+    env = read_env_file(env_file) if env_file.is_file() else None
+    doc = _interpolate_tree(raw, env or {})
+    strings = list(_strings(raw))
+    return Compose(
+        file=compose_file,
+        raw=raw,
+        doc=doc,
+        services={name: service or {} for name, service in doc["services"].items()},
+        strings=strings,
+        variables=[
+            (path, name) for path, text in strings for name in sorted(compose_variables(text))
+        ],
+        env_file=env_file,
+        env=env,
+        pins=project_pins(pyproject) if pyproject else {},
+    )
 
 
 def check_compose(
@@ -273,186 +271,12 @@ def check_compose(
     Returns:
         Problems, empty when the file passes.
     """
-    compose_file = Path(compose_file)
-    where = compose_file.name
-    base = compose_file.parent
-    env_file = Path(env_file) if env_file else base / ".env.example"
-    if pyproject is None:
-        found = [p / "pyproject.toml" for p in [base.resolve(), *base.resolve().parents]]
-        pyproject = next((p for p in found if p.is_file()), None)
-
+    where = Path(compose_file).name
     try:
-        raw = yaml.safe_load(compose_file.read_text())
-    except yaml.YAMLError as e:
-        return [f"{where}: not valid YAML: {e}"]
-    if not isinstance(raw, dict) or not isinstance(raw.get("services"), dict):
-        return [f"{where}: no 'services' mapping at the top level"]
-
-    problems: list[str] = []
-
-    def problem(msg: str) -> None:
-        problems.append(f"{where}: {msg}")
-
-    # --- variables and secrets, on the file as written --------------------------------------
-    if env_file.is_file():
-        env = read_env_file(env_file)
-    else:
-        env = {}
-        problem(f"{env_file} not found; create it with a value for every ${{VAR}} used")
-    used: set[str] = set()
-    for path, text in _strings(raw):
-        for name in sorted(compose_variables(text)):
-            used.add(name)
-            if env_file.is_file() and name not in env:
-                problem(f"{path}: ${{{name}}} is not defined in {env_file.name}; add {name}=…")
-        m = _URL_CREDENTIALS_RE.search(text)
-        if m and "$" not in m["password"]:
-            problem(f"{path}: URL has a literal password; use ${{VAR}} from {env_file.name}")
-    for name in sorted(set(env) - used):
-        problem(f"{env_file.name} defines {name}, which {where} never uses; remove it")
-
-    for name, service in raw["services"].items():
-        for key, value in _environment(service or {}).items():
-            if _SECRET_NAME_RE.search(key) and value is not None and "$" not in value:
-                problem(
-                    f"services.{name}.environment.{key} is a literal secret; "
-                    f"use ${{{key}}} and define it in {env_file.name}"
-                )
-
-    # --- everything else, on the values compose would use -----------------------------------
-    doc = _interpolate_tree(raw, env)
-    services: dict[str, dict] = {k: v or {} for k, v in doc["services"].items()}
-    declared_volumes = set((doc.get("volumes") or {}).keys())
-    pins = project_pins(pyproject) if pyproject else {}
-
-    one_shot = {
-        target
-        for service in services.values()
-        for target, cond in _depends_on(service).items()
-        if cond == "service_completed_successfully"
-    }
-
-    dockerfiles: dict[str, Path] = {}
-    for name, service in services.items():
-        at = f"services.{name}"
-
-        # images
-        build = service.get("build")
-        if isinstance(service.get("image"), str):
-            why = image_problem(service["image"])
-            if why:
-                problem(f"{at}: {why}")
-        elif not build:
-            problem(f"{at}: neither image nor build; add a pinned image")
-        if build:
-            context = build if isinstance(build, str) else build.get("context", ".")
-            dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile")
-            path = base / context / (dockerfile or "Dockerfile")
-            if not path.is_file():
-                problem(f"{at}.build: Dockerfile {path} does not exist")
-            else:
-                dockerfiles[name] = path
-                for image in dockerfile_from_images(path):
-                    why = image_problem(image)
-                    if why:
-                        problem(f"{path.name}: FROM {why}")
-
-        # dependencies
-        for target, cond in _depends_on(service).items():
-            if target not in services:
-                problem(f"{at}.depends_on: unknown service {target!r}")
-            elif cond == "service_healthy" and _healthcheck_test(services[target]) is None:
-                problem(
-                    f"{at}.depends_on: {target!r} must be healthy but has no healthcheck; "
-                    f"add one or use another condition"
-                )
-
-        # health checks and restart policies
-        if name in one_shot:
-            if service.get("restart") not in (None, "no", False):  # YAML 1.1: no is False
-                problem(f"{at}: one-shot job has restart {service['restart']!r}; use 'no'")
-        elif _healthcheck_test(service) is None:
-            problem(f"{at}: long-running service without healthcheck.test; add one")
-
-        # volumes
-        for volume in _as_list(service.get("volumes")):
-            if isinstance(volume, dict):
-                kind, source = volume.get("type"), volume.get("source")
-            else:
-                source = str(volume).split(":", 1)[0] if ":" in str(volume) else None
-                kind = "volume" if source and _NAMED_VOLUME_RE.match(source) else "bind"
-            if not source:
-                continue  # anonymous volume
-            if kind == "volume" and source not in declared_volumes:
-                problem(f"{at}.volumes: named volume {source!r} not declared under 'volumes:'")
-            if kind == "bind" and not (base / Path(source).expanduser()).exists():
-                problem(f"{at}.volumes: bind-mount source {source!r} does not exist")
-
-        # ports
-        for port in _as_list(service.get("ports")):
-            why = _port_problem(port)
-            if why:
-                problem(f"{at}.ports: {why}; prefix with {_LOOPBACK}:")
-
-    # --- the servers ---------------------------------------------------------------------------
-    mlflow = [n for n, s in services.items() if _command_tokens(s)[:2] == ["mlflow", "server"]]
-    if not mlflow:
-        problem("no service runs `mlflow server`")
-    for name in mlflow:
-        at = f"services.{name}"
-        tokens = _command_tokens(services[name])
-        for flag, prefix in (
-            ("--backend-store-uri", "postgresql"),
-            ("--artifacts-destination", "s3://"),
-            ("--allowed-hosts", ""),
-        ):
-            value = _option(tokens, flag)
-            if value is None or not value.startswith(prefix):
-                problem(f"{at}.command: needs {flag} {prefix}… (got {value!r})")
-        env_vars = _environment(services[name])
-        if not env_vars.get("MLFLOW_S3_ENDPOINT_URL"):
-            problem(f"{at}.environment: MLFLOW_S3_ENDPOINT_URL is needed for MinIO artifacts")
-        if str(env_vars.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION")).lower() != "false":
-            problem(f"{at}.environment: set MLFLOW_SERVER_ENABLE_JOB_EXECUTION: 'false'")
-        if "mlflow" in pins:
-            df = dockerfiles.get(name)
-            if df and f"mlflow=={pins['mlflow']}" not in df.read_text():
-                problem(f"{df.name}: must install mlflow=={pins['mlflow']} (pyproject.toml pin)")
-
-    prefect_servers = [
-        n for n, s in services.items() if _command_tokens(s)[:3] == ["prefect", "server", "start"]
-    ]
-    workers = [
-        n for n, s in services.items() if _command_tokens(s)[:3] == ["prefect", "worker", "start"]
-    ]
-    if not prefect_servers:
-        problem("no service runs `prefect server start`")
-    for name in workers:
-        if not _option(_command_tokens(services[name]), "--pool"):
-            problem(f"services.{name}.command: prefect worker needs --pool")
-        api = _environment(services[name]).get("PREFECT_API_URL") or ""
-        if not any(f"//{server}:" in api for server in prefect_servers):
-            problem(f"services.{name}.environment: PREFECT_API_URL {api!r} is not the server")
-    for name, service in services.items():
-        image = service.get("image") or ""
-        if "prefect" in pins and image.split(":")[0].endswith("prefecthq/prefect"):
-            version = image.split(":", 1)[-1].split("-", 1)[0]
-            if version != pins["prefect"]:
-                problem(
-                    f"services.{name}.image: Prefect {version} but pyproject.toml pins "
-                    f"prefect=={pins['prefect']}; use the same version"
-                )
-
-    # Any exact pin a Dockerfile shares with pyproject must agree with it.
-    for path in sorted(set(dockerfiles.values())):
-        for m in _PIN_RE.finditer(path.read_text()):
-            name = m["name"].lower()
-            if name in pins and m["version"] != pins[name]:
-                problem(
-                    f"{path.name}: {name}=={m['version']} but pyproject.toml pins "
-                    f"{name}=={pins[name]}; use the same version"
-                )
-    return problems
+        compose = load_compose(compose_file, env_file, pyproject)
+    except ValueError as e:
+        return [f"{where}: {e}"]
+    return [f"{where}: {problem}" for rule in rules.RULES for problem in rule(compose)]
 
 
 def compose_cli() -> list[str] | None:

@@ -1,8 +1,9 @@
 """infra/: the compose stack and prefect.yaml, checked without docker.
 
-The compose rules live in infra/check_compose.py; here they run on the real file and on broken
-copies, each of which must be reported. Where a compose CLI is installed, the file is also
-validated against the Compose Specification (`docker compose config -q`).
+The compose rules live in infra/compose_rules.py and run through infra/check_compose.py; here
+they run on the real file and on broken copies, each of which must be reported. Where a compose
+CLI is installed, the file is also validated against the Compose Specification
+(`docker compose config -q`).
 """
 
 from __future__ import annotations

@@ -8,17 +8,17 @@ from prefect import flow, task
 
 from flows.common import stage_args
 from pimc import tracking
+from pimc.core.config import TASK_NAMES
 from pimc.core.io import write_json
 from pimc.core.paths import REPORTS_DIR, metrics_file
 from pimc.stages.evaluate import ablation_table, load_results, pimc_vs_random, write_report
 
 STAGE = "evaluate"
-TASKS = ("forecast", "pixel_cls", "eurosat")
 
 
 @task
 def build_report() -> dict[str, Any]:
-    results = load_results(TASKS)
+    results = load_results(TASK_NAMES)
     table = ablation_table(results)
     comparison = pimc_vs_random(results)
     files = write_report(table, comparison, REPORTS_DIR)
@@ -28,7 +28,7 @@ def build_report() -> dict[str, Any]:
 @flow(name="pimc-evaluate", log_prints=True)
 def evaluate_flow() -> dict[str, Any]:
     """Write ``reports/ablations.{md,csv}`` and ``metrics/evaluate.json``."""
-    with tracking.start_run(STAGE, {"evaluate": {"tasks": list(TASKS)}}) as run:
+    with tracking.start_run(STAGE, {"evaluate": {"tasks": list(TASK_NAMES)}}) as run:
         report = build_report()
         metrics = {f"{t}/{k}": v for t, c in report["comparison"].items() for k, v in c.items()}
         run.log_metrics(metrics)

@@ -19,66 +19,45 @@ from flows.common import params_from, parse_overrides, stage_args
 from pimc import tracking
 from pimc.core.config import Params
 from pimc.core.io import write_json
-from pimc.core.paths import PLOTS_DIR, metrics_file
-from pimc.predict import deploy_metadata
-from pimc.tasks.eurosat import run_eurosat
-from pimc.tasks.forecast import run_forecast
-from pimc.tasks.pixel_cls import run_pixel_cls
-
-RUNNERS = {"forecast": run_forecast, "pixel_cls": run_pixel_cls, "eurosat": run_eurosat}
-REGISTERED = {
-    "forecast": "pimc-pastis-forecaster",
-    "pixel_cls": "pimc-pastis-classifier",
-    "eurosat": "pimc-eurosat-classifier",
-}
-ENCODER = {
-    "forecast": "pimc-rp-encoder",
-    "pixel_cls": "pimc-rp-encoder",
-    "eurosat": "pimc-image-encoder",
-}
-
-
-def task_dir(name: str) -> Path:
-    """Checkpoints and results of one task (a DVC output)."""
-    return Path("data/models") / name
+from pimc.core.paths import CHECKPOINT, PLOTS_DIR, metrics_file, task_dir
+from pimc.tasks.registry import TASKS, get_task
 
 
 # Retries only where I/O can fail transiently (a remote MLflow server).
 @task(retries=2, retry_delay_seconds=10)
 def fetch_registered_checkpoint(name: str, dest: Path) -> Path:
     """The pretraining checkpoint behind ``models:/<encoder>@champion``."""
-    return tracking.run_artifact_of(ENCODER[name], "champion", "checkpoint/last.pt", dest)
+    encoder = get_task(name).encoder_model
+    return tracking.run_artifact_of(encoder, "champion", f"checkpoint/{CHECKPOINT}", dest)
 
 
 @task
 def run_task(name: str, params: Params, pretrained: Path | None, log: Any) -> dict[str, Any]:
-    return RUNNERS[name](params, pretrained=pretrained, out_dir=task_dir(name), log=log)
+    return get_task(name).run(params, pretrained=pretrained, out_dir=task_dir(name), log=log)
 
 
 @task
 def register(name: str, result: dict[str, Any], params: Params, run: tracking.TrackedRun) -> str:
     """Log the task's PIMC model with what ``pimc predict`` needs to build its input, tagged
     with its test headline metric; the first registered version becomes ``champion``."""
-    mode = getattr(params.finetune, name).mode
+    spec, mode = get_task(name), getattr(params.finetune, name).mode
     info = run.log_model(
         result["best_model"],
         name,
         result["example_input"],
-        REGISTERED[name],
-        metadata=deploy_metadata(name, params, result),
+        spec.registered_model,
+        metadata=spec.metadata(params, result),
     )
     version = str(info.registered_model_version)
-    headline = result["headline"]
     tracking.tag_version(
-        REGISTERED[name],
+        spec.registered_model,
         version,
         {
-            f"metric.{headline}": result["methods"][f"pimc_{mode}"][headline],
-            "higher_is_better": result["higher_is_better"],
+            f"metric.{spec.headline}": result["methods"][f"pimc_{mode}"][spec.headline],
+            "higher_is_better": spec.higher_is_better,
         },
     )
-    if tracking.get_alias(REGISTERED[name], "champion") is None:
-        tracking.set_alias(REGISTERED[name], "champion", version)
+    tracking.bootstrap_champion(spec.registered_model, version)
     return version
 
 
@@ -87,8 +66,8 @@ def finetune_flow(
     name: str, params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Run one task; write ``metrics/<task>.json`` and ``plots/<task>/``; register the model."""
-    if name not in RUNNERS:
-        raise SystemExit(f"unknown task '{name}'; choose one of {', '.join(RUNNERS)}")
+    if name not in TASKS:
+        raise SystemExit(f"unknown task '{name}'; choose one of {', '.join(TASKS)}")
     params = params_from(params_path, overrides)
     cfg = getattr(params.finetune, name)
     with tracking.start_run(f"finetune@{name}", {f"finetune.{name}": cfg}) as run:

@@ -17,13 +17,12 @@ from flows.common import params_from, parse_overrides, record_metrics, stage_arg
 from pimc import tracking
 from pimc.core.config import Params
 from pimc.core.io import write_json
-from pimc.core.paths import CHECKPOINT, PLOTS_DIR
+from pimc.core.paths import CHECKPOINT, ENCODER_MODELS, PLOTS_DIR
 from pimc.models.build import load_pretrained_model
 from pimc.plots import learning_curves
 from pimc.stages.pretrain import pretrain
 
 STAGE = "pretrain"
-REGISTERED = {"rp_encoder": "pimc-rp-encoder", "image_encoder": "pimc-image-encoder"}
 CURVES_TRAIN = PLOTS_DIR / "pretrain_train.json"
 CURVES_VAL = PLOTS_DIR / "pretrain_val.json"
 CURVES_PNG = PLOTS_DIR / "pretrain_curves.png"
@@ -63,12 +62,11 @@ def register_encoders(
         "image_encoder": torch.zeros(2, model.config["image_channels"], k, k),
     }
     versions = {}
-    for attr, name in REGISTERED.items():
+    for attr, name in ENCODER_MODELS.items():
         info = run.log_model(getattr(model, attr), attr, examples[attr].numpy(), name)
         version = str(info.registered_model_version)
         tracking.tag_version(name, version, {"metric.val_top1": result["val/top1"]})
-        if tracking.get_alias(name, "champion") is None:
-            tracking.set_alias(name, "champion", version)  # bootstrap; retraining promotes later
+        tracking.bootstrap_champion(name, version)
         versions[name] = version
     return versions
 

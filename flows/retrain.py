@@ -28,11 +28,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import add_override_args, parse_overrides
-from flows.finetune import REGISTERED
 from flows.pipeline import pipeline_flow, restore_workspace, snapshot_workspace
 from pimc import promotion, tracking
 from pimc.core.config import load_params
 from pimc.core.errors import PimcError
+from pimc.tasks.registry import TASKS
 
 DEPLOYMENT = "pimc-retrain"
 DEFAULT_CRON = "0 3 * * 1"
@@ -96,7 +96,7 @@ def retrain_flow(
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlflow.db")
     params = load_params(Path(repo) / params_path, overrides)
     cfg = params.retrain
-    models = {t: REGISTERED[t] for t in cfg.tasks}
+    models = {t: TASKS[t].registered_model for t in cfg.tasks}
     before = registry_snapshot(list(models.values()))
     saved = snapshot_workspace(repo) if overrides else None
     error, stages = None, []

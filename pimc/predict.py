@@ -3,10 +3,11 @@
 Registered models are pt2 graphs (``torch.export``): they take the tensor the task trained on,
 not raw imagery. What turns a patch into that tensor (the ``prepare`` and ``recurrence``
 configs, the class ids, the forecast window) is logged with each model as MLflow model
-metadata by :func:`deploy_metadata`, and :func:`predict_patch` rebuilds the input with the
-very functions the pipeline used (:func:`pimc.stages.prepare.pixel_series`,
-:func:`pimc.stages.recurrence.build_rps`), so a model never sees different preprocessing than in
-training.
+metadata (each task's ``deploy_metadata``, see :mod:`pimc.tasks.registry`), and
+:func:`predict_patch` rebuilds the input with the very functions the pipeline used
+(:func:`pimc.transforms.series.pixel_series`, then the task's ``predict_input``, which calls
+:func:`pimc.transforms.recurrence.build_rps`), so a model never sees different preprocessing
+than in training.
 
 Outputs are georeferenced with the patch footprint of ``metadata.geojson`` (its ``crs``
 member; Lambert-93 for the real PASTIS): the raster's transform maps its H x W pixels onto
@@ -15,7 +16,6 @@ the footprint's bounds.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,19 +27,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pimc.core.config import Params, PrepareConfig, RecurrenceConfig
+from pimc.core.config import PrepareConfig, RecurrenceConfig
 from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, PimcError
 from pimc.core.io import atomic_path
-from pimc.core.typed_config import from_dict, to_dict
+from pimc.core.typed_config import from_dict
 from pimc.data.pastis import PASTIS, read_metadata
-from pimc.transforms.recurrence import build_rps
 from pimc.transforms.series import date_grid, pixel_series
 
 __all__ = [
     "CLASS_NODATA",
     "Patch",
     "classify_tile",
-    "deploy_metadata",
     "load_deployed",
     "predict_patch",
     "read_patch",
@@ -48,33 +46,6 @@ __all__ = [
 
 CLASS_NODATA = 255  # class-map pixels with no prediction (PASTIS ids are 0..19)
 _S2_NAME = re.compile(r"S2_(\d+)\.npy$")
-
-
-def deploy_metadata(task: str, params: Params, result: dict[str, Any]) -> dict[str, Any]:
-    """What a caller needs to build a task model's input, logged with the model.
-
-    Args:
-        task: ``forecast``, ``pixel_cls`` or ``eurosat``.
-        params: The pipeline's params (the ``prepare``/``recurrence``/task sections are used).
-        result: The task runner's result (``class_ids``/``class_names`` of the classifier).
-    """
-    meta: dict[str, Any] = {"pimc_task": task}
-    if task in ("forecast", "pixel_cls"):
-        meta["prepare"] = to_dict(params.prepare)
-        meta["recurrence"] = to_dict(params.recurrence)
-        meta["indices"] = list(params.prepare.indices)
-    if task == "pixel_cls":
-        meta["class_ids"] = [int(c) for c in result["class_ids"]]
-        meta["class_names"] = list(result["class_names"])
-    elif task == "forecast":
-        cfg = params.finetune.forecast
-        meta.update(input_len=cfg.input_len, horizon=cfg.horizon, context=cfg.context_steps)
-    elif task == "eurosat":
-        from pimc.data.eurosat import EuroSAT
-
-        cfg = params.finetune.eurosat
-        meta.update(bands=list(cfg.bands), resize=cfg.resize, class_names=list(EuroSAT.classes))
-    return json.loads(json.dumps(meta, default=str))  # plain YAML-safe values only
 
 
 def load_deployed(ref: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
@@ -216,16 +187,14 @@ def predict_patch(
         first ``input_len`` (NaN for pixels whose input window is not fully observed, which
         training never saw: ``time_axis: pad``), and ``dates`` of those steps.
     """
-    task = meta["pimc_task"]
-    if task not in ("pixel_cls", "forecast"):
-        raise ConfigError(f"a {task} model predicts tiles, not PASTIS patches: use --image")
+    spec = _task_of(meta)
+    if spec.predict_input is None:
+        raise ConfigError(f"a {spec.name} model predicts tiles, not PASTIS patches: use --image")
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be >= 1 (pixels per forward pass)")
     prepare = from_dict(PrepareConfig, meta["prepare"], source="model metadata")
     rec_cfg = from_dict(RecurrenceConfig, meta["recurrence"], source="model metadata")
     grid = date_grid(prepare)
-    if task == "forecast":
-        from pimc.tasks.forecast import Forecaster  # its module pulls in training code
     height, width = patch.image.shape[-2:]
     rows, cols = (g.flatten() for g in torch.meshgrid(
         torch.arange(height), torch.arange(width), indexing="ij"
@@ -237,25 +206,20 @@ def predict_patch(
             range(0, len(series), batch_size), desc="predict", unit="batch", disable=not progress
         ):
             s, v = series[start : start + batch_size], valid[start : start + batch_size]
-            if task == "pixel_cls":
-                outputs.append(F.softmax(_run(model, build_rps(s, v, rec_cfg)), dim=1))
-            else:
-                x = s[..., : meta["input_len"]]
-                recent = x[..., -meta["context"] :]
-                outputs.append(_run(model, Forecaster.pack(build_rps(x, None, rec_cfg), recent)))
-    out = torch.cat(outputs)
-    if task == "pixel_cls":
-        confidence, index = out.max(1)
-        ids = torch.tensor(meta["class_ids"], dtype=torch.uint8)
-        return {
-            "classes": ids[index].reshape(height, width).numpy(),
-            "confidence": confidence.reshape(height, width).numpy().astype(np.float32),
-        }
-    start, stop = meta["input_len"], meta["input_len"] + meta["horizon"]
-    dates = [str(d) for d in grid[start:stop]] if grid is not None else []
-    out[~valid[:, :start].all(1)] = float("nan")
-    forecast = out.reshape(height, width, *out.shape[1:]).permute(2, 3, 0, 1)
-    return {"forecast": forecast.numpy().astype(np.float32), "dates": np.asarray(dates)}
+            outputs.append(_run(model, spec.predict_input(s, v, rec_cfg, meta)))
+    return spec.decode(torch.cat(outputs), valid, meta, grid, (height, width))
+
+
+def _task_of(meta: dict[str, Any]):
+    """The :class:`~pimc.tasks.registry.TaskSpec` a deployed model was trained for."""
+    from pimc.tasks.registry import TASKS  # task modules pull in training code: only when used
+
+    if meta.get("pimc_task") not in TASKS:
+        raise ConfigError(
+            f"model metadata names task {meta.get('pimc_task')!r}; this pimc knows "
+            f"{', '.join(TASKS)}: upgrade pimc or re-run the model's finetune stage"
+        )
+    return TASKS[meta["pimc_task"]]
 
 
 def write_geotiff(
@@ -368,7 +332,7 @@ def classify_tile(
     """Class probabilities of one EuroSAT-MS GeoTIFF tile, most likely first."""
     from pimc.data.eurosat import read_tile
 
-    if meta["pimc_task"] != "eurosat":
+    if _task_of(meta).predict_input is not None:
         raise ConfigError(f"a {meta['pimc_task']} model predicts PASTIS patches: use --patch")
     image = torch.from_numpy(read_tile(path, meta["bands"]))[None]
     size = meta.get("resize")

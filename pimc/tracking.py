@@ -209,6 +209,15 @@ def set_alias(name: str, alias: str, version: str | int) -> None:
     _client().set_registered_model_alias(name, alias, str(version))
 
 
+def bootstrap_champion(name: str, version: str | int) -> bool:
+    """Make ``version`` the ``champion`` of ``name`` if it has none (its first version);
+    afterwards only retraining (:mod:`pimc.promotion`) moves the alias. Returns whether it did."""
+    if get_alias(name, "champion") is not None:
+        return False
+    set_alias(name, "champion", version)
+    return True
+
+
 def delete_alias(name: str, alias: str) -> None:
     _client().delete_registered_model_alias(name, alias)
 

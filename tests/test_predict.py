@@ -19,9 +19,10 @@ from pimc.cli import main
 from pimc.core.config import Params, PrepareConfig, RecurrenceConfig
 from pimc.core.errors import DatasetCorruptError
 from pimc.data.pastis import PASTIS
-from pimc.predict import deploy_metadata, load_deployed, predict_patch, read_patch
+from pimc.predict import load_deployed, predict_patch, read_patch
 from pimc.tasks.common import TaskModel, tower_backbone
 from pimc.tasks.forecast import Forecaster
+from pimc.tasks.registry import TASKS
 
 PARAMS = Params(
     prepare=PrepareConfig(grid_step_days=20),  # 23 grid dates
@@ -31,7 +32,7 @@ CLASS_IDS = [0, 1, 3, 7]
 
 
 def _register(model, task, example, name, result=None):
-    meta = deploy_metadata(task, PARAMS, result or {})
+    meta = TASKS[task].metadata(PARAMS, result or {})
     with tracking.start_run(f"finetune@{task}", {}, experiment="test-predict") as run:
         run.log_model(model.eval(), task, example, name, metadata=meta)
     tracking.set_alias(name, "champion", tracking.latest_version(name))

@@ -9,7 +9,7 @@ never raw dicts, so a typo in ``params.yaml`` fails before any work starts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -327,6 +327,10 @@ class FinetuneConfig:
     eurosat: EurosatConfig = field(default_factory=EurosatConfig)
 
 
+#: The downstream task names: the fields of FinetuneConfig, in pipeline order.
+TASK_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FinetuneConfig))
+
+
 @dataclass(frozen=True)
 class RetrainConfig:
     """``retrain``: champion/challenger promotion by ``flows.retrain`` (no DVC stage reads it).
@@ -337,15 +341,15 @@ class RetrainConfig:
     """
 
     margin: float = 0.002
-    tasks: tuple[str, ...] = ("forecast", "pixel_cls", "eurosat")
+    tasks: tuple[str, ...] = TASK_NAMES
 
     def __post_init__(self) -> None:
         _check(self.margin >= 0, "retrain.margin", "must be >= 0 (0: any improvement wins)")
-        unknown = [t for t in self.tasks if t not in ("forecast", "pixel_cls", "eurosat")]
+        unknown = [t for t in self.tasks if t not in TASK_NAMES]
         _check(
             not unknown,
             "retrain.tasks",
-            f"has unknown {unknown}; valid: forecast, pixel_cls, eurosat",
+            f"has unknown {unknown}; valid: {', '.join(TASK_NAMES)}",
         )
 
 

@@ -47,3 +47,7 @@ def rp_shard_name(shard: str) -> str:
 def task_dir(task: str) -> Path:
     """Checkpoints and results of ``finetune@<task>`` (a DVC output)."""
     return MODELS_DIR / task
+
+
+# MLflow registered model names of the pretrained towers (models:/<name>@champion).
+ENCODER_MODELS = {"rp_encoder": "pimc-rp-encoder", "image_encoder": "pimc-image-encoder"}

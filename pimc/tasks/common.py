@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pimc.core.config import TaskConfig
+from pimc.core.config import Params, TaskConfig
 from pimc.core.io import save_checkpoint
+from pimc.core.typed_config import to_dict
 from pimc.tasks.pretrained import Pretrained, resolve_pretrained, tower_backbone
 from pimc.training.utils import AUGMENT, ORDER, cosine_with_warmup, make_generator
 
@@ -288,18 +289,6 @@ def series_stats(series: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     return mean.float(), var.sqrt().clamp_min(1e-6).float()
 
 
-def method_plan(cfg: TaskConfig, expand: Mapping[str, Sequence[str]] | None = None) -> list[str]:
-    """Methods to run, in a stable order: the PIMC variant of ``cfg.mode`` first, then
-    ``cfg.baselines`` in the task's canonical order (``expand`` maps a group name such as
-    ``single_index`` to its members)."""
-    first = f"pimc_{cfg.mode}"
-    plan = [first]
-    for method in cfg.METHODS:
-        if method in cfg.baselines and method != first:
-            plan += list((expand or {}).get(method, [method]))
-    return plan
-
-
 def transfer(cfg: TaskConfig, pretrained: bool) -> dict[str, Any]:
     """:func:`fit`'s ``encoder_lr`` and ``freeze_epochs`` for a (non-)pretrained encoder.
 
@@ -344,4 +333,14 @@ def finish(
         "example_input": example_input,
         "plots": [str(p) for p in plots],
         "curves": curves,
+    }
+
+
+def pastis_metadata(params: Params) -> dict[str, Any]:
+    """Deployment metadata of a PASTIS-pixel task: what rebuilds its input from a raw patch
+    (the ``prepare`` and ``recurrence`` configs and the index names)."""
+    return {
+        "prepare": to_dict(params.prepare),
+        "recurrence": to_dict(params.recurrence),
+        "indices": list(params.prepare.indices),
     }

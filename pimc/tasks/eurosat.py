@@ -34,11 +34,11 @@ from pimc.tasks.common import (
     Pretrained,
     TaskModel,
     finish,
-    method_plan,
     resolve_pretrained,
     tower_backbone,
     transfer,
 )
+from pimc.tasks.methods import method_plan
 from pimc.tasks.pixel_cls import train_classifier
 from pimc.training.pairs import augment_images, image_stats
 from pimc.training.utils import resolve_device, seed_everything
@@ -110,13 +110,13 @@ def run_eurosat(
     names = list(EuroSAT.classes)
 
     methods, curves, models, plots = {}, {}, {}, []
-    for method in method_plan(cfg):
+    for spec in method_plan(cfg):
+        method = spec.name
         seed_everything(cfg.seed)
-        use_pretrained = method.startswith("pimc_") and source.model is not None
+        use_pretrained = spec.pretrained and source.model is not None
         weights = source.model if use_pretrained else None
         backbone = tower_backbone(weights, "image_encoder", bands, params.model)
-        frozen = method.endswith("_linear")
-        model = TaskModel(backbone, len(names), frozen=frozen, in_mean=mean, in_std=std)
+        model = TaskModel(backbone, len(names), frozen=spec.frozen, in_mean=mean, in_std=std)
         metrics, curves[method], cm = train_classifier(
             model.to(device),
             method,
@@ -151,3 +151,10 @@ def run_eurosat(
         seconds=time.perf_counter() - start,
     )
     return {**result, "normalisation": norm}
+
+
+def deploy_metadata(params: Params, result: dict[str, Any]) -> dict[str, Any]:
+    """The bands (in the order the model reads them), tile resize and class names (logit
+    ``k`` is ``class_names[k]``)."""
+    cfg = params.finetune.eurosat
+    return {"bands": list(cfg.bands), "resize": cfg.resize, "class_names": list(EuroSAT.classes)}

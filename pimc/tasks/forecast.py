@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.core.config import ForecastConfig, Params
+from pimc.core.config import ForecastConfig, Params, RecurrenceConfig
 from pimc.core.errors import ConfigError
 from pimc.metrics import mae, rmse
 from pimc.plots import save_figure, task_curves
@@ -37,12 +37,13 @@ from pimc.tasks.common import (
     TaskModel,
     finish,
     fit,
-    method_plan,
+    pastis_metadata,
     resolve_pretrained,
     series_stats,
     tower_backbone,
     transfer,
 )
+from pimc.tasks.methods import method_plan
 from pimc.training.pairs import PairDataset
 from pimc.training.utils import resolve_device, seed_everything
 from pimc.transforms.recurrence import build_rps
@@ -50,7 +51,6 @@ from pimc.transforms.recurrence import build_rps
 __all__ = ["Forecaster", "forecast_metrics", "load_forecast_data", "run_forecast"]
 
 HEADLINE = "rmse_mean_std"
-CLOSED_FORM = ("persistence", "linear_extrapolation", "climatology")
 
 
 class Forecaster(TaskModel):
@@ -270,22 +270,22 @@ def run_forecast(
     methods: dict[str, dict[str, float]] = {}
     preds: dict[str, Tensor] = {}
     curves, models = {}, {}
-    for method in method_plan(cfg):
-        if method in CLOSED_FORM:
+    for spec in method_plan(cfg):
+        method = spec.name
+        if spec.input == "none":
             preds[method] = closed[method]()
             methods[method] = forecast_metrics(preds[method], target["test"], std, names)
             continue
         seed_everything(cfg.seed)
-        rp_input = method != "cnn1d"
-        use_pretrained = method.startswith("pimc_") and source.model is not None
+        rp_input = spec.input == "encoder"
+        use_pretrained = spec.pretrained and source.model is not None
         if rp_input:
             weights = source.model if use_pretrained else None
             backbone = tower_backbone(weights, "rp_encoder", len(names), params.model)
         else:
             backbone = CNN1d(len(names))
-        frozen = method == "pimc_linear"
         model = Forecaster(
-            backbone, len(names), cfg.horizon, mean, std, rp_input, frozen, cfg.context_steps
+            backbone, len(names), cfg.horizon, mean, std, rp_input, spec.frozen, cfg.context_steps
         )
         inputs = {s: data[s]["rp" if rp_input else "x"] for s in splits}
         result, preds[method] = _train(
@@ -371,3 +371,38 @@ def plot_examples(
         ax.set_xlabel("grid step", fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def deploy_metadata(params: Params, result: dict[str, Any]) -> dict[str, Any]:
+    """Preprocessing + the forecast window (first ``input_len`` grid steps in, ``horizon``
+    out, ``context`` recent values beside the RP)."""
+    cfg = params.finetune.forecast
+    return {
+        **pastis_metadata(params),
+        "input_len": cfg.input_len,
+        "horizon": cfg.horizon,
+        "context": cfg.context_steps,
+    }
+
+
+def predict_input(
+    series: Tensor, valid: Tensor, rec_cfg: RecurrenceConfig, meta: dict[str, Any]
+) -> Tensor:
+    """The forecaster's input :meth:`Forecaster.pack` ``(B, I, S, S + K)`` from the first
+    ``input_len`` steps of series ``(B, I, L)``."""
+    x = series[..., : meta["input_len"]]
+    recent = x[..., -meta["context"] :]
+    return Forecaster.pack(build_rps(x, None, rec_cfg), recent)
+
+
+def decode(
+    out: Tensor, valid: Tensor, meta: dict[str, Any], grid: Any, shape: tuple[int, int]
+) -> dict[str, Any]:
+    """Forecasts ``(H*W, I, horizon)`` -> ``forecast`` ``(I, horizon, H, W)`` float32 (NaN
+    where the input window was not fully observed, which training never saw) and the
+    ``dates`` of the forecast steps (empty without a date grid)."""
+    start, stop = meta["input_len"], meta["input_len"] + meta["horizon"]
+    dates = [str(d) for d in grid[start:stop]] if grid is not None else []
+    out[~valid[:, :start].all(1)] = float("nan")
+    forecast = out.reshape(*shape, *out.shape[1:]).permute(2, 3, 0, 1)
+    return {"forecast": forecast.numpy().astype(np.float32), "dates": np.asarray(dates)}

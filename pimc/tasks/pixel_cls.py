@@ -23,11 +23,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.core.config import Params, PixelClsConfig, TaskConfig
+from pimc.core.config import Params, PixelClsConfig, RecurrenceConfig, TaskConfig
 from pimc.core.paths import SHARDS
 from pimc.data.pastis import PASTIS
 from pimc.metrics import confusion_matrix, macro_f1, miou, overall_accuracy, per_class_iou
@@ -39,12 +40,13 @@ from pimc.tasks.common import (
     TaskModel,
     finish,
     fit,
-    method_plan,
+    pastis_metadata,
     resolve_pretrained,
     series_stats,
     tower_backbone,
     transfer,
 )
+from pimc.tasks.methods import method_plan
 from pimc.training.pairs import PairDataset
 from pimc.training.utils import resolve_device, seed_everything
 from pimc.transforms.recurrence import build_rps
@@ -233,24 +235,22 @@ def run_pixel_cls(
     names, index_names = data["class_names"], data["index_names"]
     labels = {s: data[s]["y"] for s in ("train", "val", "test")}
     n_idx = len(index_names)
-    singles = [f"single_index_{n}" for n in index_names]
     s_mean, s_std = series_stats(data["train"]["series"], data["train"]["valid"])
 
     methods, curves, models, plots = {}, {}, {}, []
-    for method in method_plan(cfg, {"single_index": singles}):
+    for spec in method_plan(cfg, index_names):
+        method = spec.name
         seed_everything(cfg.seed)
-        pretrained_weights = (
-            method != "random_init" and method != "cnn1d" and source.model is not None
-        )
-        kw: dict[str, Any] = {"frozen": method == "pimc_linear"}
-        if method == "cnn1d":
+        pretrained_weights = spec.pretrained and source.model is not None
+        kw: dict[str, Any] = {"frozen": spec.frozen}
+        if spec.input == "series":
             backbone, key = CNN1d(n_idx), "series"
             kw.update(in_mean=s_mean, in_std=s_std)
         else:
             weights = source.model if pretrained_weights else None
             backbone, key = tower_backbone(weights, "rp_encoder", n_idx, params.model), "rp"
-        if method in singles:
-            kw["channel_mask"] = (torch.arange(n_idx) == singles.index(method)).float()
+        if spec.channel is not None:
+            kw["channel_mask"] = (torch.arange(n_idx) == spec.channel).float()
         model = TaskModel(backbone, len(names), **kw).to(device)
         inputs = {s: data[s][key] for s in ("train", "val", "test")}
         metrics, curves[method], cm = train_classifier(
@@ -294,4 +294,34 @@ def run_pixel_cls(
         "class_ids": data["class_ids"],
         "class_names": names,
         "unseen_pixels": data["unseen_pixels"],
+    }
+
+
+def deploy_metadata(params: Params, result: dict[str, Any]) -> dict[str, Any]:
+    """Preprocessing + the class ids the model's logits map to (logit ``k`` is PASTIS class
+    ``class_ids[k]``)."""
+    return {
+        **pastis_metadata(params),
+        "class_ids": [int(c) for c in result["class_ids"]],
+        "class_names": list(result["class_names"]),
+    }
+
+
+def predict_input(
+    series: Tensor, valid: Tensor, rec_cfg: RecurrenceConfig, meta: dict[str, Any]
+) -> Tensor:
+    """The classifier's input: full-season RPs ``(B, I, S, S)`` of series ``(B, I, L)``."""
+    return build_rps(series, valid, rec_cfg)
+
+
+def decode(
+    out: Tensor, valid: Tensor, meta: dict[str, Any], grid: Any, shape: tuple[int, int]
+) -> dict[str, Any]:
+    """Logits ``(H*W, C)`` -> ``classes`` ``(H, W)`` uint8 PASTIS ids and ``confidence``
+    ``(H, W)`` float32 (softmax probability of the predicted class)."""
+    confidence, index = F.softmax(out, dim=1).max(1)
+    ids = torch.tensor(meta["class_ids"], dtype=torch.uint8)
+    return {
+        "classes": ids[index].reshape(shape).numpy(),
+        "confidence": confidence.reshape(shape).numpy().astype(np.float32),
     }

@@ -1,0 +1,96 @@
+"""The downstream tasks and their methods, each stated once.
+
+One :class:`TaskSpec` per task says everything the flows, the report, retraining and
+``pimc predict`` need to know about it. The task names themselves are the fields of
+:class:`pimc.core.config.FinetuneConfig` (``TASK_NAMES``); ``tests/test_registry.py`` checks
+that this registry, ``params.yaml`` and ``dvc.yaml``'s ``finetune`` ``foreach`` agree.
+Methods are in :mod:`pimc.tasks.methods`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pimc.core.config import EurosatConfig, ForecastConfig, PixelClsConfig, TaskConfig
+from pimc.core.errors import ConfigError
+from pimc.core.paths import ENCODER_MODELS
+from pimc.tasks import eurosat, forecast, pixel_cls
+
+__all__ = ["TASKS", "TaskSpec", "get_task"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One downstream task.
+
+    Attributes:
+        name: The task name (``finetune.<name>`` in params, ``finetune@<name>`` in DVC).
+        headline: The test metric that ranks methods and decides promotion.
+        higher_is_better: Direction of ``headline``.
+        config: The ``finetune.<name>`` config class.
+        run: ``run(params, *, pretrained, out_dir, progress, log) -> result dict``.
+        registered_model: MLflow registered name of the task's PIMC model.
+        tower: The PIMC tower it fine-tunes (``rp_encoder`` / ``image_encoder``).
+        deploy_metadata: ``(params, result) -> dict`` logged with the model: what
+            ``pimc predict`` needs to rebuild its input.
+        predict_input: PASTIS-patch tasks: ``(series (B, I, L), valid (B, L), recurrence cfg,
+            meta) -> model input``; None for tasks that take tiles.
+        decode: PASTIS-patch tasks: ``(outputs (N, ...), valid (N, L), meta, grid, (H, W))
+            -> arrays`` written by ``pimc predict``; None for tile tasks.
+    """
+
+    name: str
+    headline: str
+    higher_is_better: bool
+    config: type[TaskConfig]
+    run: Callable[..., dict[str, Any]]
+    registered_model: str
+    tower: str
+    deploy_metadata: Callable[..., dict[str, Any]]
+    predict_input: Callable[..., Any] | None = None
+    decode: Callable[..., dict[str, Any]] | None = None
+
+    def metadata(self, params: Any, result: dict[str, Any]) -> dict[str, Any]:
+        """Deployment metadata logged with the task model (plain YAML-safe values)."""
+        meta = {"pimc_task": self.name, **self.deploy_metadata(params, result)}
+        return json.loads(json.dumps(meta, default=str))
+
+    @property
+    def encoder_model(self) -> str:
+        """Registered name of the pretrained tower (``finetune.<task>.pretrained: registry``)."""
+        return ENCODER_MODELS[self.tower]
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            "forecast", forecast.HEADLINE, False, ForecastConfig, forecast.run_forecast,
+            "pimc-pastis-forecaster", "rp_encoder", forecast.deploy_metadata,
+            forecast.predict_input, forecast.decode,
+        ),
+        TaskSpec(
+            "pixel_cls", pixel_cls.HEADLINE, True, PixelClsConfig, pixel_cls.run_pixel_cls,
+            "pimc-pastis-classifier", "rp_encoder", pixel_cls.deploy_metadata,
+            pixel_cls.predict_input, pixel_cls.decode,
+        ),
+        TaskSpec(
+            "eurosat", eurosat.HEADLINE, True, EurosatConfig, eurosat.run_eurosat,
+            "pimc-eurosat-classifier", "image_encoder", eurosat.deploy_metadata,
+        ),
+    )
+}  # fmt: skip
+
+
+def get_task(name: str) -> TaskSpec:
+    """The spec of task ``name``.
+
+    Raises:
+        ConfigError: an unknown task.
+    """
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]

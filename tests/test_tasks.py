@@ -16,7 +16,16 @@ from pimc.core.errors import ConfigError, DatasetNotFoundError
 from pimc.metrics import rmse
 from pimc.models import PIMC, SmallCNN
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
-from pimc.tasks.common import TaskModel, fit, index_batches, resolve_pretrained, tower_backbone
+from pimc.tasks.common import (
+    Objective,
+    Schedule,
+    Setup,
+    TaskModel,
+    fit,
+    index_batches,
+    resolve_pretrained,
+    tower_backbone,
+)
 from pimc.training.pairs import PairDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,15 +257,11 @@ def test_fit_keeps_the_best_epoch_and_stops_early(tmp_path):
     result = fit(
         model,
         name="toy",
-        step_loss=lambda m, idx, g: (m(x[idx]) - y[idx]).square().mean(),
-        n_train=16,
-        validate=validate,
-        metric="val/score",
-        higher_is_better=True,
-        cfg=cfg,
-        encoder_lr=0.05,
-        checkpoint=tmp_path / "toy.pt",
-        progress=False,
+        objective=Objective(
+            lambda m, idx, g: (m(x[idx]) - y[idx]).square().mean(), 16, validate, "val/score", True
+        ),
+        setup=Setup(cfg, torch.device("cpu"), tmp_path, progress=False),
+        schedule=Schedule(encoder_lr=0.05),
     )
     assert (result.best_epoch, result.best, len(result.curves)) == (2, 0.9, 4)
     assert not torch.equal(seen[1]["head.1.weight"], seen[3]["head.1.weight"])  # it did train
@@ -275,16 +280,20 @@ def test_fit_freeze_epochs_train_only_the_head(tmp_path):
     fit(
         model,
         name="lpft",
-        step_loss=lambda m, idx, g: nn.functional.cross_entropy(m(x[idx]), y[idx]),
-        n_train=8,
-        validate=lambda m: {"val/loss": 0.0},
-        metric="val/loss",
-        higher_is_better=False,
-        cfg=ForecastConfig(epochs=1, batch_size=4, weight_decay=0.1),
-        encoder_lr=1.0,
-        checkpoint=tmp_path / "lpft.pt",
-        freeze_epochs=1,
-        progress=False,
+        objective=Objective(
+            lambda m, idx, g: nn.functional.cross_entropy(m(x[idx]), y[idx]),
+            8,
+            lambda m: {"val/loss": 0.0},
+            "val/loss",
+            False,
+        ),
+        setup=Setup(
+            ForecastConfig(epochs=1, batch_size=4, weight_decay=0.1),
+            torch.device("cpu"),
+            tmp_path,
+            progress=False,
+        ),
+        schedule=Schedule(encoder_lr=1.0, freeze_epochs=1),
     )
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, before[key]), key  # weights, and BN statistics, unchanged

@@ -31,6 +31,9 @@ from pimc.training.utils import AUGMENT, ORDER, cosine_with_warmup, make_generat
 
 __all__ = [
     "FitResult",
+    "Objective",
+    "Schedule",
+    "Setup",
     "Pretrained",
     "TaskModel",
     "fit",
@@ -149,6 +152,60 @@ class FitResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Where and how a task trains its methods; the same for every method of one run.
+
+    Attributes:
+        cfg: The task config: seed, epochs, batch size, lr, weight decay, patience.
+        device: Where models train.
+        out_dir: Each method's best checkpoint is saved as ``<out_dir>/<method>.pt``.
+        progress: Show a bar over epochs.
+        log: ``log(metrics, epoch)`` after every epoch (``<method>/train/loss``, ...).
+    """
+
+    cfg: TaskConfig
+    device: torch.device
+    out_dir: Path
+    progress: bool = True
+    log: Log | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the encoder learns (see :func:`transfer`).
+
+    Attributes:
+        encoder_lr: Learning rate of the backbone (the head uses ``cfg.lr``).
+        freeze_epochs: Train only the head for this many epochs first, then everything (LP-FT,
+            Kumar et al. 2022: a random head's first gradients would distort pretrained
+            features). Ignored for models frozen throughout.
+    """
+
+    encoder_lr: float
+    freeze_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What one method minimises and how its epochs are judged.
+
+    Attributes:
+        step_loss: ``step_loss(model, idx, generator)`` -> scalar loss of training rows ``idx``
+            ``(B,)``; ``generator`` drives any augmentation.
+        n_train: Number of training rows.
+        validate: Validation metrics ``{"val/...": value}``; called in eval mode, no grad.
+        metric: The key of ``validate``'s result that selects the best epoch.
+        higher_is_better: Direction of ``metric``.
+    """
+
+    step_loss: StepLoss
+    n_train: int
+    validate: Callable[[nn.Module], dict[str, float]]
+    metric: str
+    higher_is_better: bool
+
+
 def index_batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
     """A shuffled epoch of index batches; an incomplete last batch joins the previous one.
 
@@ -181,97 +238,105 @@ def fit(
     model: TaskModel,
     *,
     name: str,
-    step_loss: StepLoss,
-    n_train: int,
-    validate: Callable[[nn.Module], dict[str, float]],
-    metric: str,
-    higher_is_better: bool,
-    cfg: TaskConfig,
-    encoder_lr: float,
-    checkpoint: Path,
-    freeze_epochs: int = 0,
-    progress: bool = True,
-    log: Log | None = None,
+    objective: Objective,
+    setup: Setup,
+    schedule: Schedule,
     extra: Mapping[str, Any] | None = None,
 ) -> FitResult:
-    """Train ``model`` with early stopping on ``validate(model)[metric]``.
+    """Train ``model`` with early stopping on ``objective.validate(model)[objective.metric]``.
 
     Args:
         model: Already on its device.
-        name: Method name (progress bar, log keys ``<name>/...``, checkpoint content).
-        step_loss: ``step_loss(model, idx, generator)`` -> scalar loss of training rows ``idx``
-            ``(B,)``; ``generator`` drives any augmentation.
-        n_train: Number of training rows.
-        validate: Validation metrics ``{"val/...": value}``; called in eval mode, no grad.
-        metric: The key of ``validate``'s result that selects the best epoch.
-        higher_is_better: Direction of ``metric``.
-        cfg: Seed, epochs, batch size, lr, weight decay, patience.
-        encoder_lr: Learning rate of the backbone (the head uses ``cfg.lr``).
-        checkpoint: Where the best weights are saved (atomically) at the end.
-        freeze_epochs: Train only the head for this many epochs first, then everything (LP-FT,
-            Kumar et al. 2022: a random head's first gradients would distort pretrained
-            features). Ignored for models frozen throughout.
-        progress: Show a bar over epochs.
-        log: ``log(metrics, epoch)`` after every epoch.
+        name: Method name (progress bar, log keys ``<name>/...``, checkpoint ``<name>.pt``).
+        objective: Loss, validation and the metric that picks the best epoch.
+        setup: Config, device, output folder, progress and logging.
+        schedule: The encoder's learning rate and head-only epochs.
         extra: More (weights-only-safe) entries for the checkpoint, e.g. class ids.
 
     Returns:
         Curves (one row per epoch: ``epoch``, ``train/loss``, ``lr`` and ``val/*``), the best
         epoch (1-based) and its metric, and the seconds spent.
     """
-    start = time.perf_counter()
-    opt = torch.optim.AdamW(_param_groups(model, cfg.lr, cfg.weight_decay, encoder_lr))
-    per_epoch = len(index_batches(n_train, cfg.batch_size, torch.Generator()))
+    start, cfg = time.perf_counter(), setup.cfg
+    opt = torch.optim.AdamW(_param_groups(model, cfg.lr, cfg.weight_decay, schedule.encoder_lr))
+    per_epoch = len(index_batches(objective.n_train, cfg.batch_size, torch.Generator()))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, partial(cosine_with_warmup, total=per_epoch * cfg.epochs, warmup=per_epoch)
     )
     aug = make_generator(cfg.seed, AUGMENT)  # independent of the batch order
+    best = _Best(objective.higher_is_better)
     curves: list[dict[str, float]] = []
-    best, best_epoch, best_state, waited = math.nan, 0, None, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc=name, unit="epoch", disable=not progress)
+    bar = tqdm(range(1, cfg.epochs + 1), desc=name, unit="epoch", disable=not setup.progress)
     probe_only = model.frozen
     for epoch in bar:
         if not probe_only:
-            model.freeze(epoch <= freeze_epochs)  # AdamW skips parameters without gradients
-        model.train()
-        total, count = 0.0, 0
-        for idx in index_batches(n_train, cfg.batch_size, make_generator(cfg.seed, ORDER, epoch)):
-            loss = step_loss(model, idx, aug)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+            model.freeze(epoch <= schedule.freeze_epochs)  # AdamW skips params without grads
+        loss = _train_epoch(model, objective, cfg, epoch, opt, sched, aug)
         model.eval()
         with torch.no_grad():
-            val = validate(model)
-        row = {"epoch": epoch, "train/loss": total / count, "lr": opt.param_groups[-1]["lr"]}
-        curves.append({**row, **val})
-        value = val[metric]
-        # NaN never wins, but the first epoch is always kept so there is a state to restore.
-        if best_state is None or (value > best if higher_is_better else value < best):
-            best, best_epoch, waited = value, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-        bar.set_postfix({metric: f"{value:.4f}"})
-        if log is not None:
-            log({f"{name}/{k}": float(v) for k, v in curves[-1].items() if k != "epoch"}, epoch)
-        if waited >= cfg.patience:
+            val = objective.validate(model)
+        curves.append({"epoch": epoch, "train/loss": loss, "lr": opt.param_groups[-1]["lr"], **val})
+        best.update(val[objective.metric], epoch, model)
+        bar.set_postfix({objective.metric: f"{val[objective.metric]:.4f}"})
+        if setup.log is not None:
+            setup.log(
+                {f"{name}/{k}": float(v) for k, v in curves[-1].items() if k != "epoch"}, epoch
+            )
+        if best.waited >= cfg.patience:
             break
     bar.close()
-    model.load_state_dict(best_state)
+    model.load_state_dict(best.state)
     save_checkpoint(
-        checkpoint,
-        model={k: v.cpu() for k, v in best_state.items()},
+        setup.out_dir / f"{name}.pt",
+        model={k: v.cpu() for k, v in best.state.items()},
         method=name,
-        epoch=best_epoch,
-        metric=metric,
-        value=float(best),
+        epoch=best.epoch,
+        metric=objective.metric,
+        value=float(best.value),
         curves=curves,
         **dict(extra or {}),
     )
-    return FitResult(curves, best_epoch, float(best), time.perf_counter() - start)
+    return FitResult(curves, best.epoch, float(best.value), time.perf_counter() - start)
+
+
+def _train_epoch(
+    model: TaskModel,
+    objective: Objective,
+    cfg: TaskConfig,
+    epoch: int,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    aug: torch.Generator,
+) -> float:
+    """One epoch over shuffled batches; returns the mean training loss."""
+    model.train()
+    total, count = 0.0, 0
+    order = make_generator(cfg.seed, ORDER, epoch)
+    for idx in index_batches(objective.n_train, cfg.batch_size, order):
+        loss = objective.step_loss(model, idx, aug)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+    return total / count
+
+
+class _Best:
+    """The best epoch so far, its metric and a copy of its weights (early stopping)."""
+
+    def __init__(self, higher_is_better: bool) -> None:
+        self.higher_is_better = higher_is_better
+        self.value, self.epoch, self.state, self.waited = math.nan, 0, None, 0
+
+    def update(self, value: float, epoch: int, model: nn.Module) -> None:
+        # NaN never wins, but the first epoch is always kept so there is a state to restore.
+        better = value > self.value if self.higher_is_better else value < self.value
+        if self.state is None or better:
+            self.value, self.epoch, self.waited = value, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.waited += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,15 +354,15 @@ def series_stats(series: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     return mean.float(), var.sqrt().clamp_min(1e-6).float()
 
 
-def transfer(cfg: TaskConfig, pretrained: bool) -> dict[str, Any]:
-    """:func:`fit`'s ``encoder_lr`` and ``freeze_epochs`` for a (non-)pretrained encoder.
+def transfer(cfg: TaskConfig, pretrained: bool) -> Schedule:
+    """:func:`fit`'s :class:`Schedule` for a (non-)pretrained encoder.
 
     A pretrained encoder learns at ``lr * encoder_lr_scale`` after ``freeze_epochs`` head-only
     epochs; a random one has nothing to preserve, so it learns at the head's pace from the start.
     """
     if not pretrained:
-        return {"encoder_lr": cfg.lr, "freeze_epochs": 0}
-    return {"encoder_lr": cfg.lr * cfg.encoder_lr_scale, "freeze_epochs": cfg.freeze_epochs}
+        return Schedule(cfg.lr, 0)
+    return Schedule(cfg.lr * cfg.encoder_lr_scale, cfg.freeze_epochs)
 
 
 def finish(

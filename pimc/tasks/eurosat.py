@@ -32,6 +32,7 @@ from pimc.plots import task_curves
 from pimc.tasks.common import (
     Log,
     Pretrained,
+    Setup,
     TaskModel,
     finish,
     resolve_pretrained,
@@ -39,7 +40,7 @@ from pimc.tasks.common import (
     transfer,
 )
 from pimc.tasks.methods import method_plan
-from pimc.tasks.pixel_cls import train_classifier
+from pimc.tasks.pixel_cls import Labelled, train_classifier
 from pimc.training.pairs import augment_images, image_stats
 from pimc.training.utils import resolve_device, seed_everything
 
@@ -96,6 +97,7 @@ def run_eurosat(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    setup = Setup(cfg, device, out_dir, progress, log)
     source = resolve_pretrained(pretrained, cfg, params)
     data = load_eurosat(eurosat_root(params.data.root), cfg)
     mean, std, norm = _normalisation(source, data["train"]["image"])
@@ -119,16 +121,10 @@ def run_eurosat(
         model = TaskModel(backbone, len(names), frozen=spec.frozen, in_mean=mean, in_std=std)
         metrics, curves[method], cm = train_classifier(
             model.to(device),
-            method,
-            inputs,
-            labels,
-            names,
-            cfg,
+            method=method,
+            data=Labelled(inputs, labels, names),
+            setup=setup,
             schedule=transfer(cfg, use_pretrained),
-            device=device,
-            out_dir=out_dir,
-            progress=progress,
-            log=log,
             augment=augment_images,
             select=HEADLINE,
             extra={"band_mean": mean, "band_std": std, "bands": list(cfg.bands)},

@@ -18,6 +18,7 @@ through the last 4 inputs, extended) and ``climatology`` (mean training target c
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persi
 from pimc.tasks.common import (
     FitResult,
     Log,
+    Objective,
+    Schedule,
+    Setup,
     TaskModel,
     finish,
     fit,
@@ -171,21 +175,15 @@ def forecast_metrics(pred_std: Tensor, target_std: Tensor, std: Tensor, names: l
 
 def _train(
     model: Forecaster,
-    method: str,
-    inputs: dict[str, Tensor],
-    target: dict[str, Tensor],
-    recent: dict[str, Tensor],
-    names: list[str],
-    cfg: ForecastConfig,
     *,
-    schedule: dict[str, Any],
-    device: torch.device,
-    out_dir: Path,
-    progress: bool,
-    log: Log | None,
+    method: str,
+    data: Windows,
+    setup: Setup,
+    schedule: Schedule,
 ) -> tuple[FitResult, Tensor]:
     """Fit one forecaster (MSE on standardised targets, early stopping on validation
     ``rmse_mean_std``); returns the fit and its standardised test forecasts."""
+    device, inputs, target, recent = setup.device, data.inputs, data.target, data.recent
     pre = model.frozen
     if pre:  # a linear probe: the frozen backbone's features are encoded once
         inputs = {s: model.encode(x, device) for s, x in inputs.items()}
@@ -197,27 +195,29 @@ def _train(
 
     def validate(m: nn.Module) -> dict[str, float]:
         pred = _predict(m, inputs["val"], recent["val"], device, pre)
-        score = forecast_metrics(pred, target["val"], std, names)[HEADLINE]
+        score = forecast_metrics(pred, target["val"], std, data.names)[HEADLINE]
         return {"val/loss": float(F.mse_loss(pred, target["val"])), f"val/{HEADLINE}": score}
 
+    objective = Objective(step_loss, len(target["train"]), validate, f"val/{HEADLINE}", False)
+    extra = {"index_names": data.names, "mean": model.mean.cpu(), "std": std}
     result = fit(
-        model,
-        name=method,
-        step_loss=step_loss,
-        n_train=len(target["train"]),
-        validate=validate,
-        metric=f"val/{HEADLINE}",
-        higher_is_better=False,
-        cfg=cfg,
-        checkpoint=out_dir / f"{method}.pt",
-        progress=progress,
-        log=log,
-        extra={"index_names": names, "mean": model.mean.cpu(), "std": std},
-        **schedule,
+        model, name=method, objective=objective, setup=setup, schedule=schedule, extra=extra
     )
     model.eval()
     with torch.no_grad():
         return result, _predict(model, inputs["test"], recent["test"], device, pre)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Per split (``train``/``val``/``test``): backbone ``inputs`` (RPs ``(N, I, S, S)`` or raw
+    series ``(N, I, T)``), standardised ``target`` ``(N, I, H)`` and ``recent`` values
+    ``(N, I, K)``; and the I index ``names``."""
+
+    inputs: dict[str, Tensor]
+    target: dict[str, Tensor]
+    recent: dict[str, Tensor]
+    names: list[str]
 
 
 def _predict(
@@ -251,6 +251,7 @@ def run_forecast(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    setup = Setup(cfg, device, out_dir, progress, log)
     source = resolve_pretrained(pretrained, cfg, params)
     data = load_forecast_data(params, cfg)
     mean, std, names = data["mean"], data["std"], data["names"]
@@ -290,17 +291,10 @@ def run_forecast(
         inputs = {s: data[s]["rp" if rp_input else "x"] for s in splits}
         result, preds[method] = _train(
             model.to(device),
-            method,
-            inputs,
-            target,
-            recent,
-            names,
-            cfg,
+            method=method,
+            data=Windows(inputs, target, recent, names),
+            setup=setup,
             schedule=transfer(cfg, use_pretrained),
-            device=device,
-            out_dir=out_dir,
-            progress=progress,
-            log=log,
         )
         methods[method] = forecast_metrics(preds[method], target["test"], std, names)
         methods[method].update(best_epoch=result.best_epoch, train_seconds=result.seconds)

@@ -20,6 +20,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.core.config import Params, PixelClsConfig, RecurrenceConfig, TaskConfig
+from pimc.core.config import Params, PixelClsConfig, RecurrenceConfig
 from pimc.core.paths import SHARDS
 from pimc.data.pastis import PASTIS
 from pimc.metrics import confusion_matrix, macro_f1, miou, overall_accuracy, per_class_iou
@@ -37,6 +38,9 @@ from pimc.plots import task_curves
 from pimc.tasks.baselines import CNN1d
 from pimc.tasks.common import (
     Log,
+    Objective,
+    Schedule,
+    Setup,
     TaskModel,
     finish,
     fit,
@@ -75,19 +79,28 @@ def classification_metrics(
     return out, cm
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """The splits a classifier trains, validates and tests on.
+
+    Attributes:
+        inputs: ``train``/``val``/``test`` raw inputs ``(N, ...)`` (CPU).
+        labels: The same splits' class indices ``(N,)``, ``UNSEEN`` allowed in val/test.
+        names: The C class names.
+    """
+
+    inputs: dict[str, Tensor]
+    labels: dict[str, Tensor]
+    names: Sequence[str]
+
+
 def train_classifier(
     model: TaskModel,
-    method: str,
-    inputs: dict[str, Tensor],
-    labels: dict[str, Tensor],
-    names: Sequence[str],
-    cfg: TaskConfig,
     *,
-    schedule: dict[str, Any],
-    device: torch.device,
-    out_dir: Path,
-    progress: bool,
-    log: Log | None,
+    method: str,
+    data: Labelled,
+    setup: Setup,
+    schedule: Schedule,
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     extra: dict[str, Any] | None = None,
     select: str = HEADLINE,
@@ -96,13 +109,11 @@ def train_classifier(
     ``accuracy``), then test it.
 
     Args:
-        model: On ``device``; a frozen one without ``augment`` is trained on cached features.
+        model: On ``setup.device``; a frozen one without ``augment`` trains on cached features.
         method: Name (checkpoint ``<out_dir>/<method>.pt``, log keys).
-        inputs: ``train``/``val``/``test`` raw inputs ``(N, ...)`` (CPU).
-        labels: The same splits' class indices ``(N,)``, ``UNSEEN`` allowed in val/test.
-        names: The C class names.
-        cfg: The task config.
-        schedule: ``encoder_lr``/``freeze_epochs`` for :func:`fit` (see :func:`transfer`).
+        data: Inputs, labels and class names.
+        setup: Config, device, output folder, progress, logging.
+        schedule: The encoder's learning rate and head-only epochs (see :func:`transfer`).
         augment: ``augment(x, generator)`` applied to training batches (raw inputs).
         extra: More checkpoint entries.
         select: The validation metric that picks the best epoch.
@@ -110,6 +121,7 @@ def train_classifier(
     Returns:
         Test metrics (+ ``best_epoch``, ``train_seconds``), curves and the test confusion matrix.
     """
+    device, inputs, labels, names = setup.device, data.inputs, data.labels, data.names
     pre = model.frozen and augment is None
     if pre:  # a linear probe without augmentation: encode once
         inputs = {s: model.encode(x, device) for s, x in inputs.items()}
@@ -127,30 +139,12 @@ def train_classifier(
         return torch.cat([logits(m, c.to(device)).cpu() for c in inputs[split].split(512)])
 
     def validate(m: nn.Module) -> dict[str, float]:
-        out, y = predict(m, "val"), labels["val"]
-        seen = y != UNSEEN
-        metrics, _ = classification_metrics(out.argmax(1), y, names)
-        loss = F.cross_entropy(out[seen], y[seen]) if seen.any() else torch.tensor(float("nan"))
-        return {
-            "val/loss": float(loss),
-            "val/accuracy": metrics["accuracy"],
-            "val/macro_f1": metrics["macro_f1"],
-        }
+        return _validation_metrics(predict(m, "val"), labels["val"], names)
 
+    objective = Objective(step_loss, len(labels["train"]), validate, f"val/{select}", True)
+    extra = {"class_names": list(names), **(extra or {})}
     result = fit(
-        model,
-        name=method,
-        step_loss=step_loss,
-        n_train=len(labels["train"]),
-        validate=validate,
-        metric=f"val/{select}",
-        higher_is_better=True,
-        cfg=cfg,
-        **schedule,
-        checkpoint=out_dir / f"{method}.pt",
-        progress=progress,
-        log=log,
-        extra={"class_names": list(names), **(extra or {})},
+        model, name=method, objective=objective, setup=setup, schedule=schedule, extra=extra
     )
     model.eval()
     with torch.no_grad():
@@ -159,6 +153,18 @@ def train_classifier(
         )
     metrics.update(best_epoch=result.best_epoch, train_seconds=result.seconds)
     return metrics, result.curves, cm
+
+
+def _validation_metrics(out: Tensor, y: Tensor, names: Sequence[str]) -> dict[str, float]:
+    """Loss (over pixels of seen classes), accuracy and macro-F1 of logits ``(N, C)``."""
+    seen = y != UNSEEN
+    metrics, _ = classification_metrics(out.argmax(1), y, names)
+    loss = F.cross_entropy(out[seen], y[seen]) if seen.any() else torch.tensor(float("nan"))
+    return {
+        "val/loss": float(loss),
+        "val/accuracy": metrics["accuracy"],
+        "val/macro_f1": metrics["macro_f1"],
+    }
 
 
 def _load_split(params: Params, folds: Sequence[int]) -> dict[str, Tensor]:
@@ -230,6 +236,7 @@ def run_pixel_cls(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    setup = Setup(cfg, device, out_dir, progress, log)
     source = resolve_pretrained(pretrained, cfg, params)
     data = load_pixel_data(params, cfg)
     names, index_names = data["class_names"], data["index_names"]
@@ -255,16 +262,10 @@ def run_pixel_cls(
         inputs = {s: data[s][key] for s in ("train", "val", "test")}
         metrics, curves[method], cm = train_classifier(
             model,
-            method,
-            inputs,
-            labels,
-            names,
-            cfg,
+            method=method,
+            data=Labelled(inputs, labels, names),
+            setup=setup,
             schedule=transfer(cfg, pretrained_weights),
-            device=device,
-            out_dir=out_dir,
-            progress=progress,
-            log=log,
             extra={"class_ids": data["class_ids"]},
         )
         methods[method], models[method] = metrics, model

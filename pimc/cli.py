@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pimc.core.errors import PimcError
+from pimc.core.errors import PimcError, UsageError
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -76,7 +76,7 @@ def _predict(args: argparse.Namespace) -> None:
     from pimc import predict
 
     if (args.patch is None) == (args.image is None):
-        raise PimcError("give exactly one of --patch (PASTIS) or --image (EuroSAT tile)")
+        raise UsageError("give exactly one of --patch (PASTIS) or --image (EuroSAT tile)")
     model, meta = predict.load_deployed(args.model)
     if args.image is not None:
         probs = predict.classify_tile(model, meta, args.image)
@@ -130,10 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser_usage(parser: argparse.ArgumentParser, command: str) -> str:
+    """The usage line of ``pimc <command>``."""
+    for action in parser._subparsers._group_actions:  # argparse keeps subparsers here
+        if command in getattr(action, "choices", {}):
+            return action.choices[command].format_usage()
+    return parser.format_usage()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         args.func(args)
+    except UsageError as err:  # a wrong command line: usage + the reason, argparse's exit 2
+        print(_subparser_usage(parser, args.command), file=sys.stderr, end="")
+        print(f"pimc {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except PimcError as err:  # expected failures: one clear line, no traceback
         print(f"pimc {args.command}: error: {err}", file=sys.stderr)
         return 1

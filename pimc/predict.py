@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from pimc.core.config import PrepareConfig, RecurrenceConfig
-from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, PimcError
+from pimc.core.errors import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    InputError,
+    PimcError,
+    UsageError,
+)
 from pimc.core.io import atomic_path
 from pimc.core.typed_config import from_dict
 from pimc.data.pastis import PASTIS, read_metadata
@@ -52,14 +58,14 @@ def load_deployed(ref: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], dic
     """The model behind ``ref`` (``name@alias``, ``name/3``, ``models:/...``) and its metadata.
 
     Raises:
-        ConfigError: unknown model, or one logged without pimc's deployment metadata.
+        InputError: a model logged without pimc's deployment metadata.
     """
     from pimc import tracking
 
     uri = tracking.model_uri(ref)
     meta = tracking.model_metadata(uri)
     if "pimc_task" not in meta:
-        raise ConfigError(
+        raise InputError(
             f"{uri} carries no pimc deployment metadata (it is an encoder, or was logged by an "
             "older pimc); predict with a task model such as pimc-pastis-classifier@champion, "
             "or re-run its finetune stage."
@@ -100,53 +106,11 @@ def read_patch(patch: str | Path, root: str | Path | None = None, crs: str | Non
         root: The PASTIS folder holding ``metadata.geojson``.
         crs: Overrides the CRS of ``metadata.geojson`` (e.g. ``EPSG:2154``).
     """
-    from rasterio.crs import CRS
-    from rasterio.errors import CRSError
     from rasterio.transform import from_bounds
 
-    path = Path(patch)
-    match = _S2_NAME.search(path.name)
-    if match:
-        patch_id, root = int(match.group(1)), Path(root) if root else path.parent.parent
-    elif str(patch).isdigit():
-        if root is None:
-            raise ConfigError(f"patch {patch}: give the PASTIS folder too (--root data/raw/PASTIS)")
-        patch_id, root = int(patch), Path(root)
-        path = Path(root) / "DATA_S2" / f"S2_{patch_id}.npy"
-    else:
-        raise ConfigError(
-            f"--patch {patch}: expected a PASTIS file DATA_S2/S2_<ID>.npy or a numeric ID_PATCH"
-        )
-    geojson = root / "metadata.geojson"
-    if not geojson.is_file():
-        raise DatasetNotFoundError(
-            f"{geojson} is missing: the patch footprint and dates come from it. Pass --root "
-            "with the PASTIS folder holding metadata.geojson and DATA_S2/."
-        )
-    table, file_crs = read_metadata(geojson)
-    rows = table[table["id"] == patch_id]
-    if rows.empty:
-        raise ConfigError(f"patch {patch_id} is not listed in {geojson}")
-    dates, geometry = rows.iloc[0]["dates"], rows.iloc[0]["geometry"]
-    try:
-        if (geometry or {}).get("type") != "Polygon":
-            raise ValueError(f"patch {patch_id}'s geometry is {geometry and geometry.get('type')}")
-        ring = np.asarray(geometry["coordinates"][0], dtype=np.float64)[:, :2]
-    except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise DatasetCorruptError(
-            f"{geojson}: patch {patch_id} needs a Polygon footprint ({type(err).__name__}: "
-            f"{err}); re-extract PASTIS.zip."
-        ) from err
-    crs_name = crs or file_crs
-    if crs_name is None:
-        raise DatasetCorruptError(
-            f"{geojson} has no 'crs' member, so the footprint's projection is unknown; pass "
-            "--crs (real PASTIS footprints are Lambert-93: --crs EPSG:2154)."
-        )
-    try:
-        crs_obj = CRS.from_user_input(crs_name)
-    except CRSError as err:
-        raise ConfigError(f"CRS '{crs_name}' (from {crs and '--crs' or geojson}): {err}") from err
+    path, patch_id, geojson = _locate(patch, root)
+    dates, ring, file_crs = _footprint(geojson, patch_id)
+    crs_obj = _crs(crs, file_crs, geojson)
     image = PASTIS._load_npy(path)
     if image.ndim != 4 or image.shape[1] != len(PASTIS.band_names) or image.shape[0] != len(dates):
         raise DatasetCorruptError(
@@ -162,6 +126,67 @@ def read_patch(patch: str | Path, root: str | Path | None = None, crs: str | Non
         crs=crs_obj,
         transform=from_bounds(west, south, east, north, width, height),
     )
+
+
+def _locate(patch: str | Path, root: str | Path | None) -> tuple[Path, int, Path]:
+    """The patch's ``.npy`` file, its ``ID_PATCH`` and its ``metadata.geojson``."""
+    path = Path(patch)
+    match = _S2_NAME.search(path.name)
+    if match:
+        patch_id, root = int(match.group(1)), Path(root) if root else path.parent.parent
+    elif str(patch).isdigit():
+        if root is None:
+            raise UsageError(f"patch {patch}: give the PASTIS folder too (--root data/raw/PASTIS)")
+        patch_id, root = int(patch), Path(root)
+        path = Path(root) / "DATA_S2" / f"S2_{patch_id}.npy"
+    else:
+        raise UsageError(
+            f"--patch {patch}: expected a PASTIS file DATA_S2/S2_<ID>.npy or a numeric ID_PATCH"
+        )
+    geojson = root / "metadata.geojson"
+    if not geojson.is_file():
+        raise DatasetNotFoundError(
+            f"{geojson} is missing: the patch footprint and dates come from it. Pass --root "
+            "with the PASTIS folder holding metadata.geojson and DATA_S2/."
+        )
+    return path, patch_id, geojson
+
+
+def _footprint(geojson: Path, patch_id: int) -> tuple[Any, np.ndarray, str | None]:
+    """The patch's dates, footprint ring ``(P, 2)`` and the file's CRS name."""
+    table, file_crs = read_metadata(geojson)
+    rows = table[table["id"] == patch_id]
+    if rows.empty:
+        raise InputError(f"patch {patch_id} is not listed in {geojson}")
+    dates, geometry = rows.iloc[0]["dates"], rows.iloc[0]["geometry"]
+    try:
+        if (geometry or {}).get("type") != "Polygon":
+            raise ValueError(f"patch {patch_id}'s geometry is {geometry and geometry.get('type')}")
+        ring = np.asarray(geometry["coordinates"][0], dtype=np.float64)[:, :2]
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise DatasetCorruptError(
+            f"{geojson}: patch {patch_id} needs a Polygon footprint ({type(err).__name__}: "
+            f"{err}); re-extract PASTIS.zip."
+        ) from err
+    return dates, ring, file_crs
+
+
+def _crs(crs: str | None, file_crs: str | None, geojson: Path) -> Any:
+    """``--crs`` if given, else the CRS of ``metadata.geojson``, as a rasterio CRS."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    crs_name = crs or file_crs
+    if crs_name is None:
+        raise DatasetCorruptError(
+            f"{geojson} has no 'crs' member, so the footprint's projection is unknown; pass "
+            "--crs (real PASTIS footprints are Lambert-93: --crs EPSG:2154)."
+        )
+    try:
+        return CRS.from_user_input(crs_name)
+    except CRSError as err:
+        source = "--crs" if crs else geojson
+        raise UsageError(f"CRS '{crs_name}' (from {source}): {err}") from err
 
 
 def _run(model: Callable, x: torch.Tensor) -> torch.Tensor:
@@ -189,9 +214,9 @@ def predict_patch(
     """
     spec = _task_of(meta)
     if spec.predict_input is None:
-        raise ConfigError(f"a {spec.name} model predicts tiles, not PASTIS patches: use --image")
+        raise UsageError(f"a {spec.name} model predicts tiles, not PASTIS patches: use --image")
     if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size}: must be >= 1 (pixels per forward pass)")
+        raise UsageError(f"--batch-size {batch_size}: must be >= 1 (pixels per forward pass)")
     prepare = from_dict(PrepareConfig, meta["prepare"], source="model metadata")
     rec_cfg = from_dict(RecurrenceConfig, meta["recurrence"], source="model metadata")
     grid = date_grid(prepare)
@@ -215,7 +240,7 @@ def _task_of(meta: dict[str, Any]):
     from pimc.tasks.registry import TASKS  # task modules pull in training code: only when used
 
     if meta.get("pimc_task") not in TASKS:
-        raise ConfigError(
+        raise InputError(
             f"model metadata names task {meta.get('pimc_task')!r}; this pimc knows "
             f"{', '.join(TASKS)}: upgrade pimc or re-run the model's finetune stage"
         )
@@ -282,7 +307,7 @@ def save_prediction(
 
     out = Path(out)
     if out.suffix.lower() not in (".tif", ".tiff"):
-        raise ConfigError(f"--out {out}: name a GeoTIFF (.tif); the PNG preview goes beside it")
+        raise UsageError(f"--out {out}: name a GeoTIFF (.tif); the PNG preview goes beside it")
     preview = out.with_suffix(".png")
     if "classes" in pred:
         names = dict(zip(meta["class_ids"], meta["class_names"], strict=True))
@@ -333,7 +358,7 @@ def classify_tile(
     from pimc.data.eurosat import read_tile
 
     if _task_of(meta).predict_input is not None:
-        raise ConfigError(f"a {meta['pimc_task']} model predicts PASTIS patches: use --patch")
+        raise UsageError(f"a {meta['pimc_task']} model predicts PASTIS patches: use --patch")
     image = torch.from_numpy(read_tile(path, meta["bands"]))[None]
     size = meta.get("resize")
     if size is not None and size != image.shape[-1]:

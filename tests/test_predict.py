@@ -151,27 +151,30 @@ def test_eurosat_tile_prints_probabilities(registered, data_copy, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "argv, message, code",
     [
-        (["--model", "pimc-test-classifier", "--patch", "nope.txt"], "S2_<ID>.npy"),
-        (["--model", "pimc-test-classifier", "--patch", "12"], "--root"),
-        (["--model", "pimc-nothing@champion", "--patch", "S2_1.npy"], "pimc models"),
-        (["--model", "pimc-test-classifier"], "exactly one of"),
-        (["--model", "pimc-test-eurosat", "--patch", "{s2}"], "use --image"),
-        (["--model", "pimc-test-classifier", "--patch", "{s2}", "--batch-size", "0"], ">= 1"),
-        (["--model", "pimc-test-classifier", "--patch", "{s2}", "--out", "m.png"], ".tif"),
+        (["--model", "pimc-test-classifier", "--patch", "nope.txt"], "S2_<ID>.npy", 2),
+        (["--model", "pimc-test-classifier", "--patch", "12"], "--root", 2),
+        (["--model", "pimc-nothing@champion", "--patch", "S2_1.npy"], "pimc models", 1),
+        (["--model", "pimc-test-classifier"], "exactly one of", 2),
+        (["--model", "pimc-test-eurosat", "--patch", "{s2}"], "use --image", 2),
+        (["--model", "pimc-test-classifier", "--patch", "{s2}", "--batch-size", "0"], ">= 1", 2),
+        (["--model", "pimc-test-classifier", "--patch", "{s2}", "--out", "m.png"], ".tif", 2),
         (
             ["--model", "pimc-test-classifier", "--patch", "{s2}", "--out", "{s2}/m.tif"],
             "cannot write",
+            1,
         ),
     ],
 )
-def test_bad_input_is_one_clear_line(registered, tiny_data, argv, message, capsys):
+def test_bad_input_is_one_clear_line(registered, tiny_data, argv, message, code, capsys):
+    # Command-line misuse exits 2 with the usage line (as argparse does); failures exit 1.
     _, s2 = _first_patch(tiny_data)
     argv = [a.replace("{s2}", str(s2)) for a in argv]
-    assert main(["predict", *argv]) == 1
+    assert main(["predict", *argv]) == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert ("usage: pimc predict" in err) == (code == 2)
 
 
 def test_missing_crs_asks_for_override(data_copy, registered, tmp_path):

@@ -76,6 +76,17 @@ def _normalisation(source: Pretrained, train: Tensor) -> tuple[Tensor, Tensor, s
     return mean, std, "eurosat_train"
 
 
+def _check_bands(source: Pretrained, cfg: EurosatConfig) -> int:
+    """The number of bands, after checking the pretrained image tower reads as many."""
+    bands = len(cfg.bands)
+    if source.model is not None and getattr(source.model, "image_channels", bands) != bands:
+        raise ConfigError(
+            f"'finetune.eurosat.bands' has {bands} bands but the image tower was pretrained "
+            f"on {source.model.image_channels}; use the pretraining bands, in PASTIS order"
+        )
+    return bands
+
+
 def run_eurosat(
     params: Params,
     *,
@@ -96,17 +107,11 @@ def run_eurosat(
     start, cfg = time.perf_counter(), params.finetune.eurosat
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    setup = Setup(cfg, device, out_dir, progress, log)
+    setup = Setup(cfg, device := resolve_device(cfg.device), out_dir, progress, log)
     source = resolve_pretrained(pretrained, cfg, params)
     data = load_eurosat(eurosat_root(params.data.root), cfg)
     mean, std, norm = _normalisation(source, data["train"]["image"])
-    bands = len(cfg.bands)
-    if source.model is not None and getattr(source.model, "image_channels", bands) != bands:
-        raise ConfigError(
-            f"'finetune.eurosat.bands' has {bands} bands but the image tower was pretrained "
-            f"on {source.model.image_channels}; use the pretraining bands, in PASTIS order"
-        )
+    bands = _check_bands(source, cfg)
     inputs = {s: data[s]["image"] for s in data}
     labels = {s: data[s]["label"] for s in data}
     names = list(EuroSAT.classes)

@@ -18,7 +18,7 @@ through the last 4 inputs, extended) and ``climatology`` (mean training target c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from pimc.tasks.common import (
     FitResult,
     Log,
     Objective,
+    Pretrained,
     Schedule,
     Setup,
     TaskModel,
@@ -47,7 +48,7 @@ from pimc.tasks.common import (
     tower_backbone,
     transfer,
 )
-from pimc.tasks.methods import method_plan
+from pimc.tasks.methods import Method, method_plan
 from pimc.training.pairs import PairDataset
 from pimc.training.utils import resolve_device, seed_everything
 from pimc.transforms.recurrence import build_rps
@@ -250,24 +251,11 @@ def run_forecast(
     start, cfg = time.perf_counter(), params.finetune.forecast
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    setup = Setup(cfg, device, out_dir, progress, log)
+    setup = Setup(cfg, resolve_device(cfg.device), out_dir, progress, log)
     source = resolve_pretrained(pretrained, cfg, params)
     data = load_forecast_data(params, cfg)
-    mean, std, names = data["mean"], data["std"], data["names"]
-
-    def standardise(x: Tensor) -> Tensor:
-        return (x - mean[:, None]) / std[:, None]
-
-    splits = ("train", "val", "test")
-    target = {s: standardise(data[s]["y"]) for s in splits}
-    recent = {s: standardise(data[s]["x"])[..., -cfg.context_steps :] for s in splits}
-    test_x = standardise(data["test"]["x"])
-    closed = {
-        "persistence": lambda: persistence(test_x, cfg.horizon),
-        "linear_extrapolation": lambda: linear_extrapolation(test_x, cfg.horizon),
-        "climatology": lambda: climatology(target["train"]).expand(len(test_x), -1, -1),
-    }
+    std, names = data["std"], data["names"]
+    target, recent, closed = _standardised(data, cfg)
     methods: dict[str, dict[str, float]] = {}
     preds: dict[str, Tensor] = {}
     curves, models = {}, {}
@@ -277,36 +265,18 @@ def run_forecast(
             preds[method] = closed[method]()
             methods[method] = forecast_metrics(preds[method], target["test"], std, names)
             continue
-        seed_everything(cfg.seed)
-        rp_input = spec.input == "encoder"
-        use_pretrained = spec.pretrained and source.model is not None
-        if rp_input:
-            weights = source.model if use_pretrained else None
-            backbone = tower_backbone(weights, "rp_encoder", len(names), params.model)
-        else:
-            backbone = CNN1d(len(names))
-        model = Forecaster(
-            backbone, len(names), cfg.horizon, mean, std, rp_input, spec.frozen, cfg.context_steps
-        )
-        inputs = {s: data[s]["rp" if rp_input else "x"] for s in splits}
-        result, preds[method] = _train(
-            model.to(device),
-            method=method,
-            data=Windows(inputs, target, recent, names),
-            setup=setup,
-            schedule=transfer(cfg, use_pretrained),
+        model, result, preds[method] = _fit_method(
+            spec, source, params, data, Windows({}, target, recent, names), setup
         )
         methods[method] = forecast_metrics(preds[method], target["test"], std, names)
         methods[method].update(best_epoch=result.best_epoch, train_seconds=result.seconds)
         curves[method], models[method] = result.curves, model
 
-    best = f"pimc_{cfg.mode}"
-    te = data["test"]
+    best, te = f"pimc_{cfg.mode}", data["test"]
+    examples = out_dir / "forecast_examples.png"
     plots = [
         task_curves(curves, f"val/{HEADLINE}", out_dir / "forecast_curves.png", "Forecasting"),
-        plot_examples(
-            te["x"], te["y"], preds, std, mean, names, best, out_dir / "forecast_examples.png"
-        ),
+        plot_examples(te["x"], te["y"], preds, std, data["mean"], names, best, examples),
     ]
     example = Forecaster.pack(te["rp"][:4], te["x"][:4, :, -cfg.context_steps :]).numpy()
     return finish(
@@ -322,6 +292,65 @@ def run_forecast(
         source=source,
         seconds=time.perf_counter() - start,
     )
+
+
+def _standardised(data: dict[str, Any], cfg: ForecastConfig) -> tuple[dict, dict, dict]:
+    """Standardised targets ``(N, I, H)`` and recent values ``(N, I, K)`` per split, and the
+    closed-form baselines' test forecasts (as thunks, computed in method order)."""
+    mean, std = data["mean"], data["std"]
+
+    def standardise(x: Tensor) -> Tensor:
+        return (x - mean[:, None]) / std[:, None]
+
+    splits = ("train", "val", "test")
+    target = {s: standardise(data[s]["y"]) for s in splits}
+    recent = {s: standardise(data[s]["x"])[..., -cfg.context_steps :] for s in splits}
+    test_x = standardise(data["test"]["x"])
+    closed = {
+        "persistence": lambda: persistence(test_x, cfg.horizon),
+        "linear_extrapolation": lambda: linear_extrapolation(test_x, cfg.horizon),
+        "climatology": lambda: climatology(target["train"]).expand(len(test_x), -1, -1),
+    }
+    return target, recent, closed
+
+
+def _fit_method(
+    spec: Method,
+    source: Pretrained,
+    params: Params,
+    data: dict[str, Any],
+    windows: Windows,
+    setup: Setup,
+) -> tuple[Forecaster, FitResult, Tensor]:
+    """Build one learnt method's forecaster, fit it and forecast the test split."""
+    cfg, names = setup.cfg, windows.names
+    seed_everything(cfg.seed)
+    rp_input = spec.input == "encoder"
+    use_pretrained = spec.pretrained and source.model is not None
+    if rp_input:
+        weights = source.model if use_pretrained else None
+        backbone = tower_backbone(weights, "rp_encoder", len(names), params.model)
+    else:
+        backbone = CNN1d(len(names))
+    model = Forecaster(
+        backbone,
+        len(names),
+        cfg.horizon,
+        data["mean"],
+        data["std"],
+        rp_input,
+        spec.frozen,
+        cfg.context_steps,
+    )
+    inputs = {s: data[s]["rp" if rp_input else "x"] for s in ("train", "val", "test")}
+    result, pred = _train(
+        model.to(setup.device),
+        method=spec.name,
+        data=replace(windows, inputs=inputs),
+        setup=setup,
+        schedule=transfer(cfg, use_pretrained),
+    )
+    return model, result, pred
 
 
 def plot_examples(

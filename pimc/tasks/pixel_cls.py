@@ -39,6 +39,7 @@ from pimc.tasks.baselines import CNN1d
 from pimc.tasks.common import (
     Log,
     Objective,
+    Pretrained,
     Schedule,
     Setup,
     TaskModel,
@@ -50,7 +51,7 @@ from pimc.tasks.common import (
     tower_backbone,
     transfer,
 )
-from pimc.tasks.methods import method_plan
+from pimc.tasks.methods import Method, method_plan
 from pimc.training.pairs import PairDataset
 from pimc.training.utils import resolve_device, seed_everything
 from pimc.transforms.recurrence import build_rps
@@ -241,24 +242,15 @@ def run_pixel_cls(
     data = load_pixel_data(params, cfg)
     names, index_names = data["class_names"], data["index_names"]
     labels = {s: data[s]["y"] for s in ("train", "val", "test")}
-    n_idx = len(index_names)
-    s_mean, s_std = series_stats(data["train"]["series"], data["train"]["valid"])
+    stats = series_stats(data["train"]["series"], data["train"]["valid"])
 
     methods, curves, models, plots = {}, {}, {}, []
     for spec in method_plan(cfg, index_names):
         method = spec.name
         seed_everything(cfg.seed)
         pretrained_weights = spec.pretrained and source.model is not None
-        kw: dict[str, Any] = {"frozen": spec.frozen}
-        if spec.input == "series":
-            backbone, key = CNN1d(n_idx), "series"
-            kw.update(in_mean=s_mean, in_std=s_std)
-        else:
-            weights = source.model if pretrained_weights else None
-            backbone, key = tower_backbone(weights, "rp_encoder", n_idx, params.model), "rp"
-        if spec.channel is not None:
-            kw["channel_mask"] = (torch.arange(n_idx) == spec.channel).float()
-        model = TaskModel(backbone, len(names), **kw).to(device)
+        model, key = _build(spec, source if pretrained_weights else None, params, data, stats)
+        model = model.to(device)
         inputs = {s: data[s][key] for s in ("train", "val", "test")}
         metrics, curves[method], cm = train_classifier(
             model,
@@ -271,11 +263,8 @@ def run_pixel_cls(
         methods[method], models[method] = metrics, model
         plots.append(plot_confusion_matrix(cm, names, out_dir / f"confusion_{method}.png", method))
 
-    plots.append(
-        task_curves(
-            curves, f"val/{HEADLINE}", out_dir / "pixel_cls_curves.png", "Pixel classification"
-        )
-    )
+    title, path = "Pixel classification", out_dir / "pixel_cls_curves.png"
+    plots.append(task_curves(curves, f"val/{HEADLINE}", path, title))
     best = f"pimc_{cfg.mode}"
     result = finish(
         out_dir,
@@ -326,3 +315,25 @@ def decode(
         "classes": ids[index].reshape(shape).numpy(),
         "confidence": confidence.reshape(shape).numpy().astype(np.float32),
     }
+
+
+def _build(
+    spec: Method,
+    source: Pretrained | None,
+    params: Params,
+    data: dict[str, Any],
+    stats: tuple[Tensor, Tensor],
+) -> tuple[TaskModel, str]:
+    """One method's classifier (random weights drawn from the seeded global RNG, or copied
+    from ``source``) and the data key it reads (``rp`` or ``series``)."""
+    n_idx, n_classes = len(data["index_names"]), len(data["class_names"])
+    kw: dict[str, Any] = {"frozen": spec.frozen}
+    if spec.input == "series":
+        backbone, key = CNN1d(n_idx), "series"
+        kw.update(in_mean=stats[0], in_std=stats[1])
+    else:
+        weights = source.model if source is not None else None
+        backbone, key = tower_backbone(weights, "rp_encoder", n_idx, params.model), "rp"
+    if spec.channel is not None:
+        kw["channel_mask"] = (torch.arange(n_idx) == spec.channel).float()
+    return TaskModel(backbone, n_classes, **kw), key

@@ -15,9 +15,9 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import params_from, parse_overrides, stage_args
+from flows.common import parse_overrides, stage_args
 from pimc import tracking
-from pimc.core.config import Params
+from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
 from pimc.core.paths import PLOTS_DIR, metrics_file
 from pimc.predict import deploy_metadata
@@ -89,7 +89,7 @@ def finetune_flow(
     """Run one task; write ``metrics/<task>.json`` and ``plots/<task>/``; register the model."""
     if name not in RUNNERS:
         raise SystemExit(f"unknown task '{name}'; choose one of {', '.join(RUNNERS)}")
-    params = params_from(params_path, overrides)
+    params = load_params(params_path, overrides)
     cfg = getattr(params.finetune, name)
     with tracking.start_run(f"finetune@{name}", {f"finetune.{name}": cfg}) as run:
         pretrained = None

@@ -1,4 +1,4 @@
-"""Helpers shared by the stage flows: argument parsing, parameter loading, the Dask runner."""
+"""Helpers shared by the stage flows: argument parsing, metrics, the Dask runner."""
 
 from __future__ import annotations
 
@@ -7,22 +7,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from pimc import tracking
-from pimc.core.config import ComputeConfig, Params, load_params
+from pimc.core.config import ComputeConfig
 from pimc.core.errors import ConfigError
 from pimc.core.io import write_json
 from pimc.core.paths import metrics_file
-from pimc.core.typed_config import parse_value
+from pimc.core.typed_config import add_set_argument, parse_overrides
 
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["data.source=real", "data.seed=3"]`` -> ``{"data.source": "real", "data.seed": 3}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"override '{item}' must look like section.key=value")
-        out[key] = parse_value(value)  # YAML typing, as `dvc exp run -S` does
-    return out
+__all__ = [
+    "add_override_args",
+    "dask_task_runner",
+    "map_in_order",
+    "parse_overrides",  # the library's, re-exported for the flows' `-S` handling
+    "record_metrics",
+    "stage_args",
+]
 
 
 def stage_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -30,24 +28,14 @@ def stage_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     parser.add_argument(
         "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
-    _add_set(parser, "override a parameter, e.g. -S data.seed=3 (repeatable)")
+    add_set_argument(parser, "override a parameter, e.g. -S data.seed=3 (repeatable)")
     return parser.parse_args(argv)
 
 
 def add_override_args(parser: argparse.ArgumentParser) -> None:
     """``-S key=value`` (a ``dvc exp run`` experiment) and ``--force`` of pipeline commands."""
-    _add_set(parser, "run as `dvc exp run -S KEY=VALUE` (repeatable), e.g. -S data.seed=3")
+    add_set_argument(parser, "run as `dvc exp run -S KEY=VALUE` (repeatable), e.g. -S data.seed=3")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
-
-
-def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
-    parser.add_argument(
-        "-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
-    )
-
-
-def params_from(path: str, overrides: dict[str, Any] | None) -> Params:
-    return load_params(path, overrides)
 
 
 def record_metrics(run: tracking.TrackedRun, stage: str, stats: dict[str, Any], prefix: str = ""):

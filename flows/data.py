@@ -10,9 +10,9 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import params_from, parse_overrides, record_metrics, stage_args
+from flows.common import parse_overrides, record_metrics, stage_args
 from pimc import tracking
-from pimc.core.config import DataConfig
+from pimc.core.config import DataConfig, load_params
 from pimc.stages import data as data_stage
 
 STAGE = "data"
@@ -42,7 +42,7 @@ def summarize(cfg: DataConfig) -> dict[str, Any]:
 @flow(name="pimc-data", log_prints=True)
 def data_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
     """Produce ``data.root``/{PASTIS,EuroSAT} and write ``metrics/data.json``."""
-    cfg = params_from(params_path, overrides).data
+    cfg = load_params(params_path, overrides).data
     with tracking.start_run(STAGE, {"data": cfg}, tags={"data.source": cfg.source}) as run:
         if cfg.source == "synthetic":
             synthesize(cfg)

@@ -15,9 +15,9 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import params_from, parse_overrides, stage_args
+from flows.common import parse_overrides, stage_args
 from pimc import tracking
-from pimc.core.config import Params
+from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
 from pimc.core.paths import CHECKPOINT, PLOTS_DIR, metrics_file, task_dir
 from pimc.tasks.registry import TASKS, get_task
@@ -66,9 +66,8 @@ def finetune_flow(
     name: str, params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Run one task; write ``metrics/<task>.json`` and ``plots/<task>/``; register the model."""
-    if name not in TASKS:
-        raise SystemExit(f"unknown task '{name}'; choose one of {', '.join(TASKS)}")
-    params = params_from(params_path, overrides)
+from pimc.core.paths import CHECKPOINT, PLOTS_DIR, metrics_file, task_dir
+from pimc.tasks.registry import TASKS, get_task
     cfg = getattr(params.finetune, name)
     with tracking.start_run(f"finetune@{name}", {f"finetune.{name}": cfg}) as run:
         pretrained = None

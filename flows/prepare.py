@@ -17,13 +17,12 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import (
     dask_task_runner,
     map_in_order,
-    params_from,
     parse_overrides,
     record_metrics,
     stage_args,
 )
 from pimc import tracking
-from pimc.core.config import ComputeConfig, PrepareConfig
+from pimc.core.config import ComputeConfig, PrepareConfig, load_params
 from pimc.core.paths import pastis_root
 from pimc.stages.prepare import (
     PreparePlan,
@@ -74,7 +73,7 @@ def prepare_fan_out(root: str, cfg: PrepareConfig, compute: ComputeConfig) -> di
 @flow(name="pimc-prepare", log_prints=True)
 def prepare_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
     """Write ``prepare.out`` (shards, manifest, meta) and ``metrics/prepare.json``."""
-    params = params_from(params_path, overrides)
+    params = load_params(params_path, overrides)
     cfg, compute = params.prepare, params.compute
     root = str(pastis_root(params.data.root))
     tags = {"compute.task_runner": compute.task_runner}

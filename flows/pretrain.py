@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from prefect import flow, task
 
-from flows.common import params_from, parse_overrides, record_metrics, stage_args
+from flows.common import parse_overrides, record_metrics, stage_args
 from pimc import tracking
-from pimc.core.config import Params
+from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
 from pimc.core.paths import CHECKPOINT, ENCODER_MODELS, PLOTS_DIR
 from pimc.models.build import load_pretrained_model
@@ -76,7 +76,7 @@ def pretrain_flow(
     params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Train, write ``metrics/pretrain.json`` + curves, register the encoders in MLflow."""
-    params = params_from(params_path, overrides)
+    params = load_params(params_path, overrides)
     sections = {k: getattr(params, k) for k in ("model", "pretrain", "recurrence")}
     with tracking.start_run(STAGE, sections) as run:
         logger = CurveLogger(run)

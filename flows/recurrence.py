@@ -17,13 +17,12 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import (
     dask_task_runner,
     map_in_order,
-    params_from,
     parse_overrides,
     record_metrics,
     stage_args,
 )
 from pimc import tracking
-from pimc.core.config import ComputeConfig, RecurrenceConfig
+from pimc.core.config import ComputeConfig, RecurrenceConfig, load_params
 from pimc.core.paths import PLOTS_DIR
 from pimc.stages.recurrence import (
     RecurrencePlan,
@@ -82,7 +81,7 @@ def recurrence_flow(
     params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> dict:
     """Write ``recurrence.out``, ``plots/rp_gallery.png`` and ``metrics/recurrence.json``."""
-    params = params_from(params_path, overrides)
+    params = load_params(params_path, overrides)
     cfg, compute = params.recurrence, params.compute
     tags = {"compute.task_runner": compute.task_runner}
     with tracking.start_run(STAGE, {"recurrence": cfg}, tags=tags) as run:

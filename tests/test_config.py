@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import yaml
 
 from pimc.core.config import DataConfig, Params, flatten, load_params
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, UsageError
+from pimc.core.typed_config import parse_overrides
 from tests.conftest import REPO
 
 
@@ -19,6 +23,13 @@ def test_repo_params_load_into_dataclasses():
     assert isinstance(params.data, DataConfig)
     assert params.data.source == "synthetic"
     assert params.data.synthetic.patch_size >= 8
+
+
+@pytest.mark.parametrize("section", [f.name for f in dataclasses.fields(Params)])
+def test_params_yaml_equals_the_dataclass_defaults(section):
+    """Code that builds ``Params()`` (tests, notebooks) trains what the pipeline trains."""
+    assert section in yaml.safe_load((REPO / "params.yaml").read_text())  # every key written out
+    assert getattr(load_params(REPO / "params.yaml"), section) == getattr(Params(), section)
 
 
 def test_defaults_fill_missing_keys(tmp_path):
@@ -76,11 +87,30 @@ def test_configs_are_frozen_and_flatten():
 
 def test_exponent_floats_without_a_dot(tmp_path):
     """PyYAML (YAML 1.1) reads `1e-6` as a string; params and -S overrides still get floats."""
-    from flows.common import parse_overrides
-
     path = tmp_path / "params.yaml"
     path.write_text("finetune:\n  forecast:\n    lr: 1e-6\n")
     assert load_params(path).finetune.forecast.lr == 1e-6
     assert parse_overrides(["finetune.forecast.lr=2e-6"]) == {"finetune.forecast.lr": 2e-6}
     with pytest.raises(ConfigError, match="'finetune.forecast.lr' = 'fast' is not a valid float"):
         load_params(path, {"finetune.forecast.lr": "fast"})
+
+
+def test_overrides_are_typed_as_yaml_with_dates_kept_as_text():
+    got = parse_overrides(["pretrain.epochs=2", "prepare.folds=[1, 2]", "data.root=x=y"])
+    assert got == {"pretrain.epochs": 2, "prepare.folds": [1, 2], "data.root": "x=y"}
+    assert parse_overrides(["prepare.grid_start=2018-10-01"]) == {
+        "prepare.grid_start": "2018-10-01"
+    }
+    for bad in ("pretrain.epochs", "=3", "prepare.folds=[1,"):
+        with pytest.raises(UsageError, match="override"):
+            parse_overrides([bad])
+
+
+def test_flows_use_the_library_override_parser():
+    from flows import common
+
+    assert common.parse_overrides is parse_overrides
+    args = common.stage_args("x", ["-S", "prepare.grid_start=2018-10-01"])
+    assert args.overrides == ["prepare.grid_start=2018-10-01"]
+    with pytest.raises(SystemExit):  # argparse's usage error, not a traceback
+        common.stage_args("x", ["-S", "no-equals-sign"])

@@ -99,7 +99,9 @@ def _fake_gather(full: dict[str, torch.Tensor], local: dict[str, torch.Tensor], 
 def test_gather_fn_averaged_over_ranks_equals_global_loss():
     world, b, d, scale = 3, 4, 5, 7.0
     pixel, image = _unit(world * b, d, 9), _unit(world * b, d, 10)
-    expected = SymmetricInfoNCE()(pixel, image, scale)
+    single = SymmetricInfoNCE()
+    expected = single(pixel, image, scale)
+    assert single.candidates == world * b
     per_rank = []
     for rank in range(world):
         local = {
@@ -109,9 +111,11 @@ def test_gather_fn_averaged_over_ranks_equals_global_loss():
         loss_fn = SymmetricInfoNCE(
             gather_fn=_fake_gather({"pixel": pixel, "image": image}, local, rank, b), rank=rank
         )
+        assert loss_fn.candidates is None
         loss = loss_fn(local["pixel"], local["image"], scale)
         loss.backward()
         assert local["pixel"].grad.abs().sum() > 0
+        assert loss_fn.candidates == world * b  # every rank's pairs, not the local b
         per_rank.append(loss.item())
     assert sum(per_rank) / world == pytest.approx(expected.item(), abs=1e-9)
 

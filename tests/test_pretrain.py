@@ -10,13 +10,9 @@ from pimc.core.config import ModelConfig, Params, PrepareConfig, PretrainConfig
 from pimc.core.errors import ConfigError
 from pimc.core.io import load_checkpoint, save_checkpoint
 from pimc.models.build import load_pretrained_model
-from pimc.stages.pretrain import (
-    pretrain,
-    resolved_config,
-    retrieval_accuracy,
-)
+from pimc.stages.pretrain import pretrain, resolved_config
 from pimc.training.pairs import resolve_source
-from pimc.training.utils import cosine_with_warmup
+from tests.conftest import REPO
 from tests.test_pairs import PIXELS, make_pairs_data
 
 SMALL = ModelConfig(embed_dim=32, hidden_dim=64)
@@ -41,14 +37,6 @@ def with_pretrain(params: Params, **changes: object) -> Params:
     return dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, **changes))
 
 
-def test_cosine_with_warmup():
-    lrs = [cosine_with_warmup(s, total=10, warmup=4) for s in range(11)]
-    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert lrs[7] == pytest.approx(0.5) and lrs[10] == pytest.approx(0.0)
-    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))
-    assert cosine_with_warmup(0, total=5, warmup=0) == 1.0
-
-
 def test_checkpoint_roundtrip_is_atomic(tmp_path):
     path = tmp_path / "c" / "last.pt"
     save_checkpoint(path, w=torch.arange(3), cfg={"a": [1, 2]}, rng=torch.get_rng_state())
@@ -57,20 +45,9 @@ def test_checkpoint_roundtrip_is_atomic(tmp_path):
     assert torch.equal(ckpt["w"], torch.arange(3)) and ckpt["cfg"] == {"a": [1, 2]}
 
 
-def test_retrieval_accuracy_on_hand_made_embeddings():
-    image = torch.eye(4)
-    # pixel 0 → image 0 (rank 0); pixel 1 closest to image 2, then its own (rank 1);
-    # pixel 2 ranks its own third; pixel 3 ties every image (ties count against it).
-    pixel = torch.tensor(
-        [[1.0, 0, 0, 0], [0, 0.6, 0.8, 0], [0.7, 0.5, 0.1, 0], [0.5, 0.5, 0.5, 0.5]]
-    )
-    assert retrieval_accuracy(pixel, image, ks=(1, 2, 3, 4)) == {1: 0.25, 2: 0.5, 3: 0.75, 4: 1.0}
-    assert retrieval_accuracy(pixel, image, ks=(1, 2, 3), chunk=3) == {1: 0.25, 2: 0.5, 3: 0.75}
-    assert retrieval_accuracy(torch.ones(5, 3), torch.ones(5, 3), ks=(1,)) == {1: 0.0}
-
-
 def test_source_resolution():
-    cfg = PretrainConfig()
+    assert resolve_source(PretrainConfig(), materialize=True) == "on_the_fly"  # default crop
+    cfg = PretrainConfig(temporal_crop=0.0)
     assert resolve_source(cfg, materialize=True) == "materialized"
     assert resolve_source(cfg, materialize=False) == "on_the_fly"
     assert resolve_source(dataclasses.replace(cfg, temporal_crop=0.2), True) == "on_the_fly"
@@ -85,7 +62,8 @@ def test_batch_larger_than_train_set_is_rejected(params, tmp_path):
 
 
 def test_short_run_learns_and_writes_outputs(params, tmp_path):
-    p = with_pretrain(params, epochs=5, out=str(tmp_path / "run"))
+    # No temporal crop, so the materialized plots are used (the other tests build them).
+    p = with_pretrain(params, epochs=5, temporal_crop=0.0, out=str(tmp_path / "run"))
     logs: list[tuple[int, dict]] = []
     result = pretrain(p, log=lambda m, s: logs.append((s, m)), progress=False)
     losses = [m["train/loss"] for _, m in logs if "train/loss" in m]
@@ -136,3 +114,18 @@ def test_kill_and_resume_reaches_the_same_weights(params, tmp_path):
     changed = pretrain(with_pretrain(b, lr=1e-3, epochs=1), progress=False)
     assert changed["resumed_from_step"] == 0 and changed["steps"] == 6
     assert load_checkpoint(tmp_path / "b" / "last.pt")["config"]["pretrain"]["lr"] == 1e-3
+
+
+def test_torchrun_entry_parses_overrides_like_the_flows(monkeypatch, capsys):
+    """`-S prepare.grid_start=2018-10-01` stays a string (plain YAML would make it a date)."""
+    import pimc.stages.pretrain as stage
+
+    seen: list[Params] = []
+    monkeypatch.setattr(stage, "pretrain", lambda p, progress: seen.append(p) or {"steps": 0})
+    argv = ["--params", str(REPO / "params.yaml"), "--no-progress"]
+    stage.main([*argv, "-S", "prepare.grid_start=2018-10-01", "-S", "pretrain.lr=1e-3"])
+    assert seen[0].prepare.grid_start == "2018-10-01" and seen[0].pretrain.lr == 1e-3
+    assert '"steps": 0' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        stage.main([*argv, "-S", "pretrain.lr"])
+    assert "must look like section.key=value" in capsys.readouterr().err

@@ -160,8 +160,8 @@ class PretrainConfig:
     checkpoint_every: int = 50  # steps
     image_norm: bool = True  # per-band standardisation with train-set mean/std
     flip_rotate: bool = True  # random 90-degree rotations + flips of the image patch
-    temporal_crop: float = 0.0  # fraction of the series cut away (random window) before the RP
-    channel_dropout: float = 0.0  # probability of zeroing an RP channel (never all of them)
+    temporal_crop: float = 0.25  # fraction of the series cut away (random window) before the RP
+    channel_dropout: float = 0.2  # probability of zeroing an RP channel (never all of them)
     num_workers: int = 0  # 0: batches are gathered from in-memory tensors, no workers needed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     source: Literal["auto", "materialized", "on_the_fly"] = "auto"

@@ -3,22 +3,25 @@
 :func:`from_dict` builds a dataclass recursively, coercing and checking each value against its
 annotation (int, float, str, bool, Literal, unions, tuples, dicts, nested dataclasses) and
 rejecting unknown keys with an error that names the dotted key and the valid alternatives.
+:func:`add_set_argument` and :func:`parse_overrides` are the one ``-S key=value`` command-line
+syntax, shared by the flows and the ``torchrun`` entry point.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, UsageError
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -32,6 +35,52 @@ def parse_value(text: str) -> Any:
     if isinstance(value, datetime.date):  # dates in params stay strings (e.g. grid_start)
         return text.strip()
     return value
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["data.source=real", "data.seed=3"]`` -> ``{"data.source": "real", "data.seed": 3}``.
+
+    Values are typed as YAML, as ``dvc exp run -S`` does (see :func:`parse_value`).
+
+    Raises:
+        UsageError: an item without ``=``, or a value that is not valid YAML.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"override '{item}' must look like section.key=value")
+        try:
+            out[key] = parse_value(value)
+        except yaml.YAMLError as err:
+            raise UsageError(f"override '{item}': the value is not valid YAML ({err})") from None
+    return out
+
+
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add ``-S/--set KEY=VALUE`` (repeatable) to ``parser``, collected in ``args.overrides``.
+
+    Each item is checked by :func:`parse_overrides` as it is parsed, so a malformed one fails
+    with the parser's usage message; pass ``args.overrides`` to :func:`parse_overrides`.
+    """
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_checked_override,
+        help=help,
+    )
+
+
+def _checked_override(item: str) -> str:
+    try:
+        parse_overrides([item])
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return item
 
 
 def check(ok: bool, key: str, problem: str) -> None:

@@ -10,12 +10,11 @@ to import against the CPU torch). Every backbone maps ``(B, C, H, W)`` to pooled
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from pimc.core.bands import canonical_band
 from pimc.core.errors import ConfigError
 
 __all__ = [
@@ -24,9 +23,7 @@ __all__ = [
     "Bottleneck",
     "ResNet",
     "SmallCNN",
-    "adapt_first_conv",
     "build_backbone",
-    "load_pretrained",
     "resnet18",
     "resnet34",
     "resnet50",
@@ -103,7 +100,6 @@ class ResNet(nn.Module):
         small_input: Run ``conv1`` with stride 1 and skip the max-pool. The 7×7 kernel is kept so
             state dicts stay interchangeable, but a 9×9 patch is no longer reduced to a single
             pixel before ``layer1`` (total stride 8 instead of 32).
-        zero_init_residual: Zero the last BN of each block, as torchvision offers.
 
     Shapes:
         ``(B, C, H, W)`` → ``(B, num_features)`` (or ``(B, num_classes)`` with ``fc``).
@@ -116,7 +112,6 @@ class ResNet(nn.Module):
         in_channels: int = 3,
         num_classes: int | None = None,
         small_input: bool = False,
-        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if in_channels < 1:
@@ -144,12 +139,6 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, Bottleneck):
-                    nn.init.zeros_(m.bn3.weight)
-                elif isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
 
     def _make_layer(
         self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int = 1
@@ -261,108 +250,3 @@ def build_backbone(name: str, in_channels: int, **kw) -> nn.Module:
             f"backbone {name!r} does not take {unknown}; accepted: {sorted(accepted)}"
         )
     return factory(in_channels=in_channels, **kw)
-
-
-def adapt_first_conv(
-    weight: Tensor, in_bands: Sequence[str], weight_bands: Sequence[str]
-) -> Tensor:
-    """Adapt a pretrained first-conv weight to other bands, matching bands by name.
-
-    Bands present in ``weight_bands`` keep their pretrained filter exactly. A requested band the
-    weights never saw gets the mean of the matched filters, scaled by ``n_matched / n_in``: the
-    new band then looks like an average known band to the next layers, but the untrained bands
-    together cannot outweigh the pretrained ones when only a few bands match.
-
-    Args:
-        weight: Pretrained weight ``(out, len(weight_bands), k, k)``.
-        in_bands: Bands of the model's input, in input order (e.g. PASTIS' 10 bands).
-        weight_bands: Bands of ``weight``'s input channels, in order (e.g. EuroSAT's 13).
-            Names are case-insensitive and ``B8`` equals ``B08``.
-
-    Returns:
-        Weight ``(out, len(in_bands), k, k)``, a new tensor.
-
-    Raises:
-        ConfigError: Shape/band-count mismatch, duplicate band names, or no band in common.
-    """
-    if weight.ndim != 4:
-        raise ConfigError(f"weight must be (out, bands, k, k), got shape {tuple(weight.shape)}")
-    if weight.shape[1] != len(weight_bands):
-        raise ConfigError(
-            f"weight has {weight.shape[1]} input channels but weight_bands names "
-            f"{len(weight_bands)}: {list(weight_bands)}; pass the bands the weights were trained on"
-        )
-    have = [canonical_band(b) for b in weight_bands]
-    want = [canonical_band(b) for b in in_bands]
-    for arg, bands in (("weight_bands", have), ("in_bands", want)):
-        if len(set(bands)) != len(bands):
-            raise ConfigError(f"{arg} has duplicate band names: {bands}")
-    matched = [b for b in want if b in have]
-    if not matched:
-        raise ConfigError(
-            f"no band of in_bands {want} is in weight_bands {have}; check the band names"
-        )
-    index = {b: i for i, b in enumerate(have)}
-    matched_mean = weight[:, [index[b] for b in matched]].mean(dim=1)
-    fill = matched_mean * (len(matched) / len(want))
-    out = [weight[:, index[b]] if b in index else fill for b in want]
-    return torch.stack(out, dim=1)
-
-
-def load_pretrained(
-    model: nn.Module,
-    state_dict: Mapping[str, Tensor],
-    in_bands: Sequence[str] | None = None,
-    weight_bands: Sequence[str] | None = None,
-) -> list[str]:
-    """Load (e.g. torchvision) weights into a backbone, adapting ``conv1`` and dropping ``fc``.
-
-    ``fc.*`` is dropped when the model has no ``fc`` or its shapes differ (a new classifier
-    keeps its fresh initialisation); every other key must match exactly.
-
-    Args:
-        model: A backbone from this module.
-        state_dict: Weights in torchvision naming.
-        in_bands: Bands of the model's input; give together with ``weight_bands`` to adapt
-            ``conv1.weight`` with :func:`adapt_first_conv`.
-        weight_bands: Bands of ``state_dict``'s ``conv1.weight`` input channels.
-
-    Returns:
-        The keys of ``state_dict`` that were dropped (sorted).
-
-    Raises:
-        ConfigError: Missing, unexpected or mis-shaped keys (all listed), or only one of
-            ``in_bands``/``weight_bands`` given.
-    """
-    if (in_bands is None) != (weight_bands is None):
-        raise ConfigError("give both in_bands and weight_bands to adapt conv1, or neither")
-    state = dict(state_dict)
-    if in_bands is not None and weight_bands is not None:
-        if "conv1.weight" not in state:
-            raise ConfigError("in_bands/weight_bands given but state_dict has no 'conv1.weight'")
-        state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], in_bands, weight_bands)
-
-    own = model.state_dict()
-    fc_keys = [k for k in state if k.startswith("fc.")]
-    drop_fc = any(k not in own or own[k].shape != state[k].shape for k in fc_keys)
-    dropped = sorted(fc_keys) if drop_fc else []
-    for k in dropped:
-        del state[k]
-
-    missing = sorted(k for k in own if k not in state and not (drop_fc and k.startswith("fc.")))
-    unexpected = sorted(k for k in state if k not in own)
-    mismatched = sorted(
-        f"{k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in state
-        if k in own and state[k].shape != own[k].shape
-    )
-    if missing or unexpected or mismatched:
-        hint = ""
-        if any(m.startswith("conv1.weight") for m in mismatched):
-            hint = "; pass in_bands and weight_bands to adapt conv1 to the model's bands"
-        raise ConfigError(
-            f"state_dict does not fit {type(model).__name__}: missing keys {missing}, "
-            f"unexpected keys {unexpected}, shape mismatches {mismatched}{hint}"
-        )
-    model.load_state_dict(state, strict=not drop_fc)
-    return dropped

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from pimc.core.config import PrepareConfig
 from pimc.core.io import atomic_path, fingerprint, fresh_output_dir, write_json
 from pimc.core.paths import MANIFEST, META, PATCHES, SHARDS, shard_name
+from pimc.core.seeds import mix_seed
 from pimc.data.pastis import PASTIS
 from pimc.transforms.sampling import composite, extract_patches, sample_pixels
 from pimc.transforms.series import date_grid, pixel_series
@@ -64,7 +65,7 @@ def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray |
         mask,
         cfg.pixels_per_patch,
         cfg.sampler,
-        seed=cfg.seed * 1_000_003 + pid,
+        seed=mix_seed(cfg.seed, pid),
         exclude=cfg.exclude_classes,
     )
     rows, cols = torch.from_numpy(coords[:, 0]), torch.from_numpy(coords[:, 1])
@@ -73,7 +74,7 @@ def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray |
         image,
         cfg.patch_date,
         index=cfg.patch_date_index,
-        seed=cfg.seed * 1_000_003 + pid,
+        seed=mix_seed(cfg.seed, pid),
         n=cfg.random_dates,
     )
     windows = extract_patches(comp, rows, cols, cfg.patch_size)

@@ -26,22 +26,24 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pimc.core.config import Params, load_params
 from pimc.core.errors import ConfigError
 from pimc.core.io import atomic_path, load_checkpoint, save_checkpoint, write_json
 from pimc.core.paths import CHECKPOINT
+from pimc.core.seeds import mix_seed
+from pimc.core.typed_config import add_set_argument, parse_overrides
 from pimc.models import PIMC
 from pimc.models.build import build_model
 from pimc.training.losses import SymmetricInfoNCE
@@ -70,6 +72,7 @@ from pimc.training.utils import (
 )
 
 __all__ = [
+    "TrainState",
     "evaluate",
     "pretrain",
     "retrieval_accuracy",
@@ -85,6 +88,50 @@ def resolved_config(params: Params, source: str, world_size: int) -> dict[str, A
     cfg = {k: asdict(getattr(params, k)) for k in ("model", "pretrain", "recurrence", "prepare")}
     cfg["runtime"] = {"source": source, "world_size": world_size}
     return json.loads(json.dumps(cfg))
+
+
+@dataclass
+class TrainState:
+    """Where training stands: what ``last.pt`` holds besides weights, optimiser and RNG."""
+
+    step: int = 0  # optimizer steps done
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
+    loss_sum: float = 0.0  # train loss summed over the current epoch's steps so far
+    loss_steps: int = 0
+
+
+@dataclass
+class Setup:
+    """What a run fixes before its first step (see :func:`_setup`)."""
+
+    params: Params
+    info: DistInfo
+    device: torch.device
+    source: str  # where the plots come from: materialized | on_the_fly
+    train: PairDataset
+    val: PairDataset
+    model: PIMC  # unwrapped, also under DDP
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    mean: Tensor  # (C,) band mean/std of the train patches; 0/1 without image_norm
+    std: Tensor
+    norm: Callable[[Tensor], Tensor]  # patches to the device, standardised with mean/std
+
+    @property
+    def global_batch(self) -> int:
+        return self.info.world_size * self.params.pretrain.batch_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train) // self.global_batch
+
+    @property
+    def total(self) -> int:
+        return self.steps_per_epoch * self.params.pretrain.epochs
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return resolved_config(self.params, self.source, self.info.world_size)
 
 
 @torch.no_grad()
@@ -163,43 +210,9 @@ def pretrain(
             dist.destroy_process_group()
 
 
-def _batch_loss(
-    model: torch.nn.Module,
-    criterion: SymmetricInfoNCE,
-    batch: dict[str, Tensor],
-    params: Params,
-    device: torch.device,
-    norm: Callable[[Tensor], Tensor],
-) -> tuple[Tensor, float]:
-    """InfoNCE of one training batch after its random crop, channel dropout and flips.
-
-    Returns:
-        The loss and the temperature ``exp(logit_scale)`` used.
-    """
-    cfg = params.pretrain
-    gen = make_generator(int(batch["seed"]), AUGMENT)  # the batch's own stream: replayable
-    rp = batch_rps(batch, params.recurrence, device, crop=cfg.temporal_crop, generator=gen)
-    rp = channel_dropout(rp, cfg.channel_dropout, gen)
-    image = norm(batch["image"])
-    if cfg.flip_rotate:
-        image = augment_images(image, gen)
-    with autocast(device):
-        out = model(rp, image)
-    scale = out["logit_scale"].float()
-    loss = criterion(out["pixel_features"].float(), out["image_features"].float(), scale)
-    return loss, float(scale.detach())
-
-
-def _train(
-    params: Params,
-    info: DistInfo,
-    device: torch.device,
-    log: Log | None,
-    progress: bool,
-    max_steps: int | None,
-) -> dict[str, Any]:
+def _setup(params: Params, info: DistInfo, device: torch.device) -> Setup:
+    """Datasets, band statistics, the seeded model, optimiser and LR schedule."""
     cfg, rcfg = params.pretrain, params.recurrence
-    main, start_time = info.rank == 0, time.perf_counter()
     source = resolve_source(cfg, rcfg.materialize)
     rp_dir = rcfg.out if source == "materialized" else None
     train = PairDataset(params.prepare.out, cfg.train_folds, rp_dir, rcfg, seed=cfg.seed)
@@ -211,161 +224,244 @@ def _train(
             f"'pretrain.batch_size' x world size = {global_batch} exceeds the {len(train)} "
             f"training pairs of folds {list(cfg.train_folds)}; lower the batch size"
         )
-    total = steps_per_epoch * cfg.epochs
     bands = train.image_channels
     mean, std = train.image_stats() if cfg.image_norm else (torch.zeros(bands), torch.ones(bands))
-    m, s = mean.to(device)[:, None, None], std.to(device)[:, None, None]
-
-    def norm(image: Tensor) -> Tensor:
-        return (image.to(device, non_blocking=True) - m) / s
-
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed)  # the initial weights
     model = build_model(params.model, train.rp_channels, bands).to(device)
     opt = adamw(model, cfg.lr, cfg.weight_decay)
+    total = steps_per_epoch * cfg.epochs
     lr_lambda = partial(cosine_with_warmup, total=total, warmup=cfg.warmup_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    norm = partial(
+        _standardise, mean=mean.to(device)[:, None, None], std=std.to(device)[:, None, None]
+    )
+    return Setup(params, info, device, source, train, val, model, opt, sched, mean, std, norm)
 
-    out, config = Path(cfg.out), resolved_config(params, source, info.world_size)
-    step, history, epoch_loss = 0, [], [0.0, 0]
+
+def _standardise(image: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(B, C, K, K)`` patches on the device of ``mean``/``std`` ``(C, 1, 1)``, standardised."""
+    return (image.to(mean.device, non_blocking=True) - mean) / std
+
+
+def _restore(setup: Setup) -> TrainState:
+    """Load ``last.pt`` into the setup if it holds the same config; else start afresh.
+
+    Starting afresh, rank 0 deletes the outputs of a finished run of another config.
+    """
+    out = Path(setup.params.pretrain.out)
     ckpt_file = out / CHECKPOINT
     ckpt = load_checkpoint(ckpt_file) if ckpt_file.is_file() else None
-    if ckpt is not None and ckpt.get("config") == config:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        step, history, epoch_loss = ckpt["step"], list(ckpt["history"]), list(ckpt["epoch_loss"])
+    if ckpt is not None and ckpt.get("config") == setup.config:
+        setup.model.load_state_dict(ckpt["model"])
+        setup.opt.load_state_dict(ckpt["optimizer"])
+        setup.sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
-    elif main:
+        loss_sum, loss_steps = ckpt["epoch_loss"]
+        return TrainState(ckpt["step"], list(ckpt["history"]), loss_sum, loss_steps)
+    if setup.info.rank == 0:
         if ckpt is not None:
             print(f"pretrain: {ckpt_file} has another config; starting afresh")
         for name in (FINAL, HISTORY, *(f"{e}.pt" for e in ENCODERS)):
             (out / name).unlink(missing_ok=True)
-    resumed_from = step
+    return TrainState()
 
-    def checkpoint() -> None:
-        save_checkpoint(
-            ckpt_file,
-            model=model.state_dict(),
-            optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(),
-            step=step,
-            epoch=step // steps_per_epoch,
-            epoch_loss=epoch_loss,
-            rng=torch.get_rng_state(),
-            config=config,
-            model_config=model.config,
-            image_mean=mean,
-            image_std=std,
-            history=history,
-        )
 
-    ddp = model
-    if info.distributed:
-        ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    candidates = [cfg.batch_size]  # what each pixel is scored against: global batch under DDP
-
-    def gather(x: Tensor) -> Tensor:
-        gathered = all_gather_with_grad(x)
-        candidates[0] = len(gathered)
-        return gathered
-
-    criterion = SymmetricInfoNCE(gather_fn=gather if info.distributed else None, rank=info.rank)
-    bar = tqdm(
-        total=total, initial=step, desc="pretrain", unit="step", disable=not (progress and main)
+def _save(setup: Setup, state: TrainState) -> None:
+    """Write ``last.pt``: everything :func:`_restore` needs to continue exactly."""
+    save_checkpoint(
+        Path(setup.params.pretrain.out) / CHECKPOINT,
+        model=setup.model.state_dict(),
+        optimizer=setup.opt.state_dict(),
+        scheduler=setup.sched.state_dict(),
+        step=state.step,
+        epoch=state.step // setup.steps_per_epoch,
+        epoch_loss=[state.loss_sum, state.loss_steps],
+        rng=torch.get_rng_state(),
+        config=setup.config,
+        model_config=setup.model.config,
+        image_mean=setup.mean,
+        image_std=setup.std,
+        history=state.history,
     )
-    eval_seconds, train_start = 0.0, time.perf_counter()
-    ddp.train()
-    while step < total and (max_steps is None or step < max_steps):
-        epoch, first = divmod(step, steps_per_epoch)
-        batches = epoch_batches(
-            len(train), cfg.batch_size, epoch, cfg.seed, info.world_size, info.rank
+
+
+def _epoch_loader(setup: Setup, step: int) -> DataLoader:
+    """The batches of ``step``'s epoch from ``step`` on, each with its own seed.
+
+    A batch's seed mixes the config seed with its global step and rank, so the batch does not
+    depend on where the run (re)started.
+    """
+    cfg, info, per_epoch = setup.params.pretrain, setup.info, setup.steps_per_epoch
+    epoch, first = divmod(step, per_epoch)
+    batches = epoch_batches(
+        len(setup.train), cfg.batch_size, epoch, cfg.seed, info.world_size, info.rank
+    )
+    seeds = [
+        mix_seed(cfg.seed, (epoch * per_epoch + j) * info.world_size + info.rank)
+        for j in range(first, per_epoch)
+    ]
+    cuda = setup.device.type == "cuda"
+    return batch_loader(setup.train, batches[first:], seeds, cfg.num_workers, cuda)
+
+
+def _train_step(
+    model: torch.nn.Module, setup: Setup, criterion: SymmetricInfoNCE, batch: dict[str, Tensor]
+) -> tuple[float, float, float]:
+    """One optimizer step on ``batch`` after its random crop, channel dropout and flips.
+
+    Args:
+        model: ``setup.model``, DDP-wrapped under torchrun.
+
+    Returns:
+        The loss (of the global batch under DDP), the temperature ``exp(logit_scale)`` and
+        the LR it used.
+    """
+    cfg, device = setup.params.pretrain, setup.device
+    gen = make_generator(int(batch["seed"]), AUGMENT)  # the batch's own stream: replayable
+    rp = batch_rps(batch, setup.params.recurrence, device, crop=cfg.temporal_crop, generator=gen)
+    rp = channel_dropout(rp, cfg.channel_dropout, gen)
+    image = setup.norm(batch["image"])
+    if cfg.flip_rotate:
+        image = augment_images(image, gen)
+    with autocast(device):
+        out = model(rp, image)
+    scale = out["logit_scale"].float()
+    loss = criterion(out["pixel_features"].float(), out["image_features"].float(), scale)
+    temperature, lr = float(scale.detach()), setup.sched.get_last_lr()[0]
+    setup.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    setup.opt.step()
+    setup.sched.step()
+    setup.model.clamp_logit_scale_()
+    value = loss.detach()
+    if setup.info.distributed:  # log the global-batch loss, not this rank's share
+        dist.all_reduce(value)
+        value /= setup.info.world_size
+    return float(value), temperature, lr
+
+
+def _end_epoch(setup: Setup, state: TrainState, log: Log | None) -> float:
+    """After an epoch's last step: validate and record it (rank 0), reset the epoch loss.
+
+    Returns:
+        The seconds spent validating.
+    """
+    seconds = 0.0
+    if setup.info.rank == 0:
+        start = time.perf_counter()
+        metrics = evaluate(setup.model, setup.val, setup.params, setup.device, setup.norm)
+        seconds = time.perf_counter() - start
+        train_loss = state.loss_sum / max(state.loss_steps, 1)
+        epoch = state.step // setup.steps_per_epoch
+        state.history.append(
+            {"epoch": epoch, "step": state.step, "train/loss": train_loss, **metrics}
         )
-        seeds = [
-            cfg.seed * 1_000_003 + (epoch * steps_per_epoch + j) * info.world_size + info.rank
-            for j in range(first, steps_per_epoch)
-        ]
-        loader = batch_loader(train, batches[first:], seeds, cfg.num_workers, device.type == "cuda")
-        for batch in loader:
-            loss, scale = _batch_loss(ddp, criterion, batch, params, device, norm)
-            lr = sched.get_last_lr()[0]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            model.clamp_logit_scale_()
-            step += 1
-            value = loss.detach()
-            if info.distributed:  # log the global-batch loss, not rank 0's share
-                dist.all_reduce(value)
-                value /= info.world_size
-            epoch_loss = [epoch_loss[0] + float(value), epoch_loss[1] + 1]
+        if log:
+            log({**metrics, "train/epoch_loss": train_loss}, state.step)
+    state.loss_sum, state.loss_steps = 0.0, 0
+    return seconds
+
+
+def _train(
+    params: Params,
+    info: DistInfo,
+    device: torch.device,
+    log: Log | None,
+    progress: bool,
+    max_steps: int | None,
+) -> dict[str, Any]:
+    """The loop of :func:`pretrain`, inside its distributed/determinism context."""
+    start = time.perf_counter()
+    setup = _setup(params, info, device)
+    state = _restore(setup)
+    resumed_from, main, total = state.step, info.rank == 0, setup.total
+    stop = total if max_steps is None else min(total, max_steps)
+    model, gather = setup.model, None
+    if info.distributed:
+        ids = [device] if device.type == "cuda" else None
+        model, gather = DistributedDataParallel(model, device_ids=ids), all_gather_with_grad
+    criterion = SymmetricInfoNCE(gather_fn=gather, rank=info.rank)
+    quiet = not (progress and main)
+    bar = tqdm(total=total, initial=state.step, desc="pretrain", unit="step", disable=quiet)
+    eval_seconds, train_start = 0.0, time.perf_counter()
+    model.train()
+    while state.step < stop:
+        for batch in _epoch_loader(setup, state.step):
+            loss, scale, lr = _train_step(model, setup, criterion, batch)
+            state.step += 1
+            state.loss_sum, state.loss_steps = state.loss_sum + loss, state.loss_steps + 1
             if main and log:
-                metrics = {"train/loss": float(value), "train/logit_scale": scale, "train/lr": lr}
-                log(metrics, step)
+                log({"train/loss": loss, "train/logit_scale": scale, "train/lr": lr}, state.step)
             bar.update()
-            bar.set_postfix(loss=f"{float(value):.3f}")
-            if step % steps_per_epoch == 0 and main:
-                t0 = time.perf_counter()
-                metrics = evaluate(model, val, params, device, norm)
-                eval_seconds += time.perf_counter() - t0
-                train_loss = epoch_loss[0] / max(epoch_loss[1], 1)
-                history.append(
-                    {"epoch": epoch + 1, "step": step, "train/loss": train_loss, **metrics}
-                )
-                if log:
-                    log({**metrics, "train/epoch_loss": train_loss}, step)
-            if step % steps_per_epoch == 0:
-                epoch_loss = [0.0, 0]
-            if main and step % cfg.checkpoint_every == 0 and step < total:
-                checkpoint()
-            if max_steps is not None and step >= max_steps:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if state.step % setup.steps_per_epoch == 0:
+                eval_seconds += _end_epoch(setup, state, log)
+            if main and state.step % params.pretrain.checkpoint_every == 0 and state.step < total:
+                _save(setup, state)
+            if state.step == stop:
                 break
     bar.close()
     train_seconds = time.perf_counter() - train_start - eval_seconds
-    last = history[-1] if history else {}
-    result = {
+    result = _result(setup, state, resumed_from, criterion, start, train_seconds)
+    if main and state.step >= total:
+        _write_outputs(setup, state, result)
+    return result
+
+
+def _result(
+    setup: Setup,
+    state: TrainState,
+    resumed_from: int,
+    criterion: SymmetricInfoNCE,
+    start: float,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """What :func:`pretrain` returns; ``start`` is the call's ``time.perf_counter()``."""
+    last = state.history[-1] if state.history else {}
+    trained = state.step - resumed_from
+    n_val = len(setup.val)
+    return {
         "val/top1": last.get("val/top1"),
         "val/top5": last.get("val/top5"),
         "val/loss": last.get("val/loss"),
-        "chance_top1": 1 / len(val),
-        "chance_top5": min(5, len(val)) / len(val),
-        "steps": step,
-        "seconds": round(time.perf_counter() - start_time, 3),
-        "samples_per_second": round((step - resumed_from) * global_batch / train_seconds, 1)
-        if step > resumed_from
+        "chance_top1": 1 / n_val,
+        "chance_top5": min(5, n_val) / n_val,
+        "steps": state.step,
+        "seconds": round(time.perf_counter() - start, 3),
+        "samples_per_second": round(trained * setup.global_batch / train_seconds, 1)
+        if trained
         else None,
-        "global_batch": global_batch,
-        "candidates_per_query": candidates[0],
-        "world_size": info.world_size,
+        "global_batch": setup.global_batch,
+        # What each pixel was scored against; a call that trained no step has the local batch.
+        "candidates_per_query": criterion.candidates or setup.params.pretrain.batch_size,
+        "world_size": setup.info.world_size,
         "resumed_from_step": resumed_from,
-        "train_pairs": len(train),
-        "val_pairs": len(val),
-        "stopped_early": step < total,
+        "train_pairs": len(setup.train),
+        "val_pairs": n_val,
+        "stopped_early": state.step < setup.total,
     }
-    if main and step >= total:
-        checkpoint()
-        for name in ENCODERS:
-            with atomic_path(out / f"{name}.pt") as tmp:
-                torch.save(getattr(model, name).state_dict(), tmp)
-        write_json(out / HISTORY, history)
-        write_json(out / FINAL, result)
-    return result
+
+
+def _write_outputs(setup: Setup, state: TrainState, result: dict[str, Any]) -> None:
+    """Rank 0, after the last step: final checkpoint, the two encoders, history, metrics."""
+    out = Path(setup.params.pretrain.out)
+    _save(setup, state)
+    for name in ENCODERS:
+        with atomic_path(out / f"{name}.pt") as tmp:
+            torch.save(getattr(setup.model, name).state_dict(), tmp)
+    write_json(out / HISTORY, state.history)
+    write_json(out / FINAL, result)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``torchrun ... -m pimc.stages.pretrain --params params.yaml -S pretrain.epochs=2``."""
     parser = argparse.ArgumentParser(description="PIMC contrastive pretraining")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[])
+    add_set_argument(parser, "override a parameter, e.g. -S pretrain.epochs=2 (repeatable)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"override '{item}' must look like section.key=value")
-        overrides[key] = yaml.safe_load(value)  # YAML typing, as `dvc exp run -S` does
-    result = pretrain(load_params(args.params, overrides), progress=not args.no_progress)
+    params = load_params(args.params, parse_overrides(args.overrides))
+    result = pretrain(params, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result, indent=2))
 

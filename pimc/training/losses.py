@@ -32,6 +32,10 @@ class SymmetricInfoNCE(nn.Module):
         gather_fn: All-gather hook; ``None`` (default) for single-process training.
         rank: This process' rank for the label offset; by default
             ``torch.distributed.get_rank()`` when initialised, else 0.
+
+    Attributes:
+        candidates: How many pairs each query was scored against in the last call (B, or
+            world·B with ``gather_fn``); ``None`` before the first call.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class SymmetricInfoNCE(nn.Module):
         super().__init__()
         self.gather_fn = gather_fn
         self.rank = rank
+        self.candidates: int | None = None
 
     def _rank(self) -> int:
         if self.rank is not None:
@@ -82,6 +87,7 @@ class SymmetricInfoNCE(nn.Module):
             logits_per_pixel = logit_scale * pixel_features @ all_image.T
             logits_per_image = logit_scale * image_features @ all_pixel.T
             labels = torch.arange(batch, device=pixel_features.device) + offset
+        self.candidates = logits_per_pixel.shape[1]
         return (
             F.cross_entropy(logits_per_pixel, labels) + F.cross_entropy(logits_per_image, labels)
         ) / 2

@@ -2,10 +2,7 @@
 
 :class:`PairDataset` loads the shards of the selected folds into memory once (the embedded data
 are a few MB) and serves whole batches by tensor indexing (:meth:`PairDataset.get_batch`), so
-the input pipeline costs one gather per batch instead of one Python call per sample. The
-materialized RP shards (``.npy``) can instead be memory-mapped (``mmap=True``), which is what
-PASTIS-scale data (16,384 px x 3 x 32^2 per patch) would use; the ``prepare`` shards are ``.npz``
-archives, which numpy cannot map, so series and patches are always read into memory.
+the input pipeline costs one gather per batch instead of one Python call per sample.
 
 Two RP sources:
 
@@ -60,11 +57,10 @@ class PairDataset(Dataset):
         recurrence_cfg: The config the plots were (or will be) built with. With ``rp_dir`` it
             is checked against the folder's fingerprint, so stale plots are never used.
         seed: Seeds the generator that :meth:`__getitem__` uses to pick random dates.
-        mmap: Memory-map the RP shards instead of reading them into memory.
 
     Attributes:
         image: float16 ``(N, 10, K, K)``, or ``(N, R, 10, K, K)`` for ``patch_date: random``.
-        rp: float16 ``(N, I, S, S)`` (materialized, not mapped) or ``None``.
+        rp: float16 ``(N, I, S, S)`` (materialized) or ``None``.
         series: float32 ``(N, I, L)``; valid: bool ``(N, L)``.
         labels, patch_ids, indices: int64 ``(N,)``: class, PASTIS patch, row in its shard.
     """
@@ -76,7 +72,6 @@ class PairDataset(Dataset):
         rp_dir: str | Path | None = None,
         recurrence_cfg: RecurrenceConfig | None = None,
         seed: int = 0,
-        mmap: bool = False,
     ) -> None:
         prepared = Path(prepared_dir)
         if not (prepared / MANIFEST).is_file():
@@ -112,9 +107,8 @@ class PairDataset(Dataset):
         self.patch_ids = torch.from_numpy(rows["patch_id"].to_numpy().astype(np.int64))
         self.indices = torch.from_numpy(rows["index"].to_numpy().astype(np.int64))
         self.rp: Tensor | None = None
-        self._maps: list[np.ndarray] = []
         if rp_dir is not None:
-            self._load_rps(Path(rp_dir), shards, rows, recurrence_cfg, mmap)
+            self.rp = self._load_rps(Path(rp_dir), shards, rows, recurrence_cfg)
 
     def _load_rps(
         self,
@@ -122,8 +116,8 @@ class PairDataset(Dataset):
         shards: list[str],
         rows: pd.DataFrame,
         cfg: RecurrenceConfig | None,
-        mmap: bool,
-    ) -> None:
+    ) -> Tensor:
+        """The materialized plots of ``rows`` (in their order), float16 ``(N, I, S, S)``."""
         if cfg is not None:
             stamp = rp_dir / ".fingerprint"
             expected = fingerprint(asdict(cfg), self.meta)
@@ -139,17 +133,12 @@ class PairDataset(Dataset):
                 f"RP shards missing: {missing[:3]}...; run the recurrence stage with "
                 "materialize: true, or set pretrain.source: on_the_fly"
             )
-        self._shard_of = torch.from_numpy(
-            pd.Index(shards).get_indexer(rows["shard"]).astype(np.int64)
+        shard_of = torch.from_numpy(pd.Index(shards).get_indexer(rows["shard"]).astype(np.int64))
+        locals_ = [self.indices[shard_of == i].numpy() for i in range(len(shards))]
+        maps = [np.load(f, mmap_mode="r") for f in files]  # mapped: read only the kept rows
+        return torch.from_numpy(
+            np.concatenate([m[ix] for m, ix in zip(maps, locals_, strict=True)])
         )
-        maps = [np.load(f, mmap_mode="r") for f in files]
-        if mmap:
-            self._maps = maps
-        else:
-            locals_ = [self.indices[self._shard_of == i].numpy() for i in range(len(shards))]
-            self.rp = torch.from_numpy(
-                np.concatenate([m[ix] for m, ix in zip(maps, locals_, strict=True)])
-            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -163,19 +152,6 @@ class PairDataset(Dataset):
     def image_channels(self) -> int:
         """The number of spectral bands of the patches."""
         return int(self.image.shape[-3])
-
-    def _gather_rps(self, idx: Tensor) -> Tensor:
-        if self.rp is not None:
-            return self.rp[idx].float()
-        shard = self._shard_of[idx]
-        first = self._maps[0]
-        out = torch.empty((len(idx), *first.shape[1:]), dtype=torch.float32)
-        for s in shard.unique().tolist():
-            sel = shard == s
-            rows = np.sort(self.indices[idx[sel]].numpy())  # sorted: sequential reads
-            back = np.searchsorted(rows, self.indices[idx[sel]].numpy())
-            out[sel] = torch.from_numpy(np.asarray(self._maps[s][rows])[back]).float()
-        return out
 
     def get_batch(self, idx: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """A batch by tensor indexing.
@@ -204,7 +180,7 @@ class PairDataset(Dataset):
             "index": self.indices[idx],
         }
         if self.materialized:
-            batch["rp"] = self._gather_rps(idx)
+            batch["rp"] = self.rp[idx].float()
         else:
             batch["series"], batch["valid"] = self.series[idx], self.valid[idx]
         return batch

@@ -1,4 +1,4 @@
-"""Plain-torch training utilities: schedule, seeding, atomic checkpoints, DDP helpers.
+"""Plain-torch training utilities: schedule, optimiser, seeding, batches, DDP helpers.
 
 Checkpoints are read with ``torch.load(weights_only=True)``, so they may hold only tensors and
 plain Python containers/scalars: RNG state is stored as ``torch.get_rng_state()`` (a uint8
@@ -21,6 +21,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from pimc.core.seeds import mix_seed
+
 __all__ = [
     "DistInfo",
     "batch_loader",
@@ -29,9 +31,7 @@ __all__ = [
     "adamw",
     "all_gather_with_grad",
     "autocast",
-    "cleanup",
     "cosine_with_warmup",
-    "is_main",
     "resolve_device",
     "retrieval_accuracy",
     "seed_everything",
@@ -44,8 +44,7 @@ ORDER, BATCH, AUGMENT, EVAL = 0, 1, 2, 3
 
 def make_generator(seed: int, stream: int, counter: int = 0) -> torch.Generator:
     """A CPU generator for ``(seed, stream, counter)``; distinct triples give distinct seeds."""
-    mixed = ((seed * 1_000_003 + stream) * 1_000_003 + counter) % (2**63)
-    return torch.Generator().manual_seed(mixed)
+    return torch.Generator().manual_seed(mix_seed(seed, stream, counter) % 2**63)
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -156,11 +155,6 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local)
 
 
-def is_main() -> bool:
-    """True on rank 0, and in a non-distributed run."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def all_gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate every rank's ``(B, ...)`` tensor in rank order: ``(world·B, ...)``.
 
@@ -170,12 +164,6 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x), dim=0)
-
-
-def cleanup() -> None:
-    """Leave the process group, if one was joined."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def epoch_batches(

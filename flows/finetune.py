@@ -66,8 +66,9 @@ def finetune_flow(
     name: str, params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Run one task; write ``metrics/<task>.json`` and ``plots/<task>/``; register the model."""
-from pimc.core.paths import CHECKPOINT, PLOTS_DIR, metrics_file, task_dir
-from pimc.tasks.registry import TASKS, get_task
+    if name not in TASKS:
+        raise SystemExit(f"unknown task '{name}'; choose one of {', '.join(TASKS)}")
+    params = load_params(params_path, overrides)
     cfg = getattr(params.finetune, name)
     with tracking.start_run(f"finetune@{name}", {f"finetune.{name}": cfg}) as run:
         pretrained = None

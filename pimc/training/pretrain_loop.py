@@ -1,0 +1,386 @@
+"""The pretraining loop behind the ``pretrain`` stage (:mod:`pimc.stages.pretrain`).
+
+nanoGPT-style: a small mutable :class:`TrainState` (step, history, running loss) and a fixed
+:class:`Setup` (model, optimiser, data, config); each step, epoch end and checkpoint is a plain
+function of them. Every batch is a pure function of ``(seed, step, rank)``, so a resumed run
+ends with the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from pimc.core.config import Params
+from pimc.core.errors import ConfigError
+from pimc.core.io import atomic_path, load_checkpoint, save_checkpoint, write_json
+from pimc.core.paths import CHECKPOINT
+from pimc.core.seeds import mix_seed
+from pimc.models import PIMC
+from pimc.models.build import build_model
+from pimc.training.losses import SymmetricInfoNCE
+from pimc.training.pairs import (
+    PairDataset,
+    augment_images,
+    batch_rps,
+    channel_dropout,
+    resolve_source,
+)
+from pimc.training.utils import (
+    AUGMENT,
+    EVAL,
+    DistInfo,
+    adamw,
+    all_gather_with_grad,
+    autocast,
+    batch_loader,
+    cosine_with_warmup,
+    epoch_batches,
+    make_generator,
+    retrieval_accuracy,
+    seed_everything,
+)
+
+FINAL, HISTORY = "final_metrics.json", "history.json"
+ENCODERS = ("rp_encoder", "image_encoder")
+Log = Callable[[dict[str, float], int], None]
+
+
+def resolved_config(params: Params, source: str, world_size: int) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed (JSON-normalised: tuples become lists)."""
+    cfg = {k: asdict(getattr(params, k)) for k in ("model", "pretrain", "recurrence", "prepare")}
+    cfg["runtime"] = {"source": source, "world_size": world_size}
+    return json.loads(json.dumps(cfg))
+
+
+@dataclass
+class TrainState:
+    """Where training stands: what ``last.pt`` holds besides weights, optimiser and RNG."""
+
+    step: int = 0  # optimizer steps done
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
+    loss_sum: float = 0.0  # train loss summed over the current epoch's steps so far
+    loss_steps: int = 0
+
+
+@dataclass
+class Setup:
+    """What a run fixes before its first step (see :func:`_setup`)."""
+
+    params: Params
+    info: DistInfo
+    device: torch.device
+    source: str  # where the plots come from: materialized | on_the_fly
+    train: PairDataset
+    val: PairDataset
+    model: PIMC  # unwrapped, also under DDP
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    mean: Tensor  # (C,) band mean/std of the train patches; 0/1 without image_norm
+    std: Tensor
+    norm: Callable[[Tensor], Tensor]  # patches to the device, standardised with mean/std
+
+    @property
+    def global_batch(self) -> int:
+        return self.info.world_size * self.params.pretrain.batch_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train) // self.global_batch
+
+    @property
+    def total(self) -> int:
+        return self.steps_per_epoch * self.params.pretrain.epochs
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return resolved_config(self.params, self.source, self.info.world_size)
+
+
+@torch.no_grad()
+def evaluate(
+    model: PIMC,
+    pairs: PairDataset,
+    params: Params,
+    device: torch.device,
+    norm: Callable[[Tensor], Tensor],
+) -> dict[str, float]:
+    """Validation loss and pixel→image retrieval over the whole of ``pairs``.
+
+    ``val/loss`` is the InfoNCE of consecutive batches of ``pretrain.batch_size`` pairs (as the
+    training loss, so the two are comparable); retrieval ranks all N pairs against each other.
+    """
+    was_training = model.training
+    model.eval()
+    criterion = SymmetricInfoNCE()
+    gen = make_generator(params.pretrain.seed, EVAL)  # same date picks every epoch
+    size = params.pretrain.batch_size
+    pixels, images, total, counted = [], [], 0.0, 0
+    for start in range(0, len(pairs), size):
+        batch = pairs.get_batch(torch.arange(start, min(start + size, len(pairs))), gen)
+        with autocast(device):
+            out = model(batch_rps(batch, params.recurrence, device), norm(batch["image"]))
+        p, i = out["pixel_features"].float(), out["image_features"].float()
+        if len(p) >= 2:
+            total += float(criterion(p, i, out["logit_scale"].float())) * len(p)
+            counted += len(p)
+        pixels.append(p)
+        images.append(i)
+    model.train(was_training)
+    acc = retrieval_accuracy(torch.cat(pixels), torch.cat(images))
+    return {"val/loss": total / max(counted, 1), "val/top1": acc[1], "val/top5": acc[5]}
+
+
+def _setup(params: Params, info: DistInfo, device: torch.device) -> Setup:
+    """Datasets, band statistics, the seeded model, optimiser and LR schedule."""
+    cfg, rcfg = params.pretrain, params.recurrence
+    source = resolve_source(cfg, rcfg.materialize)
+    rp_dir = rcfg.out if source == "materialized" else None
+    train = PairDataset(params.prepare.out, cfg.train_folds, rp_dir, rcfg, seed=cfg.seed)
+    val = PairDataset(params.prepare.out, cfg.val_folds, rp_dir, rcfg, seed=cfg.seed)
+    global_batch = info.world_size * cfg.batch_size
+    steps_per_epoch = len(train) // global_batch
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"'pretrain.batch_size' x world size = {global_batch} exceeds the {len(train)} "
+            f"training pairs of folds {list(cfg.train_folds)}; lower the batch size"
+        )
+    bands = train.image_channels
+    mean, std = train.image_stats() if cfg.image_norm else (torch.zeros(bands), torch.ones(bands))
+    seed_everything(cfg.seed)  # the initial weights
+    model = build_model(params.model, train.rp_channels, bands).to(device)
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
+    total = steps_per_epoch * cfg.epochs
+    lr_lambda = partial(cosine_with_warmup, total=total, warmup=cfg.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    norm = partial(
+        _standardise, mean=mean.to(device)[:, None, None], std=std.to(device)[:, None, None]
+    )
+    return Setup(params, info, device, source, train, val, model, opt, sched, mean, std, norm)
+
+
+def _standardise(image: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(B, C, K, K)`` patches on the device of ``mean``/``std`` ``(C, 1, 1)``, standardised."""
+    return (image.to(mean.device, non_blocking=True) - mean) / std
+
+
+def _restore(setup: Setup) -> TrainState:
+    """Load ``last.pt`` into the setup if it holds the same config; else start afresh.
+
+    Starting afresh, rank 0 deletes the outputs of a finished run of another config.
+    """
+    out = Path(setup.params.pretrain.out)
+    ckpt_file = out / CHECKPOINT
+    ckpt = load_checkpoint(ckpt_file) if ckpt_file.is_file() else None
+    if ckpt is not None and ckpt.get("config") == setup.config:
+        setup.model.load_state_dict(ckpt["model"])
+        setup.opt.load_state_dict(ckpt["optimizer"])
+        setup.sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        loss_sum, loss_steps = ckpt["epoch_loss"]
+        return TrainState(ckpt["step"], list(ckpt["history"]), loss_sum, loss_steps)
+    if setup.info.rank == 0:
+        if ckpt is not None:
+            print(f"pretrain: {ckpt_file} has another config; starting afresh")
+        for name in (FINAL, HISTORY, *(f"{e}.pt" for e in ENCODERS)):
+            (out / name).unlink(missing_ok=True)
+    return TrainState()
+
+
+def _save(setup: Setup, state: TrainState) -> None:
+    """Write ``last.pt``: everything :func:`_restore` needs to continue exactly."""
+    save_checkpoint(
+        Path(setup.params.pretrain.out) / CHECKPOINT,
+        model=setup.model.state_dict(),
+        optimizer=setup.opt.state_dict(),
+        scheduler=setup.sched.state_dict(),
+        step=state.step,
+        epoch=state.step // setup.steps_per_epoch,
+        epoch_loss=[state.loss_sum, state.loss_steps],
+        rng=torch.get_rng_state(),
+        config=setup.config,
+        model_config=setup.model.config,
+        image_mean=setup.mean,
+        image_std=setup.std,
+        history=state.history,
+    )
+
+
+def _epoch_loader(setup: Setup, step: int) -> DataLoader:
+    """The batches of ``step``'s epoch from ``step`` on, each with its own seed.
+
+    A batch's seed mixes the config seed with its global step and rank, so the batch does not
+    depend on where the run (re)started.
+    """
+    cfg, info, per_epoch = setup.params.pretrain, setup.info, setup.steps_per_epoch
+    epoch, first = divmod(step, per_epoch)
+    batches = epoch_batches(
+        len(setup.train), cfg.batch_size, epoch, cfg.seed, info.world_size, info.rank
+    )
+    seeds = [
+        mix_seed(cfg.seed, (epoch * per_epoch + j) * info.world_size + info.rank)
+        for j in range(first, per_epoch)
+    ]
+    cuda = setup.device.type == "cuda"
+    return batch_loader(setup.train, batches[first:], seeds, cfg.num_workers, cuda)
+
+
+def _train_step(
+    model: torch.nn.Module, setup: Setup, criterion: SymmetricInfoNCE, batch: dict[str, Tensor]
+) -> tuple[float, float, float]:
+    """One optimizer step on ``batch`` after its random crop, channel dropout and flips.
+
+    Args:
+        model: ``setup.model``, DDP-wrapped under torchrun.
+
+    Returns:
+        The loss (of the global batch under DDP), the temperature ``exp(logit_scale)`` and
+        the LR it used.
+    """
+    cfg, device = setup.params.pretrain, setup.device
+    gen = make_generator(int(batch["seed"]), AUGMENT)  # the batch's own stream: replayable
+    rp = batch_rps(batch, setup.params.recurrence, device, crop=cfg.temporal_crop, generator=gen)
+    rp = channel_dropout(rp, cfg.channel_dropout, gen)
+    image = setup.norm(batch["image"])
+    if cfg.flip_rotate:
+        image = augment_images(image, gen)
+    with autocast(device):
+        out = model(rp, image)
+    scale = out["logit_scale"].float()
+    loss = criterion(out["pixel_features"].float(), out["image_features"].float(), scale)
+    temperature, lr = float(scale.detach()), setup.sched.get_last_lr()[0]
+    setup.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    setup.opt.step()
+    setup.sched.step()
+    setup.model.clamp_logit_scale_()
+    value = loss.detach()
+    if setup.info.distributed:  # log the global-batch loss, not this rank's share
+        dist.all_reduce(value)
+        value /= setup.info.world_size
+    return float(value), temperature, lr
+
+
+def _end_epoch(setup: Setup, state: TrainState, log: Log | None) -> float:
+    """After an epoch's last step: validate and record it (rank 0), reset the epoch loss.
+
+    Returns:
+        The seconds spent validating.
+    """
+    seconds = 0.0
+    if setup.info.rank == 0:
+        start = time.perf_counter()
+        metrics = evaluate(setup.model, setup.val, setup.params, setup.device, setup.norm)
+        seconds = time.perf_counter() - start
+        train_loss = state.loss_sum / max(state.loss_steps, 1)
+        epoch = state.step // setup.steps_per_epoch
+        state.history.append(
+            {"epoch": epoch, "step": state.step, "train/loss": train_loss, **metrics}
+        )
+        if log:
+            log({**metrics, "train/epoch_loss": train_loss}, state.step)
+    state.loss_sum, state.loss_steps = 0.0, 0
+    return seconds
+
+
+def train_loop(
+    params: Params,
+    info: DistInfo,
+    device: torch.device,
+    log: Log | None,
+    progress: bool,
+    max_steps: int | None,
+) -> dict[str, Any]:
+    """The loop of :func:`pretrain`, inside its distributed/determinism context."""
+    start = time.perf_counter()
+    setup = _setup(params, info, device)
+    state = _restore(setup)
+    resumed_from, main, total = state.step, info.rank == 0, setup.total
+    stop = total if max_steps is None else min(total, max_steps)
+    model, gather = setup.model, None
+    if info.distributed:
+        ids = [device] if device.type == "cuda" else None
+        model, gather = DistributedDataParallel(model, device_ids=ids), all_gather_with_grad
+    criterion = SymmetricInfoNCE(gather_fn=gather, rank=info.rank)
+    quiet = not (progress and main)
+    bar = tqdm(total=total, initial=state.step, desc="pretrain", unit="step", disable=quiet)
+    eval_seconds, train_start = 0.0, time.perf_counter()
+    model.train()
+    while state.step < stop:
+        for batch in _epoch_loader(setup, state.step):
+            loss, scale, lr = _train_step(model, setup, criterion, batch)
+            state.step += 1
+            state.loss_sum, state.loss_steps = state.loss_sum + loss, state.loss_steps + 1
+            if main and log:
+                log({"train/loss": loss, "train/logit_scale": scale, "train/lr": lr}, state.step)
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if state.step % setup.steps_per_epoch == 0:
+                eval_seconds += _end_epoch(setup, state, log)
+            if main and state.step % params.pretrain.checkpoint_every == 0 and state.step < total:
+                _save(setup, state)
+            if state.step == stop:
+                break
+    bar.close()
+    train_seconds = time.perf_counter() - train_start - eval_seconds
+    result = _result(setup, state, resumed_from, criterion, start, train_seconds)
+    if main and state.step >= total:
+        _write_outputs(setup, state, result)
+    return result
+
+
+def _result(
+    setup: Setup,
+    state: TrainState,
+    resumed_from: int,
+    criterion: SymmetricInfoNCE,
+    start: float,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """What :func:`pretrain` returns; ``start`` is the call's ``time.perf_counter()``."""
+    last = state.history[-1] if state.history else {}
+    trained = state.step - resumed_from
+    n_val = len(setup.val)
+    return {
+        "val/top1": last.get("val/top1"),
+        "val/top5": last.get("val/top5"),
+        "val/loss": last.get("val/loss"),
+        "chance_top1": 1 / n_val,
+        "chance_top5": min(5, n_val) / n_val,
+        "steps": state.step,
+        "seconds": round(time.perf_counter() - start, 3),
+        "samples_per_second": round(trained * setup.global_batch / train_seconds, 1)
+        if trained
+        else None,
+        "global_batch": setup.global_batch,
+        # What each pixel was scored against; a call that trained no step has the local batch.
+        "candidates_per_query": criterion.candidates or setup.params.pretrain.batch_size,
+        "world_size": setup.info.world_size,
+        "resumed_from_step": resumed_from,
+        "train_pairs": len(setup.train),
+        "val_pairs": n_val,
+        "stopped_early": state.step < setup.total,
+    }
+
+
+def _write_outputs(setup: Setup, state: TrainState, result: dict[str, Any]) -> None:
+    """Rank 0, after the last step: final checkpoint, the two encoders, history, metrics."""
+    out = Path(setup.params.pretrain.out)
+    _save(setup, state)
+    for name in ENCODERS:
+        with atomic_path(out / f"{name}.pt") as tmp:
+            torch.save(getattr(setup.model, name).state_dict(), tmp)
+    write_json(out / HISTORY, state.history)
+    write_json(out / FINAL, result)

@@ -4,7 +4,7 @@ import pytest
 
 from pimc.core.config import DataConfig, Params, flatten, load_params
 from pimc.core.errors import ConfigError
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def write(tmp_path, text):

@@ -17,7 +17,7 @@ from pimc.stages.pretrain import (
 )
 from pimc.training.pairs import resolve_source
 from pimc.training.utils import cosine_with_warmup
-from tests.test_pairs import PIXELS, make_pairs_data
+from tests.helpers import PIXELS, make_pairs_data
 
 SMALL = ModelConfig(embed_dim=32, hidden_dim=64)
 

@@ -24,7 +24,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.common import add_override_args, parse_overrides
-from pimc.core.errors import PimcError
+from pimc.core.errors import CommandError, PimcError
 from pimc.core.paths import METRICS_DIR
 
 TAIL = 4000  # characters of a failed DVC command's output kept in the error
@@ -44,7 +44,7 @@ def dvc(args: Sequence[str], repo: str | Path, log: Callable[[str], Any] | None 
         The whole output.
 
     Raises:
-        PimcError: DVC failed; the message holds the command and the output's tail.
+        CommandError: DVC failed; the message holds the command and the output's tail.
     """
     exe = Path(sys.executable).parent / "dvc"
     cmd = [str(exe) if exe.exists() else "dvc", *args]
@@ -58,7 +58,7 @@ def dvc(args: Sequence[str], repo: str | Path, log: Callable[[str], Any] | None 
                 log(line.rstrip())
     out = "".join(lines)
     if proc.returncode != 0:
-        raise PimcError(f"`{' '.join(['dvc', *args])}` failed in {repo}:\n{out[-TAIL:]}")
+        raise CommandError(f"`{' '.join(['dvc', *args])}` failed in {repo}:\n{out[-TAIL:]}")
     return out
 
 
@@ -66,7 +66,7 @@ def has_remote(repo: str | Path) -> bool:
     """Whether the repo has a default DVC remote (``dvc remote add -d``)."""
     try:
         return bool(dvc(["config", "core.remote"], repo).strip())
-    except PimcError:  # unset key: dvc exits non-zero
+    except CommandError:  # unset key: dvc exits non-zero
         return False
 
 

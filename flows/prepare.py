@@ -27,8 +27,9 @@ from pimc.core.paths import pastis_root
 from pimc.stages.prepare import (
     PreparePlan,
     finalize_prepare,
+    open_pastis,
     plan_prepare,
-    prepare_one,
+    prepare_patches,
     run_prepare,
 )
 
@@ -44,17 +45,18 @@ def prepare_pairs(root: str, cfg: PrepareConfig) -> dict[str, Any]:
 # that nothing reads; the stage resumes from its own finished shards instead.
 @task(cache_policy=NO_CACHE)
 def plan_pairs(root: str, cfg: PrepareConfig) -> PreparePlan:
-    return plan_prepare(root, cfg)
+    return plan_prepare(open_pastis(root, cfg), cfg)
 
 
+# Each task opens the dataset once for its batch: tasks may run in any worker process.
 @task(cache_policy=NO_CACHE)
 def prepare_patch_pairs(patch_ids: list[int], root: str, cfg: PrepareConfig) -> list[dict]:
-    return [prepare_one(root, cfg, pid) for pid in patch_ids]
+    return prepare_patches(root, cfg, patch_ids)
 
 
 @task(cache_policy=NO_CACHE)
 def finalize_pairs(plan: PreparePlan, results: list[dict[str, Any]]) -> dict[str, Any]:
-    return finalize_prepare(plan, results)
+    return finalize_prepare(open_pastis(plan.root, plan.cfg), plan, results)
 
 
 @flow(name="pimc-prepare-fan-out")

@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from pimc.core.errors import InputError
 from pimc.core.io import atomic_path
+
+DPI = 110  # PNG pixels per figure inch
 
 
 def _pyplot():
@@ -23,7 +26,7 @@ def _pyplot():
 def save_figure(fig, path: str | Path) -> Path:
     """Write ``fig`` as PNG atomically and release it."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=DPI, format="png")
     _pyplot().close(fig)
     return Path(path)
 
@@ -41,7 +44,20 @@ def rp_gallery(
         index_names: names of the I channels (rows).
         class_names: names of all class ids (column titles).
         path: PNG to write.
+
+    Raises:
+        InputError: no class, a plot not ``(I, S, S)``, or a class id without a name.
     """
+    if not means:
+        raise InputError("rp_gallery: means is empty; give at least one class's mean plot")
+    for label, mean in means.items():
+        if np.ndim(mean) != 3 or len(mean) != len(index_names):
+            raise InputError(
+                f"rp_gallery: class {label}'s plot has shape {np.shape(mean)}; expected "
+                f"(I={len(index_names)}, S, S), one plot per index name"
+            )
+        if not 0 <= label < len(class_names):
+            raise InputError(f"rp_gallery: class id {label} has no name in class_names")
     plt = _pyplot()
     classes = sorted(means)
     rows, cols = len(index_names), len(classes)
@@ -115,7 +131,22 @@ def task_curves(
 
 
 def confusion_matrix(cm: Tensor, names: Sequence[str], path: Path, title: str) -> Path:
-    """Row-normalised confusion matrix (recall per true class) with the counts written in."""
+    """Row-normalised confusion matrix (recall per true class) with the counts written in.
+
+    Args:
+        cm: ``(K, K)`` counts, rows true and columns predicted classes.
+        names: the K class names.
+        path: PNG to write.
+        title: figure title.
+
+    Raises:
+        InputError: ``cm`` is not ``(K, K)`` with ``K = len(names)``.
+    """
+    if tuple(cm.shape) != (len(names), len(names)):
+        raise InputError(
+            f"confusion_matrix: cm has shape {tuple(cm.shape)}; expected "
+            f"({len(names)}, {len(names)}), one row and column per class name"
+        )
     plt = _pyplot()
     counts = cm.double().numpy()
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
@@ -144,7 +175,13 @@ def class_colors(n: int = 20) -> dict[int, tuple[int, int, int, int]]:
 
 
 def class_map(classes: np.ndarray, names: Mapping[int, str], path: str | Path, title: str) -> Path:
-    """A predicted class map ``(H, W)`` of class ids, with a legend of the classes present."""
+    """A predicted class map ``(H, W)`` of class ids, with a legend of the classes present.
+
+    Raises:
+        InputError: ``classes`` is not 2-D.
+    """
+    if np.ndim(classes) != 2:
+        raise InputError(f"class_map: classes has shape {np.shape(classes)}; expected (H, W)")
     plt = _pyplot()
     from matplotlib.patches import Patch
 
@@ -166,7 +203,16 @@ def class_map(classes: np.ndarray, names: Mapping[int, str], path: str | Path, t
 def forecast_maps(
     forecast: np.ndarray, index_names: Sequence[str], steps: Sequence[str], path: str | Path
 ) -> Path:
-    """Forecast ``(I, H_steps, H, W)``: one row per index, first and last forecast step."""
+    """Forecast ``(I, H_steps, H, W)``: one row per index, first and last forecast step.
+
+    Raises:
+        InputError: ``forecast`` is not ``(I, H_steps, H, W)`` with ``I = len(index_names)``.
+    """
+    if np.ndim(forecast) != 4 or len(forecast) != len(index_names) or not forecast.shape[1]:
+        raise InputError(
+            f"forecast_maps: forecast has shape {np.shape(forecast)}; expected "
+            f"(I={len(index_names)}, H_steps >= 1, H, W)"
+        )
     plt = _pyplot()
     n_idx, horizon = forecast.shape[:2]
     picks = sorted({0, horizon - 1})

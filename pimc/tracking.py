@@ -5,13 +5,16 @@ the run tags (git SHA, DVC stage) and the order "params first" are decided once.
 
 The tracking URI comes from ``MLFLOW_TRACKING_URI``; by default it is ``sqlite:///mlflow.db``
 in the working directory (the repo root when DVC runs a stage), with artifacts in
-``mlartifacts/`` beside it. A :class:`TrackedRun` carries its run id explicitly, so logging
-works from any thread (Prefect may run tasks in worker threads, where MLflow's "active run"
-is not visible).
+``mlartifacts/`` beside it. Each tracking URI gets one ``MlflowClient``, built on first use;
+MLflow's process-wide tracking URI is only pointed at it for the few calls that exist in
+MLflow's module-level API alone (logging and loading models). A :class:`TrackedRun` carries its
+run id and tracking URI explicitly, so logging works from any thread (Prefect may run tasks in
+worker threads, where MLflow's "active run" is not visible) and never needs an active run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -68,11 +71,36 @@ def git_sha() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def _client():
+@functools.cache
+def _client_for(uri: str):
+    """The one ``MlflowClient`` of tracking URI ``uri`` (tests switch stores between tests)."""
     import mlflow  # imported lazily: it costs seconds and most library users never track
 
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.MlflowClient()
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def _client():
+    """The client of the current :func:`tracking_uri`."""
+    return _client_for(tracking_uri())
+
+
+def _use_in_module_api(uri: str) -> None:
+    """Point MLflow's module-level API at ``uri``: ``mlflow.pytorch.log_model``/``load_model``
+    and ``mlflow.models.get_model_info`` resolve the store (and registry) from MLflow's global
+    tracking URI, not from a client. A no-op while it already is ``uri``."""
+    import mlflow
+
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
+
+
+def _not_found(uri: str, err: Exception):
+    from pimc.core.errors import ModelNotFoundError
+
+    return ModelNotFoundError(
+        f"{uri} is not in the MLflow store at {tracking_uri()} ({err}); list what is there "
+        "with `pimc models`, or set MLFLOW_TRACKING_URI to the server that has it."
+    )
 
 
 def _experiment_id(client, name: str) -> str:
@@ -84,14 +112,18 @@ def _experiment_id(client, name: str) -> str:
 
 @dataclass
 class TrackedRun:
-    """Handle to one MLflow run; every method logs to ``run_id`` explicitly."""
+    """Handle to one MLflow run; every method logs to ``run_id`` at ``tracking_uri`` explicitly.
+
+    Plain strings only: Prefect hashes task arguments, and a run handle is one.
+    """
 
     run_id: str
     experiment_id: str
+    tracking_uri: str
 
     @property
     def client(self):
-        return _client()
+        return _client_for(self.tracking_uri)
 
     def log_params(self, params: Any) -> None:
         """Log a config dataclass or mapping, flattened to dotted keys."""
@@ -143,26 +175,21 @@ class TrackedRun:
         (plain JSON-like values) is stored in the model's MLmodel file, so the model carries
         what a caller needs to build its input (see :func:`model_metadata`).
         """
-        import mlflow
         import mlflow.pytorch
         import torch
 
-        _client()
+        _use_in_module_api(self.tracking_uri)
         requirements = [f"torch=={torch.__version__.split('+')[0]}"]  # skips slow inference
-        mlflow.start_run(run_id=self.run_id)  # log_model attaches to the active run
-        try:
-            return mlflow.pytorch.log_model(
-                model.eval(),
-                name=name,
-                input_example=input_example,
-                serialization_format="pt2",
-                pip_requirements=requirements,
-                registered_model_name=registered_model_name,
-                metadata=dict(metadata) if metadata else None,
-            )
-        finally:
-            # Leaves the run open for more logging; start_run()'s exit sets the final status.
-            mlflow.end_run(status="RUNNING")
+        return mlflow.pytorch.log_model(
+            model.eval(),
+            name=name,
+            input_example=input_example,
+            serialization_format="pt2",
+            pip_requirements=requirements,
+            registered_model_name=registered_model_name,
+            metadata=dict(metadata) if metadata else None,
+            run_id=self.run_id,  # passed on to mlflow.models.Model.log: no active run needed
+        )
 
 
 def tag_version(name: str, version: str | int, tags: Mapping[str, Any]) -> None:
@@ -244,15 +271,18 @@ def run_artifact_of(name: str, alias: str, artifact: str, dest: str | Path) -> P
     try:
         version = client.get_model_version_by_alias(name, alias)
     except Exception as err:  # MlflowException: unknown model or alias
-        from pimc.core.errors import ConfigError
+        from pimc.core.errors import ModelNotFoundError
 
-        raise ConfigError(
+        raise ModelNotFoundError(
             f"models:/{name}@{alias} is not in the MLflow registry at {tracking_uri()}; run the "
             "pretrain stage first or set the alias (pimc.tracking.set_alias)."
         ) from err
     return Path(
         mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path=artifact, dst_path=str(dest)
+            run_id=version.run_id,
+            artifact_path=artifact,
+            dst_path=str(dest),
+            tracking_uri=tracking_uri(),
         )
     )
 
@@ -268,32 +298,35 @@ def model_uri(ref: str) -> str:
 
 
 def load_model(uri: str) -> Any:
-    """Load a logged torch model, e.g. ``models:/pimc-rp-encoder@champion``."""
-    import mlflow.pytorch
+    """Load a logged torch model, e.g. ``models:/pimc-rp-encoder@champion``.
 
-    _client()
-    return mlflow.pytorch.load_model(uri)
+    Raises:
+        ModelNotFoundError: the URI names no model in the registry / store.
+    """
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    _use_in_module_api(tracking_uri())
+    try:
+        return mlflow.pytorch.load_model(uri)
+    except MlflowException as err:
+        raise _not_found(uri, err) from err
 
 
 def model_metadata(uri: str) -> dict[str, Any]:
     """The ``metadata`` a model was logged with (empty if none).
 
     Raises:
-        ConfigError: the URI names no model in the registry / store.
+        ModelNotFoundError: the URI names no model in the registry / store.
     """
     import mlflow.models
     from mlflow.exceptions import MlflowException
 
-    _client()
+    _use_in_module_api(tracking_uri())
     try:
         return dict(mlflow.models.get_model_info(uri).metadata or {})
     except (MlflowException, OSError) as err:
-        from pimc.core.errors import ConfigError
-
-        raise ConfigError(
-            f"{uri} is not in the MLflow store at {tracking_uri()} ({err}); list what is there "
-            "with `pimc models`, or set MLFLOW_TRACKING_URI to the server that has it."
-        ) from err
+        raise _not_found(uri, err) from err
 
 
 @contextmanager
@@ -318,12 +351,13 @@ def start_run(
         run_name: defaults to the stage name.
         tags: extra tags.
     """
-    client = _client()
+    uri = tracking_uri()
+    client = _client_for(uri)
     exp_id = _experiment_id(client, experiment)
     all_tags = {"pimc.stage": stage, "git.sha": git_sha(), "mlflow.runName": run_name or stage}
     all_tags.update({k: str(v) for k, v in (tags or {}).items()})
     run = client.create_run(exp_id, tags=all_tags, run_name=run_name or stage)
-    tracked = TrackedRun(run.info.run_id, exp_id)
+    tracked = TrackedRun(run.info.run_id, exp_id, uri)
     status = "FAILED"
     try:
         tracked.log_params(params)

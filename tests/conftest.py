@@ -32,8 +32,6 @@ os.environ.update(
     }
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_ENV_ROOT, ignore_errors=True)
@@ -77,6 +75,15 @@ def tiny_data(tmp_path_factory) -> Path:
     )
     write_synthetic(root, spec, progress=False)
     return root
+
+
+@pytest.fixture
+def tracking_store(tmp_path, monkeypatch) -> str:
+    """A fresh MLflow store (SQLite + artifacts) for one test; returns its tracking URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PIMC_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    return uri
 
 
 @pytest.fixture

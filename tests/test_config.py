@@ -8,7 +8,7 @@ import yaml
 from pimc.core.config import DataConfig, Params, flatten, load_params
 from pimc.core.errors import ConfigError, UsageError
 from pimc.core.typed_config import parse_overrides
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def write(tmp_path, text):

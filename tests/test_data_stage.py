@@ -27,7 +27,9 @@ data:
 """
 
 
-def test_data_flow_writes_metrics_and_logs_run(prefect_harness, tmp_path, monkeypatch):
+def test_data_flow_writes_metrics_and_logs_run(
+    prefect_harness, tracking_store, tmp_path, monkeypatch
+):
     from flows.data import data_flow
 
     monkeypatch.chdir(tmp_path)
@@ -37,7 +39,7 @@ def test_data_flow_writes_metrics_and_logs_run(prefect_harness, tmp_path, monkey
     assert metrics["pastis_patches"] == 5 == stats["pastis"]["patches"]
     assert metrics["eurosat_train_tiles"] + metrics["eurosat_test_tiles"] > 0
     assert 38 <= metrics["pastis_dates_min"] <= metrics["pastis_dates_max"] <= 42
-    run = tracking.search_runs("data")[0]
+    (run,) = tracking.search_runs("data")  # this test's own store holds this run only
     assert run.info.status == "FINISHED"
     assert run.data.params["data.source"] == "synthetic"
     assert run.data.metrics["pastis_patches"] == 5

@@ -14,8 +14,7 @@ import yaml
 
 from pimc.core.config import ModelConfig, PrepareConfig, PretrainConfig
 from pimc.core.io import load_checkpoint
-from tests.conftest import REPO
-from tests.test_pairs import PIXELS, make_pairs_data
+from tests.helpers import PIXELS, REPO, make_pairs_data
 
 
 def free_port() -> int:

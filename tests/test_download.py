@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from pimc.core.errors import ChecksumError, DatasetCorruptError, DatasetNotFoundError, DownloadError
-from pimc.data import download
 from pimc.data.download import check_md5, download_url, extract_archive, md5sum
 
 PAYLOAD = os.urandom(300_000)
@@ -98,12 +97,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(autouse=True)
-def _no_proxy_no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A proxy from the environment would send loopback requests elsewhere.
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy from the environment would send loopback requests elsewhere. (conftest.py already
+    # removes the retry backoff.)
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(download, "_RETRY_BACKOFF_S", 0.0)
 
 
 @pytest.fixture

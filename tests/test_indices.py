@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, InputError
 from pimc.transforms.indices import (
     EUROSAT_BANDS,
     INDICES,
@@ -183,7 +183,7 @@ def test_missing_band_names_band_and_index():
     ],
 )
 def test_band_list_errors(bands, band_dim, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(InputError, match=match):
         compute_indices(torch.ones(4, 10), bands, band_dim=band_dim)
 
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,24 +9,10 @@ from torch.utils.data import default_collate
 from pimc.core.config import PrepareConfig, RecurrenceConfig
 from pimc.core.errors import ConfigError
 from pimc.stages.prepare import run_prepare
-from pimc.stages.recurrence import run_recurrence
 from pimc.training.pairs import PairDataset, augment_images, batch_rps, channel_dropout
 from pimc.training.utils import batch_loader, epoch_batches, make_generator
 from pimc.transforms.recurrence import build_rps
-
-PIXELS = 32  # per patch; the tiny data set has one patch per fold
-
-
-def make_pairs_data(
-    raw: Path, root: Path, **prepare: object
-) -> tuple[Path, Path, RecurrenceConfig]:
-    """Prepared pairs and materialized RPs of the tiny synthetic data under ``root``."""
-    prepared = root / "prep"
-    cfg = PrepareConfig(out=str(prepared), pixels_per_patch=PIXELS, **prepare)
-    run_prepare(raw / "PASTIS", cfg, progress=False)
-    rcfg = RecurrenceConfig(out=str(root / "rp"))
-    run_recurrence(prepared, rcfg, root / "gallery.png", progress=False)
-    return prepared, root / "rp", rcfg
+from tests.helpers import PIXELS, make_pairs_data
 
 
 @pytest.fixture(scope="module")

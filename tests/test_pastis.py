@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, InputError
 from pimc.data import PASTIS
 
 
@@ -71,6 +71,14 @@ def test_unknown_fold_and_band(tiny_data):
         PASTIS(tiny_data / "PASTIS", folds=(6,))
     with pytest.raises(ConfigError, match="B99.*B02"):
         PASTIS(tiny_data / "PASTIS", bands=("B99",))
+
+
+def test_index_of_names_an_unknown_patch(tiny_data):
+    ds = PASTIS(tiny_data / "PASTIS", folds=(1,))
+    first = int(ds.metadata["id"][0])
+    assert ds[ds.index_of(first)]["id"] == first
+    with pytest.raises(InputError, match=r"patch 999999 is not in folds \(1,\)"):
+        ds.index_of(999999)
 
 
 def test_missing_dataset(tmp_path):

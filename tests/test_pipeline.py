@@ -25,7 +25,7 @@ import rasterio
 import torch
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -206,39 +206,63 @@ def _retrain(work, *args):
     return sh(sys.executable, "-m", "flows.retrain", *args, cwd=work)
 
 
-def test_retrain_promotes_a_better_model_then_keeps_the_champion(project):
+@pytest.fixture(scope="module")
+def retrained(project):
+    """The retrain flow run twice on the pipeline's registry: a better forecaster (promoted),
+    then a weaker one (kept as challenger). Returns what the registry, the retrain runs and the
+    workspace showed after each, so the tests that need retraining do not depend on each other.
+    """
     from pimc import tracking
 
     work, _ = project
-    assert tracking.get_alias(FORECASTER, "champion") == "1"  # first version, by default
-    weak = float(tracking.version_tags(FORECASTER, "1")[HEADLINE])
+    seen = {
+        "champion_before": tracking.get_alias(FORECASTER, "champion"),
+        "weak": float(tracking.version_tags(FORECASTER, "1")[HEADLINE]),
+    }
+    for step, args in (("good", GOOD_RETRAIN), ("bad", BAD_RETRAIN)):
+        _retrain(work, *args)
+        latest = tracking.latest_version(FORECASTER)
+        seen[step] = {
+            "latest": latest,
+            "tags": tracking.version_tags(FORECASTER, latest),
+            "champion": tracking.get_alias(FORECASTER, "champion"),
+            "challenger": tracking.get_alias(FORECASTER, "challenger"),
+            "classifier_latest": tracking.latest_version(CLASSIFIER),
+            "run": tracking.search_runs("retrain")[0],
+            "params": yaml.safe_load((work / "params.yaml").read_text()),
+            "status": sh("dvc", "status", cwd=work),
+        }
+    seen["experiments"] = sh("dvc", "exp", "show", "--csv", cwd=work)
+    return seen
 
-    _retrain(work, *GOOD_RETRAIN)
-    tags = tracking.version_tags(FORECASTER, "2")
+
+def test_retrain_promotes_a_better_model_then_keeps_the_champion(retrained):
+    assert retrained["champion_before"] == "1"  # first version, by default
+    weak, good_run, bad_run = retrained["weak"], retrained["good"], retrained["bad"]
+
+    tags = good_run["tags"]
     good = float(tags[HEADLINE])
+    assert good_run["latest"] == "2"
     assert good < weak - 0.002, f"retraining did not improve the forecaster: {weak} -> {good}"
-    assert tracking.get_alias(FORECASTER, "champion") == "2"
+    assert good_run["champion"] == "2"
     assert tags["retrain.decision"] == "promoted" and tags["retrain.replaced"] == "1"
     # only the forecaster's params changed: no new classifier/EuroSAT version was made
-    assert tracking.latest_version(CLASSIFIER) == "1"
-    run = tracking.search_runs("retrain")[0]
+    assert good_run["classifier_latest"] == "1"
+    run = good_run["run"]
     assert "no new version" in run.data.tags["decision.pixel_cls"]
     assert run.data.metrics["forecast/promoted"] == 1.0
 
-    _retrain(work, *BAD_RETRAIN)
-    assert tracking.latest_version(FORECASTER) == "3"
-    assert tracking.get_alias(FORECASTER, "champion") == "2"
-    assert tracking.get_alias(FORECASTER, "challenger") == "3"
-    tags = tracking.version_tags(FORECASTER, "3")
+    tags = bad_run["tags"]
+    assert bad_run["latest"] == "3"
+    assert bad_run["champion"] == "2" and bad_run["challenger"] == "3"
     assert tags["retrain.decision"] == "challenger" and "<= margin" in tags["challenger"]
     assert float(tags[HEADLINE]) > good
-    assert tracking.search_runs("retrain")[0].data.metrics["forecast/promoted"] == 0.0
+    assert bad_run["run"].data.metrics["forecast/promoted"] == 0.0
     # the rejected experiment was rolled back: the workspace is the champion's again
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    assert params["finetune"]["forecast"]["lr"] == 0.01
-    assert "up to date" in sh("dvc", "status", cwd=work)
+    assert bad_run["params"]["finetune"]["forecast"]["lr"] == 0.01
+    assert "up to date" in bad_run["status"]
     # DVC recorded both retraining runs as experiments
-    assert "finetune.forecast.lr" in sh("dvc", "exp", "show", "--csv", cwd=work)
+    assert "finetune.forecast.lr" in retrained["experiments"]
 
 
 def _prefect_client():
@@ -247,7 +271,7 @@ def _prefect_client():
     return get_client(sync_client=True)
 
 
-def test_flow_runs_completed_and_served_deployment_has_cron(project, servers):
+def test_flow_runs_completed_and_served_deployment_has_cron(project, servers, retrained):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     work, _ = project
@@ -332,11 +356,13 @@ def test_task_param_change_touches_only_that_task(project):
     params = yaml.safe_load(original)
     params["finetune"]["eurosat"]["lr"] = 0.005
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = sh("dvc", "status", cwd=work)
+    try:
+        status = sh("dvc", "status", cwd=work)
+    finally:
+        (work / "params.yaml").write_text(original)  # the next test sees the project unchanged
     assert "finetune@eurosat" in status
     assert "finetune@forecast" not in status and "finetune@pixel_cls" not in status
     assert "pretrain:" not in status
-    (work / "params.yaml").write_text(original)
 
 
 def test_finetune_from_the_registry(project):
@@ -361,12 +387,19 @@ def test_finetune_from_the_registry(project):
 
 
 def test_changing_a_recurrence_param_reruns_only_recurrence(project):
+    from flows.pipeline import restore_workspace, snapshot_workspace
+
     work, _ = project
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["recurrence"]["size"] = 24
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = sh("dvc", "repro", "recurrence", cwd=work)  # the stages after it would follow
+    saved = snapshot_workspace(work)
+    try:
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        params["recurrence"]["size"] = 24
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = sh("dvc", "repro", "recurrence", cwd=work)  # the stages after it would follow
+        shard = next((work / "data" / "recurrence" / "shards").glob("*.npy"))
+        side = np.load(shard).shape[-1]
+    finally:
+        restore_workspace(work, saved)  # params, lock and outputs as the other tests expect
     assert "Running stage 'recurrence'" in out
     assert "Running stage 'prepare'" not in out and "Running stage 'data'" not in out
-    shard = next((work / "data" / "recurrence" / "shards").glob("*.npy"))
-    assert np.load(shard).shape[-1] == 24
+    assert side == 24

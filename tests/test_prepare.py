@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +10,13 @@ import pytest
 from pimc.core.config import PrepareConfig
 from pimc.core.paths import MANIFEST, PATCHES, shard_name
 from pimc.data import PASTIS
-from pimc.stages.prepare import run_prepare
+from pimc.stages.prepare import (
+    finalize_prepare,
+    open_pastis,
+    plan_prepare,
+    prepare_patches,
+    run_prepare,
+)
 from pimc.transforms.timegrid import make_grid
 
 
@@ -80,3 +89,39 @@ def test_background_can_be_excluded(tiny_data, tmp_path):
 def test_window_larger_than_patch_is_refused(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="larger than the patch"):
         prepare(tiny_data, tmp_path, patch_size=41)
+
+
+def test_worker_batches_write_what_the_sequential_run_writes(tiny_data, tmp_path):
+    cfg, whole = prepare(tiny_data, tmp_path)
+    steps_cfg = replace(cfg, out=str(tmp_path / "steps"))
+    plan = plan_prepare(open_pastis(tiny_data / "PASTIS", steps_cfg), steps_cfg)
+    # As the Dask fan-out does: batches, each opening the dataset itself, finalized elsewhere.
+    results = [
+        *prepare_patches(plan.root, steps_cfg, plan.todo[:2]),
+        *prepare_patches(plan.root, steps_cfg, plan.todo[2:]),
+    ]
+    stats = finalize_prepare(open_pastis(plan.root, steps_cfg), plan, results)
+    timing = ("seconds", "peak_rss_mib")
+    assert {k: v for k, v in stats.items() if k not in timing} == {
+        k: v for k, v in whole.items() if k not in timing
+    }
+    for table in (MANIFEST, PATCHES):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "prep" / table), pd.read_parquet(tmp_path / "steps" / table)
+        )
+    for shard in sorted((tmp_path / "prep" / "shards").glob("*.npz")):
+        with np.load(shard) as a, np.load(tmp_path / "steps" / "shards" / shard.name) as b:
+            assert a.files == b.files
+            assert all(np.array_equal(a[k], b[k]) for k in a.files), shard.name
+
+
+def test_an_edited_dataset_is_read_afresh(data_copy, tmp_path):
+    # Nothing is cached between runs: a patch removed from the metadata is gone from the next.
+    cfg = PrepareConfig(out=str(tmp_path / "prep"), pixels_per_patch=8)
+    assert run_prepare(data_copy / "PASTIS", cfg, progress=False)["patches"] == 5
+    meta = data_copy / "PASTIS" / "metadata.geojson"
+    doc = json.loads(meta.read_text())
+    doc["features"] = doc["features"][1:]
+    meta.write_text(json.dumps(doc))
+    again = run_prepare(data_copy / "PASTIS", cfg, progress=False)
+    assert again["patches"] == 4 and again["resumed_patches"] == 0  # new data: fresh folder

@@ -12,8 +12,7 @@ from pimc.core.io import load_checkpoint, save_checkpoint
 from pimc.models.build import load_pretrained_model
 from pimc.stages.pretrain import pretrain, resolved_config
 from pimc.training.pairs import resolve_source
-from tests.conftest import REPO
-from tests.test_pairs import PIXELS, make_pairs_data
+from tests.helpers import PIXELS, REPO, make_pairs_data
 
 SMALL = ModelConfig(embed_dim=32, hidden_dim=64)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, InputError
 from pimc.transforms.recurrence import recurrence_plot, resolve_embedding
 
 TOL = 1e-6
@@ -248,14 +248,14 @@ def test_parameter_errors(kw, match):
 def test_non_finite_input_is_rejected(bad):
     x = torch.rand(3, 2, 10)
     x[1, 1, 4] = bad
-    with pytest.raises(ConfigError, match="series contains NaN/inf; clean or interpolate"):
+    with pytest.raises(InputError, match="series contains NaN/inf; clean or interpolate"):
         recurrence_plot(x)
 
 
 def test_bad_rank_is_rejected():
-    with pytest.raises(ConfigError, match=r"\(B, T\) or \(B, C, T\)"):
+    with pytest.raises(InputError, match=r"\(B, T\) or \(B, C, T\)"):
         recurrence_plot(torch.rand(10))
-    with pytest.raises(ConfigError, match=r"\(B, T\) or \(B, C, T\)"):
+    with pytest.raises(InputError, match=r"\(B, T\) or \(B, C, T\)"):
         recurrence_plot(torch.rand(2, 3, 4, 10))
 
 
@@ -321,5 +321,5 @@ def test_valid_mask_zeroes_padded_dates_before_normalising(kw):
 
 
 def test_valid_mask_shape_is_checked():
-    with pytest.raises(ConfigError, match="valid must be a bool tensor"):
+    with pytest.raises(InputError, match="valid must be a bool tensor"):
         recurrence_plot(torch.rand(3, 2, 12), valid=torch.zeros(3, 11, dtype=torch.bool))

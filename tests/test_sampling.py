@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, InputError
 from pimc.transforms.sampling import (
     composite,
     extract_patches,
@@ -54,7 +54,7 @@ def test_hilbert_bijection_and_adjacency(order):
 
 
 def test_hilbert_rejects_out_of_range():
-    with pytest.raises(ConfigError, match="order"):
+    with pytest.raises(InputError, match="order"):
         hilbert_index(np.array([4]), np.array([0]), 2)
 
 
@@ -145,7 +145,7 @@ def test_sample_errors(kwargs, word):
 
 
 def test_sample_rejects_non_2d_mask():
-    with pytest.raises(ConfigError, match="H, W"):
+    with pytest.raises(InputError, match="H, W"):
         sample_pixels(np.zeros((2, 4, 4)), 4, "random", 0)
 
 
@@ -180,11 +180,17 @@ def test_extract_patches_integer_image_and_no_pixels():
 
 
 @pytest.mark.parametrize(
-    ("size", "rows", "word"),
-    [(4, [0], "odd"), (0, [0], "odd"), (11, [0], "larger than the patch"), (3, [9], "inside")],
+    ("size", "rows", "error", "word"),
+    [
+        (4, [0], ConfigError, "odd"),
+        (0, [0], ConfigError, "odd"),
+        (11, [0], ConfigError, "larger than the patch"),
+        (3, [9], InputError, "inside"),
+        (3, [[0]], InputError, "equal 1-D"),
+    ],
 )
-def test_extract_patches_errors(size, rows, word):
-    with pytest.raises(ConfigError, match=word):
+def test_extract_patches_errors(size, rows, error, word):
+    with pytest.raises(error, match=word):
         extract_patches(torch.zeros(2, 5, 8), rows, [0], size)
 
 
@@ -220,13 +226,13 @@ def test_composite_random():
 
 
 @pytest.mark.parametrize(
-    ("image", "kwargs", "word"),
+    ("image", "kwargs", "error", "word"),
     [
-        (torch.zeros(3, 2, 4, 4), {"mode": "mean"}, "median"),
-        (torch.zeros(2, 4, 4), {"mode": "median"}, "T, C, H, W"),
-        (torch.zeros(3, 2, 4, 4), {"mode": "random", "n": 0}, "n="),
+        (torch.zeros(3, 2, 4, 4), {"mode": "mean"}, ConfigError, "median"),
+        (torch.zeros(2, 4, 4), {"mode": "median"}, InputError, "T, C, H, W"),
+        (torch.zeros(3, 2, 4, 4), {"mode": "random", "n": 0}, ConfigError, "n="),
     ],
 )
-def test_composite_errors(image, kwargs, word):
-    with pytest.raises(ConfigError, match=word):
+def test_composite_errors(image, kwargs, error, word):
+    with pytest.raises(error, match=word):
         composite(image, **kwargs)

@@ -6,6 +6,7 @@ import pytest
 
 from pimc import tracking
 from pimc.core.config import Params
+from pimc.core.errors import ModelNotFoundError
 
 
 def test_run_tags_params_metrics_and_artifacts(env_root):
@@ -39,7 +40,21 @@ def test_default_uri_is_absolute_sqlite(monkeypatch, tmp_path):
     assert tracking.artifact_location() == (tmp_path.resolve() / "mlartifacts").as_uri()
 
 
-def test_log_register_alias_and_load_model():
+def test_a_run_keeps_logging_to_its_own_store(tracking_store, tmp_path, monkeypatch):
+    import mlflow
+
+    with tracking.start_run("unit", {}, experiment="test-tracking") as run:
+        assert run.tracking_uri == tracking_store
+        # Another store becomes current mid-run: the run's handle still names its own.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+        run.log_metrics({"loss": 0.25})
+    assert tracking.search_runs(experiment="test-tracking") == []  # nothing in the other store
+    got = mlflow.MlflowClient(tracking_uri=tracking_store).get_run(run.run_id)
+    assert got.data.metrics["loss"] == 0.25 and got.info.status == "FINISHED"
+
+
+def test_log_register_alias_and_load_model(tracking_store):
+    import mlflow
     import numpy as np
     import torch
 
@@ -48,13 +63,31 @@ def test_log_register_alias_and_load_model():
     ).eval()
     example = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
     with tracking.start_run("unit", {}, experiment="test-tracking") as run:
-        tracking_info = run.log_model(net, "net", example, registered_model_name="pimc-test-net")
+        meta = {"pimc_task": "unit"}
+        tracking_info = run.log_model(
+            net, "net", example, registered_model_name="pimc-test-net", metadata=meta
+        )
+        assert mlflow.active_run() is None  # logged into the given run, none was activated
         run.log_metrics({"after_model": 1.0})  # the run is still open for logging
     assert tracking_info.registered_model_version == 1
+    assert tracking_info.run_id == run.run_id
     assert tracking.get_run(run.run_id).info.status == "FINISHED"
     assert tracking.get_alias("pimc-test-net", "champion") is None
     tracking.set_alias("pimc-test-net", "champion", tracking.latest_version("pimc-test-net"))
     assert tracking.get_alias("pimc-test-net", "champion") == "1"
+    assert tracking.model_metadata("models:/pimc-test-net@champion") == meta
     loaded = tracking.load_model("models:/pimc-test-net@champion")
     batch = torch.rand(5, 3, 8, 8)  # another batch size than the example: dynamic batch dim
     torch.testing.assert_close(loaded(batch), net(batch))
+
+
+def test_unknown_models_raise_model_not_found(tracking_store, tmp_path):
+    uri = "models:/pimc-nothing@champion"
+    with pytest.raises(ModelNotFoundError, match="pimc-nothing"):
+        tracking.model_metadata(uri)
+    with pytest.raises(ModelNotFoundError, match="pimc-nothing"):
+        tracking.load_model(uri)
+    with pytest.raises(ModelNotFoundError, match="run the pretrain stage"):
+        tracking.run_artifact_of("pimc-nothing", "champion", "checkpoint/last.pt", tmp_path)
+    assert tracking.get_alias("pimc-nothing", "champion") is None
+    assert tracking.latest_version("pimc-nothing") is None

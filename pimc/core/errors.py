@@ -40,3 +40,11 @@ class InputError(PimcError, ValueError):
 
 class UsageError(PimcError):
     """A command line was called wrongly (missing or conflicting flags); the CLI prints usage."""
+
+
+class ModelNotFoundError(PimcError, LookupError):
+    """A model URI or alias names nothing in the MLflow registry / store."""
+
+
+class CommandError(PimcError, RuntimeError):
+    """An external command (DVC) failed; the message holds the command and its output's tail."""

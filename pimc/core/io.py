@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pimc.core.errors import InputError
 
 
 @contextmanager
@@ -84,5 +87,17 @@ def save_checkpoint(path: str | Path, **state: Any) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no pickles)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no pickles).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        InputError: ``path`` is truncated, not a torch file, or holds more than tensors and
+            plain values.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise InputError(
+            f"{path}: not a readable pimc checkpoint ({type(err).__name__}: {err}); re-run the "
+            "stage that wrote it"
+        ) from err

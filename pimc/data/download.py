@@ -125,27 +125,7 @@ def download_url(
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
 
-    failures = 0
-    with (
-        requests.Session() as session,
-        tqdm(
-            desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress
-        ) as bar,
-    ):
-        while True:
-            try:
-                _fetch_into(session, url, part, bar, timeout=timeout, chunk_size=chunk_size)
-                break
-            except (*_TRANSIENT_ERRORS, _RetryableError) as exc:
-                failures += 1
-                if failures > max_resumes:
-                    raise DownloadError(
-                        _failure_message(url, dest, f"{exc} (gave up after {failures} attempts)")
-                    ) from exc
-                time.sleep(min(_RETRY_BACKOFF_S * 2 ** (failures - 1), _RETRY_BACKOFF_MAX_S))
-            except requests.RequestException as exc:
-                raise DownloadError(_failure_message(url, dest, str(exc))) from exc
-
+    _fetch_with_retries(url, dest, part, progress, timeout, chunk_size, max_resumes)
     if md5 is not None:
         got = md5sum(part, chunk_size)
         if got != _normalize_md5(md5):
@@ -158,6 +138,42 @@ def download_url(
             )
     os.replace(part, dest)
     return dest
+
+
+def _fetch_with_retries(
+    url: str,
+    dest: Path,
+    part: Path,
+    progress: bool,
+    timeout: float,
+    chunk_size: int,
+    max_resumes: int,
+) -> None:
+    """Fetch ``url`` into ``part`` completely, resuming after up to ``max_resumes`` failures.
+
+    Raises:
+        DownloadError: The network failed for good or the server answered with an HTTP error.
+    """
+    failures = 0
+    with (
+        requests.Session() as session,
+        tqdm(
+            desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress
+        ) as bar,
+    ):
+        while True:
+            try:
+                _fetch_into(session, url, part, bar, timeout=timeout, chunk_size=chunk_size)
+                return
+            except (*_TRANSIENT_ERRORS, _RetryableError) as exc:
+                failures += 1
+                if failures > max_resumes:
+                    raise DownloadError(
+                        _failure_message(url, dest, f"{exc} (gave up after {failures} attempts)")
+                    ) from exc
+                time.sleep(min(_RETRY_BACKOFF_S * 2 ** (failures - 1), _RETRY_BACKOFF_MAX_S))
+            except requests.RequestException as exc:
+                raise DownloadError(_failure_message(url, dest, str(exc))) from exc
 
 
 def _fetch_into(

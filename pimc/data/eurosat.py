@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 from pimc.core.bands import EUROSAT_BANDS, PASTIS_BANDS
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 
 
 class EuroSAT(Dataset):

@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 from pimc.core.bands import PASTIS_BANDS
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, InputError
 
 _REMEDY = "re-extract PASTIS.zip, or re-run `dvc repro data` for the synthetic dataset"
 
@@ -183,7 +183,7 @@ class PASTIS(Dataset):
         return len(self.metadata)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """Return one patch: ``image`` (T, C, H, W), ``mask`` (H, W), ``dates``, ``id``, ``fold``."""
+        """One patch: ``image`` (T, C, H, W), ``mask`` (H, W), ``dates``, ``id``, ``fold``."""
         row = self.metadata.iloc[index]
         pid = int(row["id"])
         series = self._load_npy(self.s2_path(pid))
@@ -225,10 +225,14 @@ class PASTIS(Dataset):
             ) from err
 
     def index_of(self, patch_id: int) -> int:
-        """Position of ``ID_PATCH`` in this dataset."""
+        """Position of ``ID_PATCH`` in this dataset.
+
+        Raises:
+            InputError: no patch of this dataset's folds has that id.
+        """
         hits = np.flatnonzero(self.metadata["id"].to_numpy() == int(patch_id))
         if not len(hits):
-            raise ConfigError(
+            raise InputError(
                 f"PASTIS: patch {patch_id} is not in folds {self.folds} of {self.root}"
             )
         return int(hits[0])

@@ -19,14 +19,17 @@ machines (``compute.task_runner: dask`` in ``flows.prepare``) with results ident
 :func:`run_prepare`'s sequential loop:
 
 1. :func:`plan_prepare`: check the dataset, reset or keep ``cfg.out``, list unfinished patches.
-2. :func:`prepare_one`: one patch -> one shard. It takes only a path, the config and a patch id
-   (cheap to send to a worker) and reads its own input.
+2. :func:`prepare_one`: one patch -> one shard. :func:`prepare_patches` runs it for a batch of
+   patches from only a path, the config and patch ids (cheap to send to a worker).
 3. :func:`finalize_prepare`: manifest, patch table and meta, read back from the shards.
+
+Every step reads the dataset its caller opened with :func:`open_pastis` (opening parses
+``metadata.geojson`` and checks every patch file, which for real PASTIS costs more than preparing
+a patch), so a caller opens it once and passes it on.
 """
 
 from __future__ import annotations
 
-import functools
 import resource
 import time
 from collections.abc import Iterable
@@ -94,7 +97,7 @@ class PreparePlan:
     """What :func:`plan_prepare` decided; small and picklable (sent to flow tasks).
 
     Attributes:
-        root: the PASTIS folder (holds ``metadata.geojson``).
+        root: the PASTIS folder (holds ``metadata.geojson``), to re-open it in another process.
         cfg: the stage config.
         patch_ids: every patch of ``cfg.folds``, in metadata order (the manifest's order).
         todo: the patches whose shard is not written yet, in the same order.
@@ -112,14 +115,23 @@ class PreparePlan:
         return len(self.patch_ids) - len(self.todo)
 
 
-def plan_prepare(pastis_root: str | Path, cfg: PrepareConfig) -> PreparePlan:
-    """Step 1: open the dataset, make ``cfg.out`` belong to this config, list unfinished patches.
+def open_pastis(pastis_root: str | Path, cfg: PrepareConfig) -> PASTIS:
+    """The PASTIS folds ``cfg.folds`` under ``pastis_root``, for the steps below.
 
     Raises:
         DatasetNotFoundError, DatasetCorruptError: the dataset is missing or unreadable.
     """
+    return PASTIS(pastis_root, folds=tuple(cfg.folds))
+
+
+def plan_prepare(dataset: PASTIS, cfg: PrepareConfig) -> PreparePlan:
+    """Step 1: make ``cfg.out`` belong to this config and data, list unfinished patches.
+
+    Args:
+        dataset: from :func:`open_pastis`.
+        cfg: the stage config.
+    """
     started = time.time()
-    dataset = _dataset(str(pastis_root), tuple(cfg.folds))
     out = Path(cfg.out)
     # A change of config or of the dataset's metadata invalidates finished shards.
     fresh_output_dir(
@@ -128,17 +140,17 @@ def plan_prepare(pastis_root: str | Path, cfg: PrepareConfig) -> PreparePlan:
     (out / SHARDS).mkdir(exist_ok=True)
     ids = tuple(int(pid) for pid in dataset.metadata["id"])
     todo = tuple(pid for pid in ids if not (out / SHARDS / shard_name(pid)).is_file())
-    return PreparePlan(str(pastis_root), cfg, ids, todo, started)
+    return PreparePlan(str(dataset.root), cfg, ids, todo, started)
 
 
-def prepare_one(pastis_root: str, cfg: PrepareConfig, patch_id: int) -> dict[str, Any]:
+def prepare_one(dataset: PASTIS, cfg: PrepareConfig, patch_id: int) -> dict[str, Any]:
     """Step 2: prepare one patch and write ``shards/S2_<patch_id>.npz`` atomically.
 
     Pure apart from that file: the output depends only on the arguments (pixel sampling and
     composites are seeded by ``cfg.seed`` and the patch id), so any process may run it.
 
     Args:
-        pastis_root: the PASTIS folder, as given to :func:`plan_prepare`.
+        dataset: from :func:`open_pastis`.
         cfg: the stage config; ``cfg.out`` must exist (made by :func:`plan_prepare`).
         patch_id: ``ID_PATCH`` of a patch in ``cfg.folds``.
 
@@ -146,7 +158,6 @@ def prepare_one(pastis_root: str, cfg: PrepareConfig, patch_id: int) -> dict[str
         Small stats: ``patch_id``, ``pixels``, ``seconds``, ``peak_rss_mib`` (this process).
     """
     t0 = time.perf_counter()
-    dataset = _dataset(pastis_root, tuple(cfg.folds))
     arrays = prepare_patch(dataset[dataset.index_of(patch_id)], cfg, date_grid(cfg))
     with atomic_path(Path(cfg.out) / SHARDS / shard_name(patch_id)) as tmp:
         np.savez(tmp, **arrays)
@@ -158,10 +169,25 @@ def prepare_one(pastis_root: str, cfg: PrepareConfig, patch_id: int) -> dict[str
     }
 
 
-def finalize_prepare(plan: PreparePlan, results: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+def prepare_patches(
+    pastis_root: str | Path, cfg: PrepareConfig, patch_ids: Iterable[int]
+) -> list[dict[str, Any]]:
+    """Step 2 for a worker: open the dataset once, then :func:`prepare_one` each patch in order.
+
+    Returns:
+        One :func:`prepare_one` result per patch id.
+    """
+    dataset = open_pastis(pastis_root, cfg)
+    return [prepare_one(dataset, cfg, pid) for pid in patch_ids]
+
+
+def finalize_prepare(
+    dataset: PASTIS, plan: PreparePlan, results: Iterable[dict[str, Any]] = ()
+) -> dict[str, Any]:
     """Step 3: write the manifest, the patch table and ``meta.json``; return the stage's stats.
 
     Args:
+        dataset: from :func:`open_pastis` (of ``plan.root``).
         plan: from :func:`plan_prepare`.
         results: the :func:`prepare_one` stats of this run's patches (any order); only their
             peak RSS is used, as every table is read back from the shards.
@@ -173,7 +199,6 @@ def finalize_prepare(plan: PreparePlan, results: Iterable[dict[str, Any]] = ()) 
     cfg = plan.cfg
     out = Path(cfg.out)
     peak = max([_peak_rss_mib(), *(r["peak_rss_mib"] for r in results)])
-    dataset = _dataset(plan.root, tuple(cfg.folds))
     grid = date_grid(cfg)
     manifest, patches = _tables(dataset, out)
     with atomic_path(out / MANIFEST) as tmp:
@@ -211,29 +236,17 @@ def run_prepare(
 
     Returns:
         Stats: pixels, patches, class counts, seconds, peak RSS (MiB), resumed shards.
+
+    Raises:
+        DatasetNotFoundError, DatasetCorruptError: the dataset is missing or unreadable.
     """
-    plan = plan_prepare(pastis_root, cfg)
+    dataset = open_pastis(pastis_root, cfg)
+    plan = plan_prepare(dataset, cfg)
     results = [
-        prepare_one(plan.root, cfg, pid)
+        prepare_one(dataset, cfg, pid)
         for pid in tqdm(plan.todo, desc="prepare", unit="patch", disable=not progress)
     ]
-    return finalize_prepare(plan, results)
-
-
-def _dataset(root: str, folds: tuple[int, ...]) -> PASTIS:
-    """The PASTIS dataset, opened once per process and metadata version.
-
-    Opening parses ``metadata.geojson`` and checks every patch file, which for real PASTIS
-    costs more than preparing a patch; workers call :func:`prepare_one` once per patch.
-    """
-    meta = Path(root) / "metadata.geojson"
-    stamp = meta.stat().st_mtime_ns if meta.is_file() else None  # an edited file is re-read
-    return _open_dataset(str(Path(root).resolve()), folds, stamp)
-
-
-@functools.lru_cache(maxsize=2)
-def _open_dataset(root: str, folds: tuple[int, ...], stamp: int | None) -> PASTIS:
-    return PASTIS(root, folds=folds)
+    return finalize_prepare(dataset, plan, results)
 
 
 def _peak_rss_mib() -> float:

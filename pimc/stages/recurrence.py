@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pimc.core.config import RecurrenceConfig
+from pimc.core.errors import InputError
 from pimc.core.io import atomic_path, fingerprint, fresh_output_dir
 from pimc.core.paths import MANIFEST, META, SHARDS, rp_shard_name, shard_name
 from pimc.transforms.recurrence import build_rps
@@ -128,6 +129,9 @@ def finalize_recurrence(
             order (float32 sums are added in this order, so the gallery never depends on
             which worker finished first). May be a generator: each is folded in and dropped.
         gallery: the PNG to write.
+
+    Raises:
+        InputError: ``results`` do not cover ``plan.patch_ids`` in order.
     """
     from pimc.plots import rp_gallery
 
@@ -143,7 +147,7 @@ def finalize_recurrence(
             sums[label] = sums.get(label, 0) + torch.from_numpy(part)
             counts[label] = counts.get(label, 0) + res["counts"][label]
     if tuple(seen) != plan.patch_ids:
-        raise ValueError(
+        raise InputError(
             "finalize_recurrence: results must cover plan.patch_ids in order "
             f"({len(seen)} results for {len(plan.patch_ids)} patches)"
         )

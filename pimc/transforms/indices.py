@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from pimc.core.bands import EUROSAT_BANDS, PASTIS_BANDS, canonical_band
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, InputError
 
 __all__ = [
     "EUROSAT_BANDS",
@@ -178,45 +178,17 @@ def compute_indices(
         NaN propagates, EVI is clipped to [-1, 1] (see the module docstring).
 
     Raises:
-        ConfigError: If an index name is unknown, a band an index needs is missing from
-            ``bands``, ``bands`` has duplicates or does not match ``x.shape[band_dim]``, or
+        ConfigError: If ``names`` is empty, an index name is unknown, or a band an index needs
+            is missing from ``bands``.
+        InputError: If ``bands`` has duplicates or does not match ``x.shape[band_dim]``, or
             ``band_dim`` is out of range.
     """
     if isinstance(names, str):
         names = (names,)
     if len(names) == 0:
         raise ConfigError("names is empty: pass at least one index name, e.g. ('ndvi',).")
-    if not -x.ndim <= band_dim < x.ndim:
-        raise ConfigError(
-            f"band_dim={band_dim} is out of range for an input of shape {tuple(x.shape)}; "
-            f"pass a dimension in [{-x.ndim}, {x.ndim - 1}]."
-        )
-    canonical = [canonical_band(b) for b in bands]
-    if len(set(canonical)) != len(canonical):
-        raise ConfigError(f"bands={list(bands)} contains a duplicate band name; list each once.")
-    if x.shape[band_dim] != len(canonical):
-        raise ConfigError(
-            f"bands lists {len(canonical)} bands but x has {x.shape[band_dim]} along "
-            f"band_dim={band_dim} (shape {tuple(x.shape)}); pass one name per band in file order "
-            "or fix band_dim."
-        )
-    position = {b: i for i, b in enumerate(canonical)}
-
-    specs = []
-    for name in names:
-        spec = INDICES.get(str(name).strip().lower())
-        if spec is None:
-            raise ConfigError(
-                f"unknown index name {name!r} in names; known indices: {sorted(INDICES)}."
-            )
-        for band in spec.bands:
-            if band not in position:
-                raise ConfigError(
-                    f"index {spec.name!r} needs band {band} but bands={list(bands)} lacks it; "
-                    f"pass data that includes {band} or drop {spec.name!r} from names."
-                )
-        specs.append(spec)
-
+    position = _band_positions(x, bands, band_dim)
+    specs = [_index_spec(name, bands, position) for name in names]
     work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     # Scale only the bands that are used: cheaper than converting every band of a big patch.
     needed = {band for spec in specs for band in spec.bands}
@@ -226,3 +198,38 @@ def compute_indices(
     }
     out = [spec.formula(*(scaled[b] for b in spec.bands)) for spec in specs]
     return torch.stack(out, dim=band_dim)
+
+
+def _band_positions(x: Tensor, bands: Sequence[str], band_dim: int) -> dict[str, int]:
+    """Canonical band name -> its position along ``band_dim`` of ``x`` (raises InputError)."""
+    if not -x.ndim <= band_dim < x.ndim:
+        raise InputError(
+            f"band_dim={band_dim} is out of range for an input of shape {tuple(x.shape)}; "
+            f"pass a dimension in [{-x.ndim}, {x.ndim - 1}]."
+        )
+    canonical = [canonical_band(b) for b in bands]
+    if len(set(canonical)) != len(canonical):
+        raise InputError(f"bands={list(bands)} contains a duplicate band name; list each once.")
+    if x.shape[band_dim] != len(canonical):
+        raise InputError(
+            f"bands lists {len(canonical)} bands but x has {x.shape[band_dim]} along "
+            f"band_dim={band_dim} (shape {tuple(x.shape)}); pass one name per band in file order "
+            "or fix band_dim."
+        )
+    return {b: i for i, b in enumerate(canonical)}
+
+
+def _index_spec(name: str, bands: Sequence[str], position: dict[str, int]) -> IndexSpec:
+    """The :data:`INDICES` entry ``name``, checked against the available bands."""
+    spec = INDICES.get(str(name).strip().lower())
+    if spec is None:
+        raise ConfigError(
+            f"unknown index name {name!r} in names; known indices: {sorted(INDICES)}."
+        )
+    for band in spec.bands:
+        if band not in position:
+            raise ConfigError(
+                f"index {spec.name!r} needs band {band} but bands={list(bands)} lacks it; "
+                f"pass data that includes {band} or drop {spec.name!r} from names."
+            )
+    return spec

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from pimc.core.config import RecurrenceConfig
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, InputError
+from pimc.transforms.percentile import point_threshold
 
 __all__ = ["build_rps", "recurrence_plot", "resolve_embedding"]
 
@@ -120,62 +122,6 @@ def _check_options(
         raise ConfigError(f"chunk_size={chunk_size!r} must be an int >= 1.")
 
 
-def _kth_smallest(values: Tensor, j: int) -> Tensor:
-    """Per-row ``sorted(row)[j]`` (0-based) of ``values``, shape ``(b, n)`` -> ``(b,)``."""
-    n = values.shape[1]
-    # topk over the shorter side beats kthvalue on CPU (~1.3-3x for n ~ 2000).
-    if j < n // 2:
-        return torch.topk(values, j + 1, dim=1, largest=False, sorted=False).values.amax(dim=1)
-    return torch.topk(values, n - j, dim=1, largest=True, sorted=False).values.amin(dim=1)
-
-
-def _point_threshold(dist: Tensor, percentage: float) -> Tensor:
-    """Per-plot ``np.percentile(plot.ravel(), percentage)`` (numpy's default ``'linear'``).
-
-    numpy's arithmetic is reproduced step by step (virtual index ``(n-1)*q``, then its two-sided
-    lerp) so that the threshold is bit-identical to pyts': with a strict ``<``, a threshold one
-    ulp off would flip the entries that tie with it.
-
-    Only the strict upper triangle is searched: a distance plot is non-negative and exactly
-    symmetric with a zero diagonal, so its sorted ``S*S`` entries are ``S`` zeros followed by
-    every upper-triangle value twice, i.e. rank ``r >= S`` of the plot is rank ``(r - S) // 2``
-    of the triangle. That halves the selection, the dominant cost of this mode.
-
-    Args:
-        dist: Distance plots, shape ``(b, S, S)``, symmetric with a zero diagonal.
-        percentage: Percentile in [0, 100].
-
-    Returns:
-        Thresholds, shape ``(b,)``.
-    """
-    side = dist.shape[-1]
-    virtual = (side * side - 1) * (percentage / 100)  # python float == numpy float64 arithmetic
-    lo = math.floor(virtual)
-    hi = min(lo + 1, side * side - 1)
-    gamma = virtual - lo
-    rows, cols = torch.triu_indices(side, side, 1, device=dist.device)
-    upper = dist.flatten(1)[:, rows * side + cols]  # (b, S(S-1)/2)
-    zeros = dist.new_zeros(dist.shape[0])
-    j_lo, j_hi = (lo - side) // 2, (hi - side) // 2
-    a = zeros if lo < side else _kth_smallest(upper, j_lo)
-    if hi < side:
-        b = zeros
-    elif j_hi == j_lo:
-        b = a
-    elif lo < side:  # j_hi == 0: the triangle's minimum
-        b = upper.amin(dim=1)
-    else:
-        # Next order statistic without a second selection: it equals a when a is tied more
-        # than j_lo + 1 times, else it is the smallest value above a.
-        above = upper > a[:, None]
-        n_at_most = upper.shape[1] - above.sum(dim=1, dtype=torch.int32)
-        smallest_above = upper.masked_fill(~above, math.inf).amin(dim=1)
-        b = torch.where(n_at_most >= j_hi + 1, a, smallest_above)
-    diff = b - a
-    # numpy's _lerp: a + d*g for g < 0.5, b - d*(1-g) otherwise (keeps monotonicity).
-    return a + diff * gamma if gamma < 0.5 else b - diff * (1 - gamma)
-
-
 def _distances(
     xc: Tensor, m: int, tau: int, side: int, out: Tensor, scratch: Tensor | None
 ) -> Tensor:
@@ -243,44 +189,115 @@ def recurrence_plot(
         otherwise; binarised plots hold 0.0 / 1.0.
 
     Raises:
-        ConfigError: If a parameter is invalid, the series are too short for
-            ``dimension``/``time_delay``, ``x`` has the wrong rank, or ``x`` is not finite.
+        ConfigError: If a parameter is invalid or the series are too short for
+            ``dimension``/``time_delay``.
+        InputError: If ``x`` has the wrong rank or dtype or is not finite, or ``valid`` has
+            the wrong shape or dtype.
     """
     _check_options(threshold, percentage, size, chunk_size)
+    m, tau, side = _check_series(x, dimension, time_delay)
+    rows = _valid_rows(valid, x.shape, side)
+    compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out_side = side if size is None else int(size)
+    series = x.reshape(-1, x.shape[-1])
+    out_dtype = compute_dtype if dtype is None else dtype
+    out = series.new_empty((series.shape[0], out_side, out_side), dtype=out_dtype)
+    post = _Postprocess(threshold, percentage, normalize, size)
+    _fill_plots(series, out, (m, tau, side), compute_dtype, chunk_size, post, rows)
+    return out.reshape(*x.shape[:-1], out_side, out_side)
+
+
+def _check_series(
+    x: Tensor, dimension: int | float, time_delay: int | float
+) -> tuple[int, int, int]:
+    """Check ``x`` (rank, dtype, finiteness) and resolve its embedding ``(m, tau, S)``."""
     if x.ndim not in (2, 3) or x.dtype == torch.bool or x.is_complex():
-        raise ConfigError(
+        raise InputError(
             f"x must be a real tensor of shape (B, T) or (B, C, T), time last; got shape "
             f"{tuple(x.shape)}, dtype {x.dtype}."
         )
-    lead = tuple(x.shape[:-1])
-    m, tau, side = resolve_embedding(x.shape[-1], dimension, time_delay)
+    embedding = resolve_embedding(x.shape[-1], dimension, time_delay)
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ConfigError(
-            "x: series contains NaN/inf; clean or interpolate the index series first."
-        )
+        raise InputError("x: series contains NaN/inf; clean or interpolate the index series first.")
+    return embedding
 
-    rows = _valid_rows(valid, x.shape, side)
-    compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    out_dtype = compute_dtype if dtype is None else dtype
-    out_side = side if size is None else int(size)
-    series = x.reshape(-1, x.shape[-1])
-    n_series = series.shape[0]
-    out = torch.empty((n_series, out_side, out_side), dtype=out_dtype, device=x.device)
 
+@dataclass(frozen=True)
+class _Postprocess:
+    """What follows the distances: threshold, mask, normalise, resize (see recurrence_plot)."""
+
+    threshold: float | str | None
+    percentage: float
+    normalize: bool
+    size: int | None
+
+    @property
+    def is_identity(self) -> bool:
+        return self.threshold is None and not self.normalize and self.size is None
+
+    def __call__(self, dist: Tensor, out: Tensor, keep: Tensor | None) -> None:
+        """Threshold, mask, normalise and resize a chunk of distance plots into the output.
+
+        Args:
+            dist: Distance plots, shape ``(b, S, S)``, compute dtype; overwritten.
+            out: Destination, shape ``(b, S', S')``, output dtype.
+            keep: ``(b, S)`` bool observed delay vectors, or None.
+        """
+        threshold, size = self.threshold, self.size
+        plots = dist
+        if threshold is not None:
+            if isinstance(threshold, str) and threshold == "point":
+                eps = point_threshold(dist, self.percentage)[:, None, None]
+            elif isinstance(threshold, str):  # "distance"
+                # Same operation order as pyts: (percentage / 100) * max.
+                eps = (self.percentage / 100) * dist.amax(dim=(1, 2), keepdim=True)
+            else:
+                eps = float(threshold)
+            if keep is None and (size is None or size == dist.shape[-1]):
+                # A 0/1 plot already has max 1 (or is all zeros): normalising would not change it.
+                torch.lt(dist, eps, out=out)
+                return
+            plots = torch.lt(dist, eps, out=dist)  # element-wise, so writing in place is safe
+        if keep is not None:
+            plots = plots.mul_(keep[:, :, None] & keep[:, None, :])
+        if threshold is None and self.normalize:
+            peak = dist.amax(dim=(1, 2), keepdim=True)
+            # An all-zero plot (constant series) has peak 0: divide by 1 to keep zeros, not NaN.
+            plots = dist.div_(peak.masked_fill_(peak == 0, 1))
+        if size is not None and size != plots.shape[-1]:
+            plots = F.interpolate(
+                plots[:, None],
+                size=(size, size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=size < plots.shape[-1],
+            )[:, 0]
+        out.copy_(plots)
+
+
+def _fill_plots(
+    series: Tensor,
+    out: Tensor,
+    embedding: tuple[int, int, int],
+    compute_dtype: torch.dtype,
+    chunk_size: int,
+    post: _Postprocess,
+    rows: Tensor | None,
+) -> None:
+    """Write the plots of ``series`` ``(N, T)`` into ``out`` ``(N, S', S')``, chunk by chunk.
+
+    ``embedding`` is ``(m, tau, S)``, ``rows`` the ``(N, S)`` observed delay vectors or None.
+    """
+    m, tau, side = embedding
+    n_series, device = series.shape[0], series.device
     # Write distances straight into the output when nothing follows that needs a separate
     # buffer: the common m=1 float32 path then makes a single sweep over the output memory.
-    direct = (
-        threshold is None
-        and not normalize
-        and size is None
-        and rows is None
-        and out_dtype == compute_dtype
-    )
+    direct = post.is_identity and rows is None and out.dtype == compute_dtype
     # Buffers are allocated once per call and reused by every chunk: fresh large allocations
     # are page-faulted in on every touch, which costs more than computing the plots.
     buffer_shape = (min(chunk_size, n_series), side, side)
-    workspace = None if direct else torch.empty(buffer_shape, dtype=compute_dtype, device=x.device)
-    scratch = None if m == 1 else torch.empty(buffer_shape, dtype=compute_dtype, device=x.device)
+    workspace = None if direct else torch.empty(buffer_shape, dtype=compute_dtype, device=device)
+    scratch = None if m == 1 else torch.empty(buffer_shape, dtype=compute_dtype, device=device)
     # With no buffer to bound (m = 1 written straight into the output) one sweep over the whole
     # batch is best: on CPU every parallel op pays a thread wake-up, ms each on a busy machine.
     step = max(n_series, 1) if workspace is None and scratch is None else chunk_size
@@ -292,57 +309,7 @@ def recurrence_plot(
             _distances(xc, m, tau, side, out[start:stop], scratch_c)
         else:
             dist = _distances(xc, m, tau, side, workspace[: stop - start], scratch_c)
-            keep = None if rows is None else rows[start:stop]
-            _postprocess(dist, out[start:stop], threshold, percentage, normalize, size, keep)
-    return out.reshape(*lead, out_side, out_side)
-
-
-def _postprocess(
-    dist: Tensor,
-    out: Tensor,
-    threshold: float | str | None,
-    percentage: float,
-    normalize: bool,
-    size: int | None,
-    keep: Tensor | None = None,
-) -> None:
-    """Threshold, mask, normalise and resize a chunk of distance plots into the output.
-
-    Args:
-        dist: Distance plots, shape ``(b, S, S)``, compute dtype; overwritten.
-        out: Destination, shape ``(b, S', S')``, output dtype.
-        threshold, percentage, normalize, size: As in :func:`recurrence_plot`.
-        keep: ``(b, S)`` bool observed delay vectors, or None.
-    """
-    plots = dist
-    if threshold is not None:
-        if isinstance(threshold, str) and threshold == "point":
-            eps = _point_threshold(dist, percentage)[:, None, None]
-        elif isinstance(threshold, str):  # "distance"
-            # Same operation order as pyts: (percentage / 100) * max.
-            eps = (percentage / 100) * dist.amax(dim=(1, 2), keepdim=True)
-        else:
-            eps = float(threshold)
-        if keep is None and (size is None or size == dist.shape[-1]):
-            # A 0/1 plot already has max 1 (or is all zeros): normalising would not change it.
-            torch.lt(dist, eps, out=out)
-            return
-        plots = torch.lt(dist, eps, out=dist)  # element-wise, so writing in place is safe
-    if keep is not None:
-        plots = plots.mul_(keep[:, :, None] & keep[:, None, :])
-    if threshold is None and normalize:
-        peak = dist.amax(dim=(1, 2), keepdim=True)
-        # An all-zero plot (constant series) has peak 0: divide by 1 to keep zeros, not NaN.
-        plots = dist.div_(peak.masked_fill_(peak == 0, 1))
-    if size is not None and size != plots.shape[-1]:
-        plots = F.interpolate(
-            plots[:, None],
-            size=(size, size),
-            mode="bilinear",
-            align_corners=False,
-            antialias=size < plots.shape[-1],
-        )[:, 0]
-    out.copy_(plots)
+            post(dist, out[start:stop], None if rows is None else rows[start:stop])
 
 
 def _valid_rows(valid: Tensor | None, shape: torch.Size, side: int) -> Tensor | None:
@@ -351,7 +318,7 @@ def _valid_rows(valid: Tensor | None, shape: torch.Size, side: int) -> Tensor | 
         return None
     lead, length = tuple(shape[:-1]), shape[-1]
     if valid.dtype != torch.bool or tuple(valid.shape) != (lead[0], length):
-        raise ConfigError(
+        raise InputError(
             f"valid must be a bool tensor of shape {(lead[0], length)} (series x dates); got "
             f"shape {tuple(valid.shape)}, dtype {valid.dtype}."
         )

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, InputError
 
 __all__ = [
     "COMPOSITE_MODES",
@@ -45,14 +45,17 @@ def hilbert_index(rows: np.ndarray, cols: np.ndarray, order: int) -> np.ndarray:
 
     Returns:
         int64 array shaped like ``rows`` with values in ``[0, 4**order)``.
+
+    Raises:
+        InputError: ``rows`` and ``cols`` differ in shape or leave the ``2**order`` square.
     """
     x = np.array(cols, dtype=np.int64, copy=True)
     y = np.array(rows, dtype=np.int64, copy=True)
     side = 1 << order
     if x.shape != y.shape:
-        raise ConfigError(f"rows {y.shape} and cols {x.shape} must have the same shape")
+        raise InputError(f"rows {y.shape} and cols {x.shape} must have the same shape")
     if x.size and (min(x.min(), y.min()) < 0 or max(x.max(), y.max()) >= side):
-        raise ConfigError(f"coordinates must lie in [0, {side}) for order={order}; raise `order`")
+        raise InputError(f"coordinates must lie in [0, {side}) for order={order}; raise `order`")
     d = np.zeros_like(x)
     s = side // 2
     while s > 0:
@@ -153,8 +156,28 @@ def sample_pixels(
         ``"stratified"`` with ``per_class``, also at most ``per_class`` × classes).
 
     Raises:
-        ConfigError: unknown method, ``n < 0``, ``per_class`` misuse or a non-2-D mask.
+        ConfigError: unknown method, ``n < 0`` or ``per_class`` misuse.
+        InputError: a non-2-D mask.
     """
+    _check_sampling(n, method, per_class)
+    labels = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+    if labels.ndim != 2:
+        raise InputError(f"mask must be (H, W), got shape {labels.shape}")
+    eligible = np.flatnonzero(~np.isin(labels, np.asarray(list(exclude))))
+    rng = np.random.default_rng(seed)
+    if method == "random":
+        chosen = rng.choice(eligible, size=min(n, eligible.size), replace=False)
+    elif method == "stratified":
+        chosen = _stratified(eligible, labels.ravel()[eligible], n, per_class, rng)
+    else:
+        chosen = _hilbert(eligible, labels.shape, n, rng)
+    chosen = np.asarray(chosen, dtype=np.int64)
+    width = labels.shape[1]
+    return np.stack([chosen // width, chosen % width], axis=1)
+
+
+def _check_sampling(n: int, method: str, per_class: int | None) -> None:
+    """Validate the :func:`sample_pixels` parameters (raises ConfigError)."""
     if method not in SAMPLING_METHODS:
         raise ConfigError(
             f"sampling method={method!r} is unknown; choose one of {SAMPLING_METHODS}"
@@ -166,42 +189,43 @@ def sample_pixels(
             f"per_class={per_class} needs method='stratified' and a value ≥ 1; "
             "leave per_class=None otherwise"
         )
-    labels = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
-    if labels.ndim != 2:
-        raise ConfigError(f"mask must be (H, W), got shape {labels.shape}")
-    height, width = labels.shape
-    eligible = np.flatnonzero(~np.isin(labels, np.asarray(list(exclude))))
-    rng = np.random.default_rng(seed)
 
-    if method == "random":
-        chosen = rng.choice(eligible, size=min(n, eligible.size), replace=False)
-    elif method == "stratified":
-        eligible_labels = labels.ravel()[eligible]
-        classes, sizes = np.unique(eligible_labels, return_counts=True)
-        caps = sizes if per_class is None else np.minimum(sizes, per_class)
-        counts = _balanced_counts(caps, n, rng)
-        parts = [
-            rng.choice(eligible[eligible_labels == c], size=int(k), replace=False)
-            for c, k in zip(classes, counts, strict=True)
-        ]
-        chosen = np.concatenate([np.empty(0, np.int64), *parts])
-        # Shuffle so that any prefix of the result is still class-balanced on average.
-        chosen = rng.permutation(chosen)
-    else:
-        order = max(0, int(np.ceil(np.log2(max(height, width, 1)))))
-        curve = hilbert_index(eligible // width, eligible % width, order)
-        along = eligible[np.argsort(curve, kind="stable")]
-        k = min(n, along.size)
-        if k == 0:
-            chosen = along[:0]
-        else:
-            # Step ≥ 1 keeps positions distinct; the random offset varies the picks per seed.
-            step = along.size / k
-            pos = np.floor(rng.uniform(0, step) + step * np.arange(k)).astype(np.int64)
-            chosen = along[np.minimum(pos, along.size - 1)]
 
-    chosen = np.asarray(chosen, dtype=np.int64)
-    return np.stack([chosen // width, chosen % width], axis=1)
+def _stratified(
+    eligible: np.ndarray,
+    eligible_labels: np.ndarray,
+    n: int,
+    per_class: int | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``"stratified"``: flat indices of ``eligible`` pixels, balanced over their labels."""
+    classes, sizes = np.unique(eligible_labels, return_counts=True)
+    caps = sizes if per_class is None else np.minimum(sizes, per_class)
+    counts = _balanced_counts(caps, n, rng)
+    parts = [
+        rng.choice(eligible[eligible_labels == c], size=int(k), replace=False)
+        for c, k in zip(classes, counts, strict=True)
+    ]
+    chosen = np.concatenate([np.empty(0, np.int64), *parts])
+    # Shuffle so that any prefix of the result is still class-balanced on average.
+    return rng.permutation(chosen)
+
+
+def _hilbert(
+    eligible: np.ndarray, shape: tuple[int, int], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``"hilbert"``: flat indices of ``eligible`` pixels evenly spaced along a Hilbert curve."""
+    height, width = shape
+    order = max(0, int(np.ceil(np.log2(max(height, width, 1)))))
+    curve = hilbert_index(eligible // width, eligible % width, order)
+    along = eligible[np.argsort(curve, kind="stable")]
+    k = min(n, along.size)
+    if k == 0:
+        return along[:0]
+    # Step ≥ 1 keeps positions distinct; the random offset varies the picks per seed.
+    step = along.size / k
+    pos = np.floor(rng.uniform(0, step) + step * np.arange(k)).astype(np.int64)
+    return along[np.minimum(pos, along.size - 1)]
 
 
 def _reflect(index: Tensor, size: int) -> Tensor:
@@ -228,13 +252,13 @@ def extract_patches(image: Tensor, rows, cols, size: int) -> Tensor:
         ``image[..., rows[i], cols[i]]`` at its centre ``[size // 2, size // 2]``.
 
     Raises:
-        ConfigError: even/non-positive ``size``, window larger than the patch, or bad
-            coordinates.
+        ConfigError: even/non-positive ``size``, or a window larger than the patch.
+        InputError: ``image`` of rank < 3, or bad coordinates.
     """
     if isinstance(size, bool) or int(size) != size or size < 1 or size % 2 == 0:
         raise ConfigError(f"patch size={size!r} must be an odd integer ≥ 1 (e.g. 9, 15)")
     if image.ndim < 3:
-        raise ConfigError(f"image must be (..., C, H, W), got shape {tuple(image.shape)}")
+        raise InputError(f"image must be (..., C, H, W), got shape {tuple(image.shape)}")
     height, width = image.shape[-2:]
     half = int(size) // 2
     if half >= height or half >= width:
@@ -247,9 +271,9 @@ def extract_patches(image: Tensor, rows, cols, size: int) -> Tensor:
         for x in (rows, cols)
     )
     if r.ndim != 1 or r.shape != c.shape:
-        raise ConfigError(f"rows {tuple(r.shape)} and cols {tuple(c.shape)} must be equal 1-D")
+        raise InputError(f"rows {tuple(r.shape)} and cols {tuple(c.shape)} must be equal 1-D")
     if r.numel() and (r.min() < 0 or r.max() >= height or c.min() < 0 or c.max() >= width):
-        raise ConfigError(f"rows/cols must lie inside the {height}×{width} patch")
+        raise InputError(f"rows/cols must lie inside the {height}×{width} patch")
     offsets = torch.arange(-half, half + 1, device=image.device)
     rr = _reflect(r[:, None] + offsets, height)  # (N, size)
     cc = _reflect(c[:, None] + offsets, width)
@@ -282,12 +306,13 @@ def composite(
         ``(C, H, W)`` for ``"fixed"``/``"median"``, ``(n, C, H, W)`` for ``"random"``.
 
     Raises:
-        ConfigError: unknown mode, wrong shape, ``index`` out of range or ``n < 1``.
+        ConfigError: unknown mode, ``index`` out of range or ``n < 1``.
+        InputError: ``image`` not ``(T, C, H, W)`` with ``T ≥ 1``.
     """
     if mode not in COMPOSITE_MODES:
         raise ConfigError(f"composite mode={mode!r} is unknown; choose one of {COMPOSITE_MODES}")
     if image.ndim != 4 or image.shape[0] == 0:
-        raise ConfigError(f"image must be (T, C, H, W) with T ≥ 1, got {tuple(image.shape)}")
+        raise InputError(f"image must be (T, C, H, W) with T ≥ 1, got {tuple(image.shape)}")
     n_t = image.shape[0]
     if mode == "fixed":
         if not -n_t <= index < n_t:

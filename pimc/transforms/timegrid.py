@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, InputError
 
 __all__ = ["DESPIKE_METHODS", "despike", "make_grid", "pad_to_length", "resample_to_grid"]
 
@@ -63,9 +63,9 @@ def _days(dates: np.ndarray, origin: np.ndarray, name: str) -> np.ndarray:
     """Dates as float64 days since ``origin`` (datetime64 of any unit, or plain day numbers)."""
     dates = np.asarray(dates)
     if dates.ndim != 1:
-        raise ConfigError(f"{name} must be 1-D, got shape {dates.shape}")
+        raise InputError(f"{name} must be 1-D, got shape {dates.shape}")
     if np.issubdtype(dates.dtype, np.datetime64) != np.issubdtype(origin.dtype, np.datetime64):
-        raise ConfigError(
+        raise InputError(
             f"{name} has dtype {dates.dtype} but dates has {origin.dtype}; give both as "
             "datetime64 or both as day numbers"
         )
@@ -129,20 +129,21 @@ def resample_to_grid(values: Tensor, dates: np.ndarray, grid: np.ndarray) -> Ten
         ``(..., G)`` tensor of ``values``' float dtype on ``values``' device.
 
     Raises:
-        ConfigError: shape mismatch, empty series, or dates not strictly increasing.
+        InputError: shape mismatch, mixed date kinds, empty series, or dates not strictly
+            increasing.
     """
     values = _float(values)
     dates = np.asarray(dates)
     if dates.ndim != 1 or dates.shape[0] != values.shape[-1]:
-        raise ConfigError(
+        raise InputError(
             f"dates has shape {dates.shape} but values has {values.shape[-1]} time steps on its "
             "last axis; pass one date per time step, with time as the last axis of values"
         )
     if dates.shape[0] == 0:
-        raise ConfigError("values has no time steps (T=0); nothing to resample")
+        raise InputError("values has no time steps (T=0); nothing to resample")
     t_np = _days(dates, dates[0], "dates")
     if np.any(np.diff(t_np) <= 0):
-        raise ConfigError(
+        raise InputError(
             "dates must be strictly increasing (sorted, no duplicates); sort values and dates "
             "together and merge same-day acquisitions first"
         )
@@ -213,43 +214,54 @@ def despike(
         ``(..., T)`` tensor shaped like ``values``.
 
     Raises:
-        ConfigError: unknown method, bad window, missing or mis-shaped ``blue``.
+        ConfigError: unknown method or bad window.
+        InputError: missing or mis-shaped ``blue``.
     """
     if method not in DESPIKE_METHODS:
         raise ConfigError(f"despike method={method!r} is unknown; choose one of {DESPIKE_METHODS}")
     if method == "none":
         return values
-    values = _float(values)
-    n_t = values.shape[-1]
     if method == "median":
-        if isinstance(window, bool) or int(window) != window or window < 1 or window % 2 == 0:
-            raise ConfigError(f"despike window={window!r} must be an odd integer ≥ 1 (e.g. 3, 5)")
-        if n_t == 0:
-            return values
-        half = int(window) // 2
-        # Gather (..., T, window) neighbourhoods with clamped indices = replicate padding.
-        offsets = torch.arange(-half, half + 1, device=values.device)
-        idx = (torch.arange(n_t, device=values.device)[:, None] + offsets).clamp(0, n_t - 1)
-        return values[..., idx].nanmedian(dim=-1).values
+        return _running_median(_float(values), window)
+    return _fill_blue_clouds(_float(values), blue, blue_threshold)
 
+
+def _running_median(values: Tensor, window: int) -> Tensor:
+    """``despike(method="median")`` of float ``values`` ``(..., T)``."""
+    if isinstance(window, bool) or int(window) != window or window < 1 or window % 2 == 0:
+        raise ConfigError(f"despike window={window!r} must be an odd integer ≥ 1 (e.g. 3, 5)")
+    n_t = values.shape[-1]
+    if n_t == 0:
+        return values
+    half = int(window) // 2
+    # Gather (..., T, window) neighbourhoods with clamped indices = replicate padding.
+    offsets = torch.arange(-half, half + 1, device=values.device)
+    idx = (torch.arange(n_t, device=values.device)[:, None] + offsets).clamp(0, n_t - 1)
+    return values[..., idx].nanmedian(dim=-1).values
+
+
+def _fill_blue_clouds(values: Tensor, blue: Tensor | None, blue_threshold: float) -> Tensor:
+    """``despike(method="blue")`` of float ``values`` ``(..., T)``."""
     if blue is None:
-        raise ConfigError("despike method='blue' needs `blue`, the (..., T) B02 reflectance x1e4")
+        raise InputError("despike method='blue' needs `blue`, the (..., T) B02 reflectance x1e4")
     try:
         values_b, blue_b = torch.broadcast_tensors(values, blue.to(values.device))
     except RuntimeError as err:
-        raise ConfigError(
+        raise InputError(
             f"blue has shape {tuple(blue.shape)}, not broadcastable to values "
             f"{tuple(values.shape)}; give one blue value per date of each series"
         ) from err
     if values_b.shape != values.shape:
-        raise ConfigError(
+        raise InputError(
             f"blue shape {tuple(blue.shape)} would broadcast values {tuple(values.shape)} to "
             f"{tuple(values_b.shape)}; give blue with at most the shape of values"
         )
     cloudy = blue_b * 1e-4 > blue_threshold
     masked = values.masked_fill(cloudy, float("nan"))
     t = torch.arange(
-        n_t, device=values.device, dtype=torch.promote_types(values.dtype, torch.float32)
+        values.shape[-1],
+        device=values.device,
+        dtype=torch.promote_types(values.dtype, torch.float32),
     )
     filled = _interpolate(masked.to(t.dtype), t, t).to(values.dtype)
     no_clear = (~cloudy & ~torch.isnan(values)).sum(-1, keepdim=True) == 0

@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from pimc.core.config import PrepareConfig, RecurrenceConfig
+from pimc.core.errors import InputError
 from pimc.stages.prepare import run_prepare
-from pimc.stages.recurrence import run_recurrence
+from pimc.stages.recurrence import (
+    finalize_recurrence,
+    plan_recurrence,
+    recurrence_one,
+    run_recurrence,
+)
 from pimc.transforms.recurrence import build_rps
 
 
@@ -37,6 +43,21 @@ def test_not_materialized_writes_only_gallery(prepared, tmp_path):
     stats = run_recurrence(prepared, cfg, tmp_path / "g.png", progress=False)
     assert not (tmp_path / "rp" / "shards").exists()
     assert stats["bytes_written"] == 0 and (tmp_path / "g.png").is_file()
+
+
+def test_steps_match_the_run_and_finalize_checks_the_order(prepared, tmp_path):
+    cfg = RecurrenceConfig(out=str(tmp_path / "rp"), materialize=False)
+    whole = run_recurrence(prepared, cfg, tmp_path / "run.png", progress=False)
+    plan = plan_recurrence(prepared, cfg)
+    results = [recurrence_one(plan.prepared, cfg, pid) for pid in plan.patch_ids]
+    with pytest.raises(InputError, match="plan.patch_ids in order"):
+        finalize_recurrence(plan, results[::-1], tmp_path / "steps.png")
+    steps = finalize_recurrence(plan, results, tmp_path / "steps.png")
+    timing = ("rps_per_second",)
+    assert {k: v for k, v in steps.items() if k not in timing} == {
+        k: v for k, v in whole.items() if k not in timing
+    }
+    assert (tmp_path / "run.png").read_bytes() == (tmp_path / "steps.png").read_bytes()
 
 
 def test_padding_is_masked_out():

@@ -1,4 +1,4 @@
-"""``data`` stage: produce the raw datasets, log counts and checksums to MLflow.
+"""``data`` stage: produce the raw datasets, log counts, checksums and the difficulty card.
 
 Run by DVC as ``python -m flows.data``; ``data.source`` picks the embedded synthetic data or
 the real downloads.
@@ -39,6 +39,11 @@ def summarize(cfg: DataConfig) -> dict[str, Any]:
     return data_stage.summarize(cfg)
 
 
+@task
+def difficulty(cfg: DataConfig) -> dict[str, float]:
+    return data_stage.difficulty(cfg)
+
+
 @flow(name="pimc-data", log_prints=True)
 def data_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
     """Produce ``data.root``/{PASTIS,EuroSAT} and write ``metrics/data.json``."""
@@ -50,8 +55,11 @@ def data_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None
             download_eurosat(cfg)
             download_pastis(cfg)
         stats = summarize(cfg)
-        metrics = record_metrics(run, STAGE, data_stage.count_metrics(stats))
+        card = difficulty(cfg)
+        counts = data_stage.count_metrics(stats)
+        metrics = record_metrics(run, STAGE, {**counts, **data_stage.card_metrics(card)})
         run.log_dict(stats, "data_stats.json")
+        run.log_dict(card, "difficulty.json")
     print(f"data: {metrics}")
     return stats
 

@@ -226,3 +226,44 @@ def forecast_maps(
             axes[i, j].set_axis_off()
     fig.colorbar(image, ax=axes, fraction=0.03)
     return save_figure(fig, path)
+
+
+def forecast_examples(
+    x: Tensor,
+    y: Tensor,
+    preds: dict[str, Tensor],
+    std: Tensor,
+    mean: Tensor,
+    names: list[str],
+    highlight: str,
+    path: Path,
+    n: int = 4,
+) -> Path:
+    """True vs predicted curves of ``n`` test pixels (rows) per index (columns), in index units.
+
+    Args:
+        x: ``(N, I, T)`` inputs; y: ``(N, I, H)`` truth; preds: method -> ``(N, I, H)``
+            standardised forecasts; std/mean: ``(I,)``; highlight: the method drawn boldest.
+    """
+    plt = _pyplot()
+    rows = np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)  # spread, repeatable
+    t_in, t_out = np.arange(x.shape[-1]), np.arange(x.shape[-1], x.shape[-1] + y.shape[-1])
+    fig, axes = plt.subplots(
+        len(rows), len(names), figsize=(3.2 * len(names), 2.1 * len(rows)), squeeze=False
+    )
+    for r, px in enumerate(rows):
+        for i, name in enumerate(names):
+            ax = axes[r][i]
+            ax.plot(t_in, x[px, i], "k-", lw=1, label="input")
+            ax.plot(t_out, y[px, i], "k--", lw=1.2, label="truth")
+            for method, pred in preds.items():
+                curve = pred[px, i] * std[i] + mean[i]
+                bold = method == highlight
+                ax.plot(t_out, curve, lw=2 if bold else 0.8, alpha=1 if bold else 0.6, label=method)
+            ax.set_title(f"pixel {px} - {name.upper()}", fontsize=8)
+            ax.tick_params(labelsize=6)
+    axes[0][-1].legend(fontsize=6, loc="best")
+    for ax in axes[-1]:
+        ax.set_xlabel("grid step", fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)

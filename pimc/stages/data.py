@@ -92,3 +92,29 @@ def count_metrics(stats: dict[str, Any]) -> dict[str, float]:
         "pastis_dates_max": stats["pastis"]["dates_max"],
         **{f"eurosat_{s}_tiles": stats["eurosat"][f"{s}_tiles"] for s in EuroSAT.split_filenames},
     }
+
+
+#: Card entries that go to ``dvc metrics`` (the full card goes to MLflow as difficulty.json).
+CARD_METRICS = (
+    "nn1_macro_f1",
+    "nn1_accuracy",
+    "centroid_macro_f1",
+    "centroid_accuracy",
+    "chance_macro_f1",
+    "cloud_share",
+)
+
+
+def difficulty(cfg: DataConfig) -> dict[str, float]:
+    """The PASTIS difficulty card (:func:`pimc.data.difficulty.difficulty_card`) of the data
+    just produced: learning-free 1-NN / nearest-centroid scores on raw NDVI, cloud share,
+    per-class counts and independent parcels per fold."""
+    from pimc.data.difficulty import difficulty_card
+
+    return difficulty_card(pastis_root(cfg.root), seed=cfg.seed)
+
+
+def card_metrics(card: dict[str, float]) -> dict[str, float]:
+    """The headline entries of a difficulty card, prefixed ``difficulty_``."""
+    keep = [k for k in card if k in CARD_METRICS or k.startswith("parcels_fold")]
+    return {f"difficulty_{k}": float(card[k]) for k in keep}

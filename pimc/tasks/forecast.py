@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from pimc.core.config import ForecastConfig, Params, RecurrenceConfig
 from pimc.core.errors import ConfigError
 from pimc.metrics import mae, rmse
-from pimc.plots import save_figure, task_curves
+from pimc.plots import forecast_examples, task_curves
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
 from pimc.tasks.common import (
     FitResult,
@@ -276,7 +276,7 @@ def run_forecast(
     examples = out_dir / "forecast_examples.png"
     plots = [
         task_curves(curves, f"val/{HEADLINE}", out_dir / "forecast_curves.png", "Forecasting"),
-        plot_examples(te["x"], te["y"], preds, std, data["mean"], names, best, examples),
+        forecast_examples(te["x"], te["y"], preds, std, data["mean"], names, best, examples),
     ]
     example = Forecaster.pack(te["rp"][:4], te["x"][:4, :, -cfg.context_steps :]).numpy()
     return finish(
@@ -353,47 +353,7 @@ def _fit_method(
     return model, result, pred
 
 
-def plot_examples(
-    x: Tensor,
-    y: Tensor,
-    preds: dict[str, Tensor],
-    std: Tensor,
-    mean: Tensor,
-    names: list[str],
-    highlight: str,
-    path: Path,
-    n: int = 4,
-) -> Path:
-    """True vs predicted curves of ``n`` test pixels (rows) per index (columns), in index units.
 
-    Args:
-        x: ``(N, I, T)`` inputs; y: ``(N, I, H)`` truth; preds: method -> ``(N, I, H)``
-            standardised forecasts; std/mean: ``(I,)``; highlight: the method drawn boldest.
-    """
-    from pimc.plots import _pyplot
-
-    plt = _pyplot()
-    rows = np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)  # spread, repeatable
-    t_in, t_out = np.arange(x.shape[-1]), np.arange(x.shape[-1], x.shape[-1] + y.shape[-1])
-    fig, axes = plt.subplots(
-        len(rows), len(names), figsize=(3.2 * len(names), 2.1 * len(rows)), squeeze=False
-    )
-    for r, px in enumerate(rows):
-        for i, name in enumerate(names):
-            ax = axes[r][i]
-            ax.plot(t_in, x[px, i], "k-", lw=1, label="input")
-            ax.plot(t_out, y[px, i], "k--", lw=1.2, label="truth")
-            for method, pred in preds.items():
-                curve = pred[px, i] * std[i] + mean[i]
-                bold = method == highlight
-                ax.plot(t_out, curve, lw=2 if bold else 0.8, alpha=1 if bold else 0.6, label=method)
-            ax.set_title(f"pixel {px} - {name.upper()}", fontsize=8)
-            ax.tick_params(labelsize=6)
-    axes[0][-1].legend(fontsize=6, loc="best")
-    for ax in axes[-1]:
-        ax.set_xlabel("grid step", fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, path)
 
 
 def deploy_metadata(params: Params, result: dict[str, Any]) -> dict[str, Any]:

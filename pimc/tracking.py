@@ -259,6 +259,13 @@ def get_alias(name: str, alias: str) -> str | None:
         return None
 
 
+def load_dict(run_id: str, name: str) -> Any:
+    """The JSON artifact ``name`` that :meth:`TrackedRun.log_dict` wrote in run ``run_id``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _client().download_artifacts(run_id, name, tmp)
+        return json.loads(Path(path).read_text())
+
+
 def run_artifact_of(name: str, alias: str, artifact: str, dest: str | Path) -> Path:
     """Download ``artifact`` of the run that logged ``models:/name@alias`` into ``dest``.
 

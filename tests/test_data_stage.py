@@ -44,6 +44,13 @@ def test_data_flow_writes_metrics_and_logs_run(
     assert run.data.params["data.source"] == "synthetic"
     assert run.data.metrics["pastis_patches"] == 5
     assert len(PASTIS("data/raw/PASTIS", folds=PASTIS.all_folds)) == 5
+    # The difficulty card: headline entries as metrics, the whole card as an artifact.
+    for key in ("nn1_macro_f1", "centroid_macro_f1", "chance_macro_f1", "cloud_share"):
+        assert 0.0 <= metrics[f"difficulty_{key}"] <= 1.0, key
+        assert run.data.metrics[f"difficulty_{key}"] == metrics[f"difficulty_{key}"]
+    assert any(k.startswith("difficulty_parcels_fold") for k in metrics)
+    card = tracking.load_dict(run.info.run_id, "difficulty.json")
+    assert card["nn1_macro_f1"] == metrics["difficulty_nn1_macro_f1"]
 
 
 @pytest.fixture

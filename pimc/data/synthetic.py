@@ -67,7 +67,8 @@ class SyntheticSpec:
         patch_size: H = W of a patch in pixels (real PASTIS: 128).
         min_dates: fewest acquisition dates of a patch.
         max_dates: most acquisition dates of a patch (at most one per day of the season).
-        cloud_prob: probability that a date is (partly) cloudy in a patch.
+        cloud_prob: share of a patch's dates that are cloudy or hazy (in runs, partly covered;
+            see :mod:`pimc.data.synthetic_pastis`). Real Sentinel-2 series over France: ~0.5-0.7.
         eurosat_per_class: EuroSAT tiles per class (>= 5, so that every split gets some).
 
     Raises:
@@ -79,7 +80,7 @@ class SyntheticSpec:
     patch_size: int = 32
     min_dates: int = 38
     max_dates: int = 61
-    cloud_prob: float = 0.1
+    cloud_prob: float = 0.6
     eurosat_per_class: int = 40
 
     def __post_init__(self) -> None:
@@ -147,7 +148,10 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
         progress: show a progress bar.
 
     Returns:
-        Counts: ``patches``, ``dates`` (sum of T), ``parcels``, ``patches_per_fold``.
+        Counts: ``patches``, ``dates`` (sum of T), ``parcels``, ``patches_per_fold``, and the
+        true sky: ``cloudy_date_share`` (share of dates that are cloudy or hazy; about
+        ``spec.cloud_prob``) and ``cloudy_pixel_share`` (share of (pixel, date) observations
+        under cloud, cloud shadow or haze; lower, as clouds cover parts of a patch).
 
     Raises:
         ConfigError: ``root`` holds a PASTIS that this module did not write.
@@ -160,6 +164,7 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
     sums, squares = np.zeros((6, n_bands)), np.zeros((6, n_bands))
     counts = np.zeros(6)
     features, total_dates, total_parcels = [], 0, 0
+    cloudy_dates, cloudy_pixels, observations = 0, 0, 0
     for i in tqdm(
         range(spec.pastis_patches), desc="synthetic PASTIS", unit="patch", disable=not progress
     ):
@@ -187,6 +192,10 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
         features.append(_feature(pid, fold, tile, i // len(TILES), spec.patch_size, patch))
         total_dates += n_dates
         total_parcels += patch.n_parcel
+        cloudy_dates += int(patch.cloudy.sum())
+        obscured = (patch.sky == synthetic_pastis.CLOUD) | (patch.sky == synthetic_pastis.SHADOW)
+        cloudy_pixels += int((obscured | (patch.sky == synthetic_pastis.HAZE)).sum())
+        observations += patch.sky.size
 
     norm = {}
     for fold in FOLDS:
@@ -218,6 +227,8 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
         "dates": total_dates,
         "parcels": total_parcels,
         "patches_per_fold": per_fold,
+        "cloudy_date_share": cloudy_dates / max(total_dates, 1),
+        "cloudy_pixel_share": cloudy_pixels / max(observations, 1),
     }
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pimc.errors import ConfigError
 
 from pimc.data import difficulty
 from pimc.data.synthetic import SyntheticSpec, write_pastis
-from pimc.errors import ConfigError
 
 
 def test_ndvi_and_zero_denominator() -> None:

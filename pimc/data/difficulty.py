@@ -54,9 +54,9 @@ import numpy as np
 import torch
 
 from pimc.data.pastis import PASTIS
-from pimc.errors import ConfigError, DatasetNotFoundError
+from pimc.core.errors import ConfigError, DatasetNotFoundError
 from pimc.metrics import confusion_matrix, macro_f1, overall_accuracy
-from pimc.timegrid import make_grid, resample_to_grid
+from pimc.transforms.timegrid import make_grid, resample_to_grid
 
 __all__ = [
     "GRID",

@@ -53,8 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pimc.data.pastis import PASTIS
 from pimc.core.errors import ConfigError, DatasetNotFoundError
+from pimc.data.pastis import PASTIS
 from pimc.metrics import confusion_matrix, macro_f1, overall_accuracy
 from pimc.transforms.timegrid import make_grid, resample_to_grid
 
@@ -225,9 +225,37 @@ def difficulty_card(
         raise ConfigError(f"difficulty_card: pixels_per_patch={pixels_per_patch} must be >= 1")
     folds = tuple(sorted(set(train_folds) | set(test_folds)))
     ds = PASTIS(root, folds=folds)
+    xs, ys, parcels, card = _sample_folds(ds, train_folds, pixels_per_patch, seed)
+    x_train, y_train = np.concatenate(xs["train"]), np.concatenate(ys["train"])
+    x_test, y_test = np.concatenate(xs["test"]), np.concatenate(ys["test"])
+    if not len(y_train) or not len(y_test):
+        raise ConfigError(
+            f"difficulty_card: no labelled pixel in the train folds {train_folds} "
+            f"({len(y_train)}) or the test folds {test_folds} ({len(y_test)})"
+        )
+    card = {**_baseline_scores(x_train, y_train, x_test, y_test), **card}
+    card["dates_mean"] = float(np.mean([len(d) for d in ds.metadata["dates"]]))
+    for fold in folds:
+        card[f"parcels_fold{fold}"] = len(parcels[fold])
+    card["parcels_train"] = sum(len(parcels[f]) for f in train_folds)
+    card["parcels_test"] = sum(len(parcels[f]) for f in test_folds)
+    for split, y in (("train", y_train), ("test", y_test)):
+        counts = np.bincount(y, minlength=N_CLASSES)
+        for k in CROP_CLASSES:
+            card[f"count_{split}_{CLASS_SLUGS[k]}"] = int(counts[k])
+    return card
+
+
+def _sample_folds(
+    ds: PASTIS, train_folds: tuple[int, ...], pixels_per_patch: int, seed: int
+) -> tuple[dict, dict, dict[int, set[int]], dict[str, float]]:
+    """Sample every patch of ``ds``; returns (xs, ys, parcel ids per fold, sky and patch counts).
+
+    ``xs`` and ``ys`` map ``"train"`` / ``"test"`` to per-patch arrays of :func:`_patch_pixels`.
+    """
     xs: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     ys: dict[str, list[np.ndarray]] = {"train": [], "test": []}
-    parcels: dict[int, set[int]] = {f: set() for f in folds}
+    parcels: dict[int, set[int]] = {f: set() for f in ds.folds}
     bright = dark = observations = 0
     patches = {"train": 0, "test": 0}
     for row in ds.metadata.itertuples():
@@ -241,18 +269,24 @@ def difficulty_card(
         bright, dark = bright + n_bright, dark + n_dark
         observations += len(y) * len(row.dates)
         patches[split] += 1
-    x_train, y_train = np.concatenate(xs["train"]), np.concatenate(ys["train"])
-    x_test, y_test = np.concatenate(xs["test"]), np.concatenate(ys["test"])
-    if not len(y_train) or not len(y_test):
-        raise ConfigError(
-            f"difficulty_card: no labelled pixel in the train folds {train_folds} "
-            f"({len(y_train)}) or the test folds {test_folds} ({len(y_test)})"
-        )
+    counts: dict[str, float] = {
+        "cloud_share": (bright + dark) / max(observations, 1),
+        "cloud_share_bright": bright / max(observations, 1),
+        "cloud_share_dark": dark / max(observations, 1),
+        "patches_train": patches["train"],
+        "patches_test": patches["test"],
+    }
+    return xs, ys, parcels, counts
 
+
+def _baseline_scores(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray
+) -> dict[str, float]:
+    """1-NN, nearest-centroid, majority and chance scores, and pixel and class counts."""
     nn1_f1, nn1_acc = scores(nearest_neighbour(x_train, y_train, x_test), y_test)
     cen_f1, cen_acc = scores(nearest_centroid(x_train, y_train, x_test), y_test)
     majority = np.bincount(y_train, minlength=N_CLASSES).argmax()
-    card: dict[str, float] = {
+    return {
         "nn1_macro_f1": nn1_f1,
         "nn1_accuracy": nn1_acc,
         "centroid_macro_f1": cen_f1,
@@ -264,19 +298,4 @@ def difficulty_card(
         "n_classes_train": len(np.unique(y_train)),
         "n_classes_test": len(np.unique(y_test)),
         "n_classes_shared": len(np.intersect1d(y_train, y_test)),
-        "cloud_share": (bright + dark) / max(observations, 1),
-        "cloud_share_bright": bright / max(observations, 1),
-        "cloud_share_dark": dark / max(observations, 1),
-        "patches_train": patches["train"],
-        "patches_test": patches["test"],
-        "dates_mean": float(np.mean([len(d) for d in ds.metadata["dates"]])),
     }
-    for fold in folds:
-        card[f"parcels_fold{fold}"] = len(parcels[fold])
-    card["parcels_train"] = sum(len(parcels[f]) for f in train_folds)
-    card["parcels_test"] = sum(len(parcels[f]) for f in test_folds)
-    for split, y in (("train", y_train), ("test", y_test)):
-        counts = np.bincount(y, minlength=N_CLASSES)
-        for k in CROP_CLASSES:
-            card[f"count_{split}_{CLASS_SLUGS[k]}"] = int(counts[k])
-    return card

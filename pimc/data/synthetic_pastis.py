@@ -98,28 +98,44 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
-from pimc.core.bands import PASTIS_BANDS
 
-SEASON_START = dt.date(2018, 9, 1)
-SEASON_END = dt.date(2019, 11, 30)
-SEASON_DAYS = (SEASON_END - SEASON_START).days + 1
+from pimc.core.bands import PASTIS_BANDS
+from pimc.data.synthetic_crops import (
+    BACKGROUND,
+    BACKGROUNDS,
+    CLASS_NAMES,
+    CLASS_WEIGHTS,
+    CROP_BY_LABEL,
+    CROPS,
+    SEASON_DAYS,
+    SEASON_END,
+    SEASON_START,
+    VOID,
+    Bump,
+    Cover,
+    parcel_fraction,
+    vegetation_fraction,
+)
+from pimc.data.synthetic_sky import (
+    CLEAR,
+    CLOUD,
+    HAZE,
+    SHADOW,
+    WISP,
+    _add_sky,
+    cloudy_dates,
+    smooth_noise,
+)
+
+__all__ = [
+    "BACKGROUND", "BACKGROUNDS", "BANDS", "CLASS_NAMES", "CLASS_WEIGHTS", "CLEAR", "CLOUD",
+    "CROPS", "CROP_BY_LABEL", "HAZE", "REVISIT_DAYS", "SEASON_DAYS", "SEASON_END",
+    "SEASON_START", "SHADOW", "VOID", "WISP", "Bump", "Cover", "Patch", "cloudy_dates",
+    "generate_patch", "parcel_fraction", "smooth_noise", "vegetation_fraction",
+]  # fmt: skip
+
 BANDS = PASTIS_BANDS
 REVISIT_DAYS = 5
-BACKGROUND = 0
-VOID = 19
-#: PASTIS nomenclature, indexed by semantic label.
-CLASS_NAMES = (
-    "Background", "Meadow", "Soft winter wheat", "Corn", "Winter barley", "Winter rapeseed",
-    "Spring barley", "Sunflower", "Grapevine", "Beet", "Winter triticale",
-    "Winter durum wheat", "Fruits, vegetables, flowers", "Potatoes", "Leguminous fodder",
-    "Soybeans", "Orchard", "Mixed cereal", "Sorghum", "Void label",
-)  # fmt: skip
-#: Approximate number of PASTIS parcels per class (nomenclature figure of pastis-benchmark):
-#: the relative frequency of each crop class among synthetic parcels.
-CLASS_WEIGHTS = {
-    1: 31292, 2: 8206, 3: 13123, 4: 2766, 5: 1769, 6: 908, 7: 1355, 8: 10640, 9: 871,
-    10: 1208, 11: 1704, 12: 2619, 13: 551, 14: 3174, 15: 1212, 16: 2998, 17: 848, 18: 707,
-}  # fmt: skip
 
 _10M = [0, 1, 2, 6]  # B02, B03, B04, B08
 _20M = [3, 4, 5, 7, 8, 9]  # B05, B06, B07, B8A, B11, B12: 20 m bands resampled to 10 m
@@ -132,271 +148,10 @@ _FOREST = np.array([250, 450, 230, 700, 1900, 2500, 2800, 2900, 1300, 600], np.f
 _LITTER = np.array([500, 700, 800, 1000, 1200, 1300, 1400, 1450, 1600, 1100], np.float32)
 _URBAN = np.array([1100, 1200, 1300, 1400, 1500, 1600, 1700, 1750, 2000, 1800], np.float32)
 _WATER = np.array([600, 500, 350, 250, 200, 180, 150, 140, 80, 60], np.float32)
-# Clouds are bright and nearly flat, a little brighter in blue and darker in SWIR.
-_CLOUD_SHAPE = np.array([1.0, 1.0, 0.98, 0.97, 0.96, 0.95, 0.95, 0.94, 0.75, 0.6], np.float32)
-# Shadows keep only diffuse skylight, which is bluer: relative transmission per band.
-_SHADOW_SHAPE = np.array([1.5, 1.35, 1.25, 1.1, 1.0, 1.0, 1.0, 1.0, 0.95, 0.9], np.float32)
-# Haze: additive path reflectance (x1e4) at unit thickness, falling with wavelength.
-_HAZE = np.array([900, 750, 600, 520, 470, 430, 400, 390, 200, 120], np.float32)
 # Residual of the atmospheric correction per date: offset sd per band (x1e4).
 _ATM_SD = np.array([50, 40, 35, 30, 25, 25, 25, 25, 20, 15], np.float32)
 
-# Sky states recorded per pixel and date in Patch.sky.
-CLEAR, CLOUD, SHADOW, HAZE, WISP = 0, 1, 2, 3, 4
-_CORR_DAYS = 7.0  # decorrelation time of the cloudy/clear state
-_SEASONAL_SWING = 0.12  # at cloud_prob 0.6: winter ~0.72, summer ~0.48
-_WINTER_PEAK_DAY = 136  # 2019-01-15
-_HAZE_SHARE = 0.3  # of cloudy dates
-_OVERCAST_SHARE = 0.2  # of cloud (not haze) dates
-_WISP_DATE_SHARE = 0.25  # of clear dates
-
-# Day (since SEASON_START) of month starts, to keep the phenology table readable.
-_SEP, _OCT, _NOV, _DEC, _JAN, _FEB, _MAR, _APR, _MAY, _JUN, _JUL, _AUG = (
-    0, 30, 61, 91, 122, 153, 181, 212, 242, 273, 303, 334,
-)  # fmt: skip
-_SEP19, _OCT19, _NOV19 = 365, 395, 426
-
-_SHIFT_CAP = 28.0  # days: sowing/harvest shifts stay within +-4 weeks
-_AMP_SD = 0.08  # per-parcel canopy amplitude
 _BACKGROUND_SHARE = 0.2  # of Voronoi cells
-
-
-@dataclass(frozen=True)
-class Bump:
-    """One rise-and-fall of vegetation fraction (a double logistic), in reference days.
-
-    Attributes:
-        start: day of the rise's midpoint; ``end``: of the fall's midpoint.
-        amp: height; negative for a dip (mowing, flowering, drought).
-        rise, fall: logistic time scales in days.
-        prob: share of parcels showing it (a cut, a drought, a vegetable cycle).
-        jitter: sd in days of an extra per-parcel shift of this bump alone.
-    """
-
-    start: float
-    end: float
-    amp: float
-    rise: float = 8.0
-    fall: float = 8.0
-    prob: float = 1.0
-    jitter: float = 0.0
-
-
-@dataclass(frozen=True)
-class Cover:
-    """One land cover: its label, reference vegetation-fraction curve and timing spread.
-
-    Attributes:
-        label: PASTIS semantic class (0 for background covers).
-        base: vegetation fraction outside the bumps.
-        bumps: the curve's bumps, in reference days since SEASON_START.
-        sow, harvest: reference days anchoring the season; per parcel they shift
-            independently and the curve between them is stretched to follow.
-        sow_sd, harvest_sd: sd in days of those per-parcel shifts (capped at 4 weeks).
-        base_sd: per-parcel sd of ``base`` (e.g. grassed or bare vine inter-rows).
-        kind: ``"crop"``, ``"forest"``, ``"urban"`` or ``"water"``; picks the endmembers.
-        annual: sown and harvested in the season (gets cover crops, previous-crop residue).
-        weight: relative frequency among background cells (crops use CLASS_WEIGHTS).
-    """
-
-    label: int
-    base: float
-    bumps: tuple[Bump, ...]
-    sow: float
-    harvest: float
-    sow_sd: float = 12.0
-    harvest_sd: float = 12.0
-    base_sd: float = 0.03
-    kind: str = "crop"
-    annual: bool = True
-    weight: float = 1.0
-
-    @property
-    def name(self) -> str:
-        return CLASS_NAMES[self.label]
-
-
-def _winter_cereal(label, sow, tiller_end, green_up, senesce, harvest, autumn, spring, **kw):
-    """Winter cereal: autumn emergence, winter tillering plateau, spring growth, ripening."""
-    return Cover(
-        label, 0.05,
-        (Bump(sow + 15, tiller_end, autumn, 10, 8), Bump(green_up, senesce, spring, 12, 8),
-         Bump(senesce - 15, harvest, 0.12, 5, 3)),
-        sow=sow, harvest=harvest, **kw,
-    )  # fmt: skip
-
-
-def _summer_crop(label, sow, emerge, senesce, harvest, amp, rise=8.0, fall=8.0, dry=0.15, **kw):
-    """Spring/summer crop: bare until emergence, one green peak, dry residue until harvest."""
-    return Cover(
-        label, 0.05,
-        (Bump(emerge, senesce, amp, rise, fall), Bump(senesce - 15, harvest, dry, 5, 3)),
-        sow=sow, harvest=harvest, **kw,
-    )  # fmt: skip
-
-
-# Timings follow French crop calendars (days since 2018-09-01; see the module docstring).
-CROPS = (
-    Cover(1, 0.35, (  # Meadow: green all year, mown 1-3 times, browns in dry summers
-        Bump(-60, _DEC + 10, 0.2, 10, 20), Bump(_MAR + 5, _NOV19 + 14, 0.45, 15, 20),
-        Bump(_MAY + 20, _MAY + 42, -0.35, 2, 8, prob=0.75, jitter=12),
-        Bump(_JUL + 5, _JUL + 27, -0.3, 2, 8, prob=0.55, jitter=14),
-        Bump(_AUG + 25, _SEP19 + 17, -0.25, 2, 8, prob=0.35, jitter=14),
-        Bump(_JUL + 10, _SEP19 + 10, -0.25, 15, 15, prob=0.4, jitter=10)),
-        sow=_MAR + 5, harvest=_NOV19 + 14, sow_sd=8, harvest_sd=8, base_sd=0.06, annual=False),
-    _winter_cereal(2, _OCT + 24, _JUN + 17, _MAR + 15, _JUN + 12, _JUL + 15, 0.25, 0.62),
-    _summer_crop(3, _APR + 23, _MAY + 25, _SEP19 + 15, _OCT19 + 10, 0.85, 9, 10, 0.2,
-                 harvest_sd=16),  # Corn (silage in early Sept, grain in October)
-    _winter_cereal(4, _OCT + 5, _MAY + 27, _FEB + 27, _MAY + 23, _JUN + 28, 0.32, 0.55),
-    Cover(5, 0.05, (  # Winter rapeseed: sown late Aug, green in autumn, yellow flowers in April
-        Bump(15, _JUN + 17, 0.55, 7, 8), Bump(_JAN - 2, _FEB + 17, -0.12, 10, 10),
-        Bump(_FEB + 22, _JUN + 2, 0.3, 10, 8), Bump(_APR + 8, _MAY + 3, -0.25, 4, 5),
-        Bump(_JUN + 2, _JUL + 6, 0.12, 5, 3)),
-        sow=0, harvest=_JUL + 6),
-    _summer_crop(6, _MAR + 10, _MAR + 30, _JUN + 17, _JUL + 12, 0.8, 8, 7),  # Spring barley
-    _summer_crop(7, _APR + 14, _MAY + 9, _AUG + 11, _SEP19 + 20, 0.75, 7, 8),  # Sunflower
-    Cover(8, 0.18, (  # Grapevine: rows over bare or grassed inter-rows, leaves Apr-Oct
-        Bump(-60, _OCT + 10, 0.25, 10, 12), Bump(_APR + 23, _OCT19 + 5, 0.35, 12, 12),
-        Bump(_JUL + 10, _SEP19 + 10, -0.1, 15, 15, prob=0.5, jitter=10)),
-        sow=_APR + 23, harvest=_OCT19 + 5, sow_sd=8, harvest_sd=8, base_sd=0.07, annual=False),
-    _summer_crop(9, _MAR + 25, _MAY + 1, _OCT19 + 15, _OCT19 + 15, 0.85, 12, 4, 0.0,
-                 harvest_sd=18),  # Beet: green until lifted, Sept-Nov
-    _winter_cereal(10, _OCT + 15, _JUN + 15, _MAR + 10, _JUN + 10, _JUL + 11, 0.28, 0.6),
-    _winter_cereal(11, _OCT + 20, _JUN + 8, _MAR + 10, _JUN + 3, _JUL + 3, 0.22, 0.6),
-    Cover(12, 0.08, (  # Fruits, vegetables, flowers: short cycles at any time of year
-        Bump(_NOV, _MAR, 0.5, 8, 6, prob=0.25, jitter=20),
-        Bump(_APR + 5, _JUN + 15, 0.65, 7, 5, prob=0.6, jitter=25),
-        Bump(_JUN + 25, _AUG + 25, 0.65, 7, 5, prob=0.6, jitter=25),
-        Bump(_SEP19, _NOV19, 0.5, 7, 5, prob=0.4, jitter=20)),
-        sow=_APR, harvest=_SEP19, sow_sd=20, harvest_sd=20),
-    _summer_crop(13, _APR + 8, _MAY + 13, _JUL + 28, _AUG + 26, 0.8, 8, 5, 0.1),  # Potatoes
-    Cover(14, 0.3, (  # Leguminous fodder (alfalfa, clover): perennial, cut every ~6 weeks
-        Bump(-60, _DEC + 10, 0.25, 10, 20), Bump(_MAR, _NOV19 + 14, 0.55, 12, 20),
-        Bump(_MAY + 10, _MAY + 30, -0.45, 2, 6, prob=0.9, jitter=12),
-        Bump(_JUN + 20, _JUL + 10, -0.45, 2, 6, prob=0.85, jitter=12),
-        Bump(_AUG, _AUG + 20, -0.4, 2, 6, prob=0.7, jitter=12),
-        Bump(_SEP19 + 15, _OCT19 + 5, -0.35, 2, 6, prob=0.5, jitter=12),
-        Bump(_JUL + 10, _SEP19 + 10, -0.2, 15, 15, prob=0.15, jitter=10)),
-        sow=_MAR, harvest=_NOV19 + 14, sow_sd=8, harvest_sd=8, base_sd=0.06, annual=False),
-    _summer_crop(15, _MAY + 3, _JUN, _SEP19 + 6, _OCT19 - 5, 0.8, 8, 6, 0.12),  # Soybeans
-    Cover(16, 0.35, (  # Orchard: trees over grassed inter-rows, leaves Apr-Oct
-        Bump(-60, _OCT + 20, 0.3, 10, 15), Bump(_APR + 3, _OCT19 + 15, 0.35, 10, 15),
-        Bump(_JUL + 10, _SEP19 + 10, -0.15, 15, 15, prob=0.4, jitter=10)),
-        sow=_APR + 3, harvest=_OCT19 + 15, sow_sd=8, harvest_sd=8, base_sd=0.06, annual=False),
-    _winter_cereal(17, _OCT + 15, _JUN + 10, _MAR + 8, _JUN + 5, _JUL + 5, 0.25, 0.6,
-                   harvest_sd=18),  # Mixed cereal: some cut green for silage in May-June
-    _summer_crop(18, _MAY + 8, _JUN + 8, _SEP19 + 20, _OCT19 + 10, 0.75, 9, 10, 0.2),  # Sorghum
-)  # fmt: skip
-CROP_BY_LABEL = {c.label: c for c in CROPS}
-BACKGROUNDS = (
-    Cover(BACKGROUND, 0.55, (Bump(-60, _OCT + 25, 0.35, 10, 12),
-                             Bump(_APR + 19, _OCT19 + 15, 0.35, 10, 12)),
-          sow=_APR + 19, harvest=_OCT19 + 15, sow_sd=5, harvest_sd=5, base_sd=0.05,
-          kind="forest", annual=False, weight=0.5),
-    Cover(BACKGROUND, 0.1, (Bump(_APR, _OCT19 + 5, 0.08, 10, 10),), sow=_APR,
-          harvest=_OCT19 + 5, sow_sd=5, harvest_sd=5, kind="urban", annual=False, weight=0.3),
-    Cover(BACKGROUND, 0.0, (), sow=0, harvest=SEASON_DAYS, sow_sd=0, harvest_sd=0, base_sd=0,
-          kind="water", annual=False, weight=0.2),
-)  # fmt: skip
-
-
-def vegetation_fraction(cover: Cover, days: np.ndarray) -> np.ndarray:
-    """Evaluate a cover's reference vegetation-fraction curve (every bump), clipped to [0, 1].
-
-    Args:
-        cover: the land cover.
-        days: days since SEASON_START, any shape.
-
-    Returns:
-        float64 array shaped like ``days``.
-    """
-    t = np.asarray(days, dtype=np.float64)
-    frac = np.full(t.shape, cover.base)
-    for b in cover.bumps:
-        frac += _bump(t, b.start, b.end, b.amp, b.rise, b.fall)
-    return np.clip(frac, 0.0, 1.0)
-
-
-def _bump(t: np.ndarray, start: float, end: float, amp: float, rise: float, fall: float):
-    return amp * (_sigmoid((t - start) / rise) - _sigmoid((t - end) / fall))
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # tanh form: no overflow warnings for the large |x| far from a bump's edges.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _shift(rng: np.random.Generator, sd: float) -> float:
-    return float(np.clip(rng.normal(0.0, sd), -_SHIFT_CAP, _SHIFT_CAP)) if sd > 0 else 0.0
-
-
-def _warp(days: np.ndarray, sow: float, harvest: float, a: float, b: float) -> np.ndarray:
-    """Reference day of each actual day, for a season moved from (sow, harvest) to
-    (sow + a, harvest + b): shifted by ``a`` before sowing, by ``b`` after harvest and
-    stretched linearly in between."""
-    t = np.asarray(days, dtype=np.float64)
-    s1, h1 = sow + a, harvest + b
-    inside = sow + (t - s1) * (harvest - sow) / max(h1 - s1, 1.0)
-    return np.where(t < s1, t - a, np.where(t > h1, t - b, inside))
-
-
-def parcel_fraction(
-    rng: np.random.Generator,
-    cover: Cover,
-    days: np.ndarray,
-    climate_shift: float = 0.0,
-    vigour: float = 1.0,
-) -> np.ndarray:
-    """Vegetation fraction of one parcel on ``days``: the class curve with the parcel's own
-    sowing and harvest dates, canopy amplitude, optional events and management.
-
-    Args:
-        rng: random stream.
-        cover: the parcel's cover.
-        days: acquisition days since SEASON_START, (T,).
-        climate_shift: days added to sowing and harvest of every parcel of the patch.
-        vigour: canopy amplitude factor shared by the patch.
-
-    Returns:
-        float64 (T,) in [0, 1].
-    """
-    days = np.asarray(days, dtype=np.float64)
-    a = _shift(rng, cover.sow_sd) + climate_shift
-    b = _shift(rng, cover.harvest_sd) + climate_shift
-    tau = _warp(days, cover.sow, cover.harvest, a, b)
-    scale = float(np.clip(rng.normal(1.0, _AMP_SD), 0.75, 1.25)) * vigour
-    frac = np.full(days.shape, cover.base + rng.normal(0.0, cover.base_sd))
-    optional = [k for k, bump in enumerate(cover.bumps) if bump.prob < 1.0]
-    keep = {k for k in optional if rng.random() < cover.bumps[k].prob}
-    if cover.label == 12 and not keep:  # a vegetable parcel grows at least one cycle
-        keep = {optional[int(rng.integers(len(optional)))]}
-    for k, bump in enumerate(cover.bumps):
-        jitter = rng.normal(0.0, bump.jitter) if bump.jitter else 0.0
-        if bump.prob < 1.0 and k not in keep:
-            continue
-        amp = bump.amp * (scale if bump.amp > 0 else rng.uniform(0.6, 1.2))
-        frac += _bump(tau, bump.start + jitter, bump.end + jitter, amp, bump.rise, bump.fall)
-    if cover.annual:  # class-independent management around the crop's own season
-        s1, h1 = cover.sow + a, cover.harvest + b
-        if s1 > _NOV and rng.random() < 0.3:  # previous summer crop, harvested Sept-Oct 2018
-            frac += _bump(days, -60, rng.uniform(15, 55), rng.uniform(0.2, 0.6), 8, 4)
-        if s1 > _FEB and rng.random() < 0.4:  # winter cover crop, destroyed before sowing
-            frac += _bump(days, rng.uniform(20, 60), s1 - rng.uniform(10, 30),
-                          rng.uniform(0.15, 0.45), 10, 4)  # fmt: skip
-        if h1 < _SEP19 + 15 and rng.random() < 0.45:  # catch crop or weeds after harvest
-            frac += _bump(days, h1 + rng.uniform(15, 45), SEASON_DAYS + 60,
-                          rng.uniform(0.1, 0.45), 8, 10)  # fmt: skip
-    return np.clip(frac, 0.0, 1.0)
-
-
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Unit-variance Gaussian-smoothed white noise (periodic FFT filter), float32."""
-    white = rng.standard_normal(shape)
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    kernel = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
-    field = np.fft.irfft2(np.fft.rfft2(white) * kernel, s=shape)
-    return (field / (field.std() + 1e-12)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -449,19 +204,45 @@ def generate_patch(
     Returns:
         The patch's arrays and metadata.
     """
+    days = _acquisition_days(rng, n_dates, orbit)
+    dates = [int((SEASON_START + dt.timedelta(days=int(d))).strftime("%Y%m%d")) for d in days]
+    cells, covers, labels = _parcels(rng, size)
+    present = np.bincount(cells.ravel(), minlength=len(covers)) > 0
+    is_parcel = np.array([c.kind == "crop" for c in covers]) & present
+    parcel_index = np.cumsum(is_parcel) * is_parcel  # 1..n for parcels, 0 for background
+    refl = _surface(rng, cells, covers, days)
+    _mix_borders(rng, refl, cells)
+    _resample_like_s2(refl)
+    s2, sky, cloudy = _observe(rng, refl, days, cloud_prob, noise)
+    semantic = labels[cells].astype(np.uint8)
+    instance = parcel_index[cells].astype(np.uint8)
+    parcel_ids = np.where(is_parcel[cells], parcel_index[cells] + id_offset, 0).astype(np.int32)
+    return Patch(
+        s2=s2,
+        target=np.stack([semantic, instance, semantic]),
+        parcel_ids=parcel_ids,
+        dates=dates,
+        n_parcel=int(is_parcel.sum()),
+        parcel_cover=float(is_parcel[cells].mean()),
+        sky=sky,
+        cloudy=cloudy,
+    )
+
+
+def _acquisition_days(rng: np.random.Generator, n_dates: int, orbit: int) -> np.ndarray:
+    """Sorted acquisition days since SEASON_START, on the tile's revisit slots where possible."""
     # Sentinel-2A+B revisit a tile every 5 days; clouds and tile edges thin that out.
     slots = np.arange(orbit % REVISIT_DAYS, SEASON_DAYS, REVISIT_DAYS)
     if n_dates > len(slots):  # more dates than the revisit allows: any day will do
         slots = np.arange(SEASON_DAYS)
-    days = np.sort(rng.choice(slots, size=n_dates, replace=False))
-    dates = [int((SEASON_START + dt.timedelta(days=int(d))).strftime("%Y%m%d")) for d in days]
+    return np.sort(rng.choice(slots, size=n_dates, replace=False))
 
-    cells, covers, labels = _parcels(rng, size)
-    n_cells = len(covers)
-    present = np.bincount(cells.ravel(), minlength=n_cells) > 0
-    is_parcel = np.array([c.kind == "crop" for c in covers]) & present
-    parcel_index = np.cumsum(is_parcel) * is_parcel  # 1..n for parcels, 0 for background
 
+def _surface(
+    rng: np.random.Generator, cells: np.ndarray, covers: list[Cover], days: np.ndarray
+) -> np.ndarray:
+    """Clear-sky surface reflectance (T, 10, H, W) float32: canopy over ground per pixel."""
+    size = cells.shape[0]
     climate, vigour = rng.normal(0.0, 7.0), float(np.clip(rng.normal(1.0, 0.04), 0.9, 1.1))
     frac_cell = np.stack([parcel_fraction(rng, c, days, climate, vigour) for c in covers])
     veg_cell, ground_cell = _cell_spectra(rng, covers)
@@ -475,36 +256,29 @@ def generate_patch(
     ground *= 1.0 + 0.04 * smooth_noise(rng, (size, size), 1.0)
     veg = veg_cell[cells].transpose(2, 0, 1)
     # Wet soil after rain is darker: one factor per date for the whole patch.
-    wet = rng.uniform(0.8, 1.0, (n_dates, 1, 1, 1)).astype(np.float32)
-    refl = ground[None] * wet + frac[:, None] * (veg[None] - ground[None] * wet)  # (T,10,H,W)
-    del frac
-    _mix_borders(rng, refl, cells)
-    _resample_like_s2(refl)
+    wet = rng.uniform(0.8, 1.0, (len(days), 1, 1, 1)).astype(np.float32)
+    return ground[None] * wet + frac[:, None] * (veg[None] - ground[None] * wet)  # (T,10,H,W)
 
+
+def _observe(
+    rng: np.random.Generator, refl: np.ndarray, days: np.ndarray, cloud_prob: float, noise: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Atmospheric residual, sky and sensor noise over ``refl`` (modified in place).
+
+    Returns:
+        (s2, sky, cloudy): the int16 reflectance, the sky state and the cloudy dates.
+    """
+    n_dates = len(days)
     # Residual of the atmospheric correction, per date and band, common to the patch.
     gain = 1.0 + noise * rng.normal(0.0, 0.02, (n_dates, 1, 1, 1))
     offset = noise * rng.standard_normal((n_dates, len(BANDS), 1, 1)) * _ATM_SD[:, None, None]
-    refl = refl * gain.astype(np.float32) + offset.astype(np.float32)
+    refl *= gain.astype(np.float32)  # in place: same float32 operations, no copy
+    refl += offset.astype(np.float32)
     cloudy = cloudy_dates(rng, days, cloud_prob)
     sky = _add_sky(rng, refl, cloudy, noise)
     refl += noise * rng.standard_normal(refl.shape, dtype=np.float32) * (20.0 + 0.015 * refl)
     s2 = np.clip(np.rint(refl), 0, 10000).astype(np.int16)
-    del refl
-
-    semantic = labels[cells].astype(np.uint8)
-    instance = parcel_index[cells].astype(np.uint8)
-    target = np.stack([semantic, instance, semantic])
-    parcel_ids = np.where(is_parcel[cells], parcel_index[cells] + id_offset, 0).astype(np.int32)
-    return Patch(
-        s2=s2,
-        target=target,
-        parcel_ids=parcel_ids,
-        dates=dates,
-        n_parcel=int(is_parcel.sum()),
-        parcel_cover=float(is_parcel[cells].mean()),
-        sky=sky,
-        cloudy=cloudy,
-    )
+    return s2, sky, cloudy
 
 
 def _parcels(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[Cover], np.ndarray]:
@@ -592,100 +366,3 @@ def _resample_like_s2(refl: np.ndarray) -> None:
     beta = np.full((1, len(BANDS), 1, 1), 0.3, np.float32)
     beta[:, _20M] = 0.5
     refl += beta * (around - refl)
-
-
-def cloudy_dates(rng: np.random.Generator, days: np.ndarray, cloud_prob: float) -> np.ndarray:
-    """Cloudy-or-hazy state of each date: a two-state Markov chain over the patch's dates.
-
-    The chance of a cloudy date is ``cloud_prob`` on average, more in winter, less in summer;
-    the state persists with correlation exp(-gap / 7 days) between consecutive dates.
-
-    Args:
-        rng: random stream.
-        days: sorted acquisition days since SEASON_START, (T,).
-        cloud_prob: stationary share of cloudy dates in [0, 1].
-
-    Returns:
-        bool (T,).
-    """
-    days = np.asarray(days, dtype=np.float64)
-    swing = _SEASONAL_SWING * min(cloud_prob, 1.0 - cloud_prob) / 0.4
-    swing = min(swing, cloud_prob, 1.0 - cloud_prob)
-    p = cloud_prob + swing * np.cos(2 * np.pi * (days - _WINTER_PEAK_DAY) / 365.25)
-    gaps = np.diff(days, prepend=days[:1] - 1e9)
-    rho = np.exp(-gaps / _CORR_DAYS)
-    u = rng.random(len(days))
-    state = np.zeros(len(days), dtype=bool)
-    prev = 0.0
-    for t in range(len(days)):
-        state[t] = u[t] < p[t] * (1.0 - rho[t]) + rho[t] * prev
-        prev = float(state[t])
-    return state
-
-
-def _add_sky(
-    rng: np.random.Generator, refl: np.ndarray, cloudy: np.ndarray, noise: float
-) -> np.ndarray:
-    """Clouds, shadows, haze and clear-sky wisps blended into ``refl`` in place; returns sky."""
-    n_dates, _, h, w = refl.shape
-    sky = np.zeros((n_dates, h, w), np.uint8)
-    for t in range(n_dates):
-        if not cloudy[t]:
-            if rng.random() < _WISP_DATE_SHARE:  # undetected sub-pixel cloud: NDVI outliers
-                alpha = _cloud_field(rng, (h, w), rng.uniform(0.03, 0.1), rng.uniform(0.8, 1.5))
-                alpha *= noise * rng.uniform(0.1, 0.4)
-                _blend_cloud(rng, refl[t], alpha)
-                sky[t][alpha >= 0.05] = WISP
-            continue
-        if rng.random() < _HAZE_SHARE:
-            _haze(rng, refl[t])
-            sky[t] = HAZE
-            continue
-        overcast = rng.random() < _OVERCAST_SHARE
-        if overcast:
-            alpha = np.clip(rng.uniform(0.85, 1.0) + 0.05 * smooth_noise(rng, (h, w), 4.0), 0, 1)
-            shadow = np.zeros((h, w), np.float32)
-        else:
-            sigma = rng.uniform(3.0, 16.0)
-            alpha = _cloud_field(rng, (h, w), rng.uniform(0.05, 0.8), sigma)
-            alpha *= rng.uniform(0.6, 1.0)
-            # Shadows fall away from the sun (south-east at 10:30): to the north-west.
-            angle = np.deg2rad(rng.uniform(-20, 20) + 135.0)
-            dist = rng.uniform(3.0, 30.0)
-            dy, dx = round(-dist * np.sin(angle)), round(dist * np.cos(angle))
-            shadow = np.roll(alpha / alpha.max().clip(1e-6), (dy, dx), axis=(0, 1))
-            shadow = (np.clip(shadow, 0, 1) * (1.0 - alpha)).astype(np.float32)
-            keep = np.clip(rng.uniform(0.2, 0.45) * _SHADOW_SHAPE, 0, 0.9)[:, None, None]
-            refl[t] *= 1.0 - shadow[None] * (1.0 - keep)
-        if rng.random() < 0.5:
-            _haze(rng, refl[t], thickness=rng.uniform(0.1, 0.5))
-        _blend_cloud(rng, refl[t], alpha)
-        sky[t][shadow >= 0.1] = SHADOW
-        sky[t][alpha >= 0.1] = CLOUD
-    return sky
-
-
-def _cloud_field(
-    rng: np.random.Generator, shape: tuple[int, int], coverage: float, sigma: float
-) -> np.ndarray:
-    """Opacity in [0, 1] of smooth cloud blobs covering about ``coverage`` of the patch."""
-    field = smooth_noise(rng, shape, sigma)
-    threshold = np.quantile(field, 1.0 - coverage)
-    return np.clip((field - threshold) / 0.6, 0.0, 1.0).astype(np.float32)
-
-
-def _blend_cloud(rng: np.random.Generator, img: np.ndarray, alpha: np.ndarray) -> None:
-    """Blend a bright, nearly flat cloud spectrum into one date (10, H, W) with opacity alpha."""
-    h, w = alpha.shape
-    level = rng.uniform(2500, 7000) * (1.0 + 0.1 * smooth_noise(rng, (h, w), 4.0))
-    cloud = _CLOUD_SHAPE[:, None, None] * level[None]
-    img += alpha[None] * (cloud - img)
-
-
-def _haze(rng: np.random.Generator, img: np.ndarray, thickness: float | None = None) -> None:
-    """Thin haze over one date (10, H, W): additive path reflectance, slightly less contrast."""
-    h, w = img.shape[-2:]
-    tau = rng.uniform(0.15, 1.0) if thickness is None else thickness
-    tau_map = tau * np.clip(1.0 + 0.3 * smooth_noise(rng, (h, w), 6.0), 0.3, 1.7)
-    img *= 1.0 - 0.15 * tau_map[None]
-    img += _HAZE[:, None, None] * tau_map[None]

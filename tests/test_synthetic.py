@@ -124,8 +124,12 @@ def test_pastis_arrays(data: Path) -> None:
         assert target.dtype == np.uint8 and target.shape == (3, size, size)
         assert parcels.dtype == np.int32 and parcels.shape == (size, size)
         semantic_values |= set(np.unique(target[0]).tolist())
-        # Outside parcels only background (or a void border next to a parcel).
-        assert set(np.unique(target[0][parcels == 0]).tolist()) <= {0, 19}
+        # Outside parcels only background; inside, one class per parcel, borders included
+        # (PASTIS labels every pixel of a parcel with its class; void = parcel mostly outside).
+        assert set(np.unique(target[0][parcels == 0]).tolist()) <= {0}
+        for parcel in np.unique(parcels[parcels > 0]):
+            assert len(np.unique(target[0][parcels == parcel])) == 1
+        assert not np.isin(target[0][parcels > 0], [0]).any()
         assert props["N_Parcel"] == len(np.unique(parcels[parcels > 0]))
         assert props["Parcel_Cover"] == pytest.approx((parcels > 0).mean(), abs=1e-4)
     assert semantic_values <= set(range(20))
@@ -185,6 +189,207 @@ def test_vegetation_fraction_is_bounded() -> None:
     for cover in synthetic_pastis.CROPS + synthetic_pastis.BACKGROUNDS:
         frac = synthetic_pastis.vegetation_fraction(cover, days)
         assert frac.min() >= 0 and frac.max() <= 1
+
+
+# -- realism: classes, phenology, spectra, noise, clouds ----------------------------------------
+
+
+def _ndvi(s2: np.ndarray) -> np.ndarray:
+    s2 = s2.astype(np.float64)
+    return (s2[:, 6] - s2[:, 2]) / (s2[:, 6] + s2[:, 2] + 1e-9)
+
+
+def test_all_18_pastis_classes_with_pastis_imbalance() -> None:
+    from pimc.data.pastis import PASTIS
+
+    assert synthetic_pastis.CLASS_NAMES == PASTIS.classes
+    assert sorted(c.label for c in synthetic_pastis.CROPS) == sorted(CROPS)
+    assert sorted(synthetic_pastis.CLASS_WEIGHTS) == sorted(CROPS)
+    weights = synthetic_pastis.CLASS_WEIGHTS
+    assert max(weights, key=weights.get) == 1  # meadow dominates
+    share = np.array(list(weights.values())) / sum(weights.values())
+    assert 0.3 < share.max() < 0.45 and share.min() < 0.01  # long tail
+    # Drawn parcels follow the weights, and about 30 % of parcels are void (mostly outside).
+    labels = []
+    for seed in range(60):
+        patch = synthetic_pastis.generate_patch(np.random.default_rng(seed), 32, 4, 0.0, 0)
+        for parcel in np.unique(patch.parcel_ids[patch.parcel_ids > 0]):
+            labels.append(int(patch.target[0][patch.parcel_ids == parcel][0]))
+    labels = np.array(labels)
+    assert 0.15 < (labels == synthetic_pastis.VOID).mean() < 0.4
+    kept = labels[labels != synthetic_pastis.VOID]
+    assert np.bincount(kept).argmax() == 1 and 0.2 < (kept == 1).mean() < 0.5
+
+
+def test_void_parcels_touch_the_patch_edge() -> None:
+    for seed in range(20):
+        patch = synthetic_pastis.generate_patch(np.random.default_rng(seed), 32, 4, 0.0, 0)
+        semantic, ids = patch.target[0], patch.parcel_ids
+        edge = np.zeros_like(semantic, dtype=bool)
+        edge[[0, -1], :] = edge[:, [0, -1]] = True
+        for parcel in np.unique(ids[semantic == synthetic_pastis.VOID]):
+            assert edge[ids == parcel].any()
+
+
+def _curve_distance(a: int, b: int) -> float:
+    days = np.arange(synthetic_pastis.SEASON_DAYS)
+    crops = synthetic_pastis.CROP_BY_LABEL
+    fa = synthetic_pastis.vegetation_fraction(crops[a], days)
+    fb = synthetic_pastis.vegetation_fraction(crops[b], days)
+    return float(np.sqrt(np.mean((fa - fb) ** 2)))
+
+
+@pytest.mark.parametrize(
+    "group, outsider",
+    [((2, 11, 10, 4, 17), 3), ((1, 14), 2), ((3, 18, 15), 2)],
+)
+def test_confusable_groups_have_similar_reference_curves(group: tuple, outsider: int) -> None:
+    inside = max(_curve_distance(a, b) for a in group for b in group if a < b)
+    across = min(_curve_distance(a, outsider) for a in group)
+    assert inside < 0.15 and inside < 0.35 * across
+
+
+def test_sowing_and_harvest_shift_independently() -> None:
+    """Per parcel, green-up and senescence move by up to 4 weeks, not together."""
+    days = np.arange(synthetic_pastis.SEASON_DAYS, dtype=np.float64)
+    corn = synthetic_pastis.CROP_BY_LABEL[3]
+    rng = np.random.default_rng(0)
+    rises, falls = [], []
+    for _ in range(300):
+        frac = synthetic_pastis.parcel_fraction(rng, corn, days)
+        # The summer canopy (winter cover crops and catch crops stay below 0.55).
+        above = np.flatnonzero(frac[240:] > 0.6) + 240
+        rises.append(above[0])
+        falls.append(above[-1])
+    rises, falls = np.array(rises), np.array(falls)
+    assert 7 < rises.std() < 20 and 7 < falls.std() < 25
+    assert np.ptp(rises) <= 2 * 28 + 10
+    # Sowing and harvest shift independently; stages in between follow both (the season is
+    # stretched between them), so green-up and senescence are only partly correlated.
+    assert abs(np.corrcoef(rises, falls)[0, 1]) < 0.6
+    assert (falls - rises).std() > 10
+
+
+def test_peak_ndvi_spread_within_a_class() -> None:
+    days = np.arange(0, synthetic_pastis.SEASON_DAYS, 5)
+    rng = np.random.default_rng(1)
+    for label in (2, 3, 9):
+        cover = synthetic_pastis.CROP_BY_LABEL[label]
+        peaks = []
+        for _ in range(200):
+            frac = synthetic_pastis.parcel_fraction(rng, cover, days)
+            veg, ground = synthetic_pastis._cell_spectra(rng, [cover])
+            refl = ground + frac[:, None] * (veg - ground)
+            peaks.append(_ndvi(refl[:, :, None]).max())
+        assert 0.75 < np.mean(peaks) < 0.92
+        assert 0.03 < np.std(peaks) < 0.1
+
+
+def test_spectra_do_not_depend_on_the_class() -> None:
+    """No per-class spectral factor: the same draws give the same spectra for any crop."""
+    wheat, corn = synthetic_pastis.CROP_BY_LABEL[2], synthetic_pastis.CROP_BY_LABEL[3]
+    for covers in ([wheat, corn, wheat], [corn, corn, corn]):
+        veg, ground = synthetic_pastis._cell_spectra(np.random.default_rng(5), covers)
+        ref_veg, ref_ground = synthetic_pastis._cell_spectra(np.random.default_rng(5), [wheat] * 3)
+        np.testing.assert_array_equal(veg, ref_veg)
+        np.testing.assert_array_equal(ground, ref_ground)
+
+
+def test_clear_sky_noise_and_outliers() -> None:
+    """Clear-sky NDVI noise sd 0.02-0.05 with occasional 0.1-0.5 outliers."""
+    diffs = []
+    for seed in range(6):
+        noisy = synthetic_pastis.generate_patch(np.random.default_rng(seed), 32, 50, 0.6, 0)
+        clean = synthetic_pastis.generate_patch(
+            np.random.default_rng(seed), 32, 50, 0.6, 0, noise=0.0
+        )
+        clear = np.isin(noisy.sky, [synthetic_pastis.CLEAR, synthetic_pastis.WISP])
+        diffs.append((_ndvi(noisy.s2) - _ndvi(clean.s2))[clear])
+    diff = np.concatenate(diffs)
+    robust_sd = 1.4826 * np.median(np.abs(diff - np.median(diff)))
+    assert 0.02 <= robust_sd <= 0.05
+    outliers = np.abs(diff) > 0.1
+    assert 0.003 < outliers.mean() < 0.05
+    assert np.abs(diff).max() > 0.3
+
+
+def test_cloudy_dates_come_in_runs_at_the_requested_share() -> None:
+    states, pairs = [], []
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        days = np.sort(rng.choice(np.arange(0, 455, 5), 50, replace=False))
+        state = synthetic_pastis.cloudy_dates(rng, days, 0.6)
+        states.append(state)
+        pairs.append(np.stack([state[:-1], state[1:]]))
+    share = np.concatenate(states).mean()
+    assert share == pytest.approx(0.6, abs=0.03)
+    lag = np.concatenate(pairs, axis=1).astype(float)
+    assert np.corrcoef(lag)[0, 1] > 0.2  # autocorrelated: runs, not independent dates
+    days = np.arange(0, 455, 5)
+    rng = np.random.default_rng(0)
+    assert not synthetic_pastis.cloudy_dates(rng, days, 0.0).any()
+    assert synthetic_pastis.cloudy_dates(rng, days, 1.0).all()
+
+
+def test_clouds_cover_parts_of_a_patch_and_cast_dark_shadows() -> None:
+    partial = shadow_dates = 0
+    for seed in range(10):
+        patch = synthetic_pastis.generate_patch(np.random.default_rng(seed), 32, 50, 0.6, 0)
+        clean = synthetic_pastis.generate_patch(
+            np.random.default_rng(seed), 32, 50, 0.0, 0, noise=0.0
+        )
+        # The sky state only differs from clear on the chain's cloudy dates.
+        assert not np.isin(patch.sky[~patch.cloudy], [1, 2, 3]).any()
+        for t in np.flatnonzero(patch.cloudy):
+            cover = (patch.sky[t] == synthetic_pastis.CLOUD).mean()
+            partial += 0.05 < cover < 0.95
+            shadow = patch.sky[t] == synthetic_pastis.SHADOW
+            if shadow.sum() > 20:
+                shadow_dates += 1
+                ratio = patch.s2[t, 6][shadow] / clean.s2[t, 6][shadow].clip(1)
+                assert np.percentile(ratio, 10) < 0.6  # shadow cores are dark
+        cloud = patch.sky == synthetic_pastis.CLOUD
+        assert patch.s2[:, 0][cloud].mean() > 1500  # bright in blue
+    assert partial >= 20 and shadow_dates >= 5
+
+
+def test_border_pixels_mix_with_the_neighbour() -> None:
+    """A boundary pixel's spectrum lies between its parcel's and its neighbour's."""
+    patch = synthetic_pastis.generate_patch(np.random.default_rng(3), 32, 40, 0.0, 0, noise=0.0)
+    semantic = patch.target[1].astype(int)  # parcel index: background cells share 0
+    ndvi = _ndvi(patch.s2)
+    inner, border = [], []
+    for parcel in np.unique(semantic[semantic > 0]):
+        mask = semantic == parcel
+        core = mask.copy()
+        core[1:] &= mask[:-1]
+        core[:-1] &= mask[1:]
+        core[:, 1:] &= mask[:, :-1]
+        core[:, :-1] &= mask[:, 1:]
+        if core.sum() < 4 or (mask & ~core).sum() < 4:
+            continue
+        spread = ndvi[:, mask].mean(axis=1, keepdims=True)
+        inner.append(np.abs(ndvi[:, core] - spread).mean())
+        border.append(np.abs(ndvi[:, mask & ~core] - spread).mean())
+    assert len(inner) >= 3 and np.mean(border) > 1.3 * np.mean(inner)
+
+
+def test_write_pastis_reports_the_true_cloud_share(tmp_path: Path) -> None:
+    spec = SyntheticSpec(seed=0, pastis_patches=10, patch_size=16, cloud_prob=0.6)
+    counts = write_pastis(tmp_path / "PASTIS", spec, progress=False)
+    assert counts["cloudy_date_share"] == pytest.approx(0.6, abs=0.12)
+    assert 0.2 < counts["cloudy_pixel_share"] < counts["cloudy_date_share"]
+    assert SyntheticSpec().cloud_prob == 0.6
+    clear = write_pastis(tmp_path / "clear", SyntheticSpec(**{**spec.__dict__, "cloud_prob": 0}))
+    assert clear["cloudy_date_share"] == clear["cloudy_pixel_share"] == 0
+
+
+def test_generation_is_fast(tmp_path: Path) -> None:
+    import time
+
+    start = time.perf_counter()
+    write_pastis(tmp_path / "PASTIS", SyntheticSpec(seed=0, pastis_patches=20), progress=False)
+    assert time.perf_counter() - start < 20  # ~1 s on one core; generous for shared CI
 
 
 # -- EuroSAT ------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ class SyntheticConfig:
     patch_size: int = 32
     min_dates: int = 38
     max_dates: int = 61
-    cloud_prob: float = 0.1
+    cloud_prob: float = 0.6
     eurosat_per_class: int = 40
 
     def __post_init__(self) -> None:

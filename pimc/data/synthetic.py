@@ -26,9 +26,9 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
-from pimc.data import synthetic_eurosat, synthetic_pastis
 from pimc.core.errors import ConfigError
 from pimc.core.paths import eurosat_root, pastis_root
+from pimc.data import synthetic_eurosat, synthetic_pastis
 
 __all__ = ["SyntheticSpec", "write_eurosat", "write_pastis", "write_synthetic"]
 
@@ -67,7 +67,8 @@ class SyntheticSpec:
         patch_size: H = W of a patch in pixels (real PASTIS: 128).
         min_dates: fewest acquisition dates of a patch.
         max_dates: most acquisition dates of a patch (at most one per day of the season).
-        cloud_prob: probability that a date is (partly) cloudy in a patch.
+        cloud_prob: share of a patch's dates that are cloudy or hazy (in runs, partly covered;
+            see :mod:`pimc.data.synthetic_pastis`). Real Sentinel-2 series over France: ~0.5-0.7.
         eurosat_per_class: EuroSAT tiles per class (>= 5, so that every split gets some).
 
     Raises:
@@ -79,7 +80,7 @@ class SyntheticSpec:
     patch_size: int = 32
     min_dates: int = 38
     max_dates: int = 61
-    cloud_prob: float = 0.1
+    cloud_prob: float = 0.6
     eurosat_per_class: int = 40
 
     def __post_init__(self) -> None:
@@ -147,7 +148,10 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
         progress: show a progress bar.
 
     Returns:
-        Counts: ``patches``, ``dates`` (sum of T), ``parcels``, ``patches_per_fold``.
+        Counts: ``patches``, ``dates`` (sum of T), ``parcels``, ``patches_per_fold``, and the
+        true sky: ``cloudy_date_share`` (share of dates that are cloudy or hazy; about
+        ``spec.cloud_prob``) and ``cloudy_pixel_share`` (share of (pixel, date) observations
+        under cloud, cloud shadow or haze; lower, as clouds cover parts of a patch).
 
     Raises:
         ConfigError: ``root`` holds a PASTIS that this module did not write.
@@ -155,47 +159,18 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
     root = Path(root)
     old_ids = _previous_pastis_ids(root)
     (root / "metadata.geojson").unlink(missing_ok=True)
-    n_bands = len(synthetic_pastis.BANDS)
-    # Row 0 accumulates all patches: the fallback for folds left empty by < 5 patches.
-    sums, squares = np.zeros((6, n_bands)), np.zeros((6, n_bands))
-    counts = np.zeros(6)
-    features, total_dates, total_parcels = [], 0, 0
+    stats = _BandStats(len(synthetic_pastis.BANDS))
+    features: list[dict[str, Any]] = []
+    totals = dict.fromkeys(("dates", "parcels", "cloudy_dates", "cloudy_pixels", "obs"), 0)
     for i in tqdm(
         range(spec.pastis_patches), desc="synthetic PASTIS", unit="patch", disable=not progress
     ):
-        rng = np.random.default_rng([spec.seed, _PASTIS_STREAM, i])
-        n_dates = int(rng.integers(spec.min_dates, spec.max_dates + 1))
         pid, fold, tile = FIRST_PATCH_ID + i, FOLDS[i % len(FOLDS)], TILES[i % len(TILES)]
-        # Parcel ids are unique over the dataset: the patch id times 1000 plus a local index.
-        patch = synthetic_pastis.generate_patch(
-            rng,
-            spec.patch_size,
-            n_dates,
-            spec.cloud_prob,
-            id_offset=pid * 1000,
-            orbit=TILES.index(tile),
-        )
-        _save_npy(root / "DATA_S2" / f"S2_{pid}.npy", patch.s2)
-        _save_npy(root / "ANNOTATIONS" / f"TARGET_{pid}.npy", patch.target)
-        _save_npy(root / "ANNOTATIONS" / f"ParcelIDs_{pid}.npy", patch.parcel_ids)
-        values = patch.s2.reshape(n_dates, n_bands, -1).astype(np.float64)
-        for row in (0, fold):
-            sums[row] += values.sum(axis=(0, 2))
-            squares[row] += np.einsum("tbp,tbp->b", values, values)
-            counts[row] += values.shape[0] * values.shape[2]
-        del values
+        patch = _write_patch(root, spec, i, pid, tile)
+        stats.add(patch.s2, fold)
         features.append(_feature(pid, fold, tile, i // len(TILES), spec.patch_size, patch))
-        total_dates += n_dates
-        total_parcels += patch.n_parcel
-
-    norm = {}
-    for fold in FOLDS:
-        row = fold if counts[fold] else 0
-        mean = sums[row] / counts[row]
-        std = np.sqrt(np.maximum(squares[row] / counts[row] - mean**2, 0.0))
-        norm[f"Fold_{fold}"] = {"mean": mean.tolist(), "std": std.tolist()}
-    _write_text(root / "NORM_S2_patch.json", json.dumps(norm, indent=1) + "\n")
-
+        _count_patch(totals, patch)
+    _write_text(root / "NORM_S2_patch.json", json.dumps(stats.norm(), indent=1) + "\n")
     metadata = {
         "type": "FeatureCollection",
         "name": "metadata",
@@ -204,21 +179,86 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
         "features": features,
     }
     _write_text(root / "metadata.geojson", json.dumps(metadata) + "\n")
-    new_ids = {FIRST_PATCH_ID + i for i in range(spec.pastis_patches)}
-    for pid in sorted(old_ids - new_ids):  # patches of an earlier, bigger run
+    _remove_patches(root, old_ids - {FIRST_PATCH_ID + i for i in range(spec.pastis_patches)})
+    per_fold = {f: len(range(f - 1, spec.pastis_patches, len(FOLDS))) for f in FOLDS}
+    return {
+        "patches": spec.pastis_patches,
+        "dates": totals["dates"],
+        "parcels": totals["parcels"],
+        "patches_per_fold": per_fold,
+        "cloudy_date_share": totals["cloudy_dates"] / max(totals["dates"], 1),
+        "cloudy_pixel_share": totals["cloudy_pixels"] / max(totals["obs"], 1),
+    }
+
+
+def _write_patch(
+    root: Path, spec: SyntheticSpec, i: int, pid: int, tile: str
+) -> synthetic_pastis.Patch:
+    """Generate patch number ``i`` from its own random stream and save its three arrays."""
+    rng = np.random.default_rng([spec.seed, _PASTIS_STREAM, i])
+    n_dates = int(rng.integers(spec.min_dates, spec.max_dates + 1))
+    # Parcel ids are unique over the dataset: the patch id times 1000 plus a local index.
+    patch = synthetic_pastis.generate_patch(
+        rng,
+        spec.patch_size,
+        n_dates,
+        spec.cloud_prob,
+        id_offset=pid * 1000,
+        orbit=TILES.index(tile),
+    )
+    _save_npy(root / "DATA_S2" / f"S2_{pid}.npy", patch.s2)
+    _save_npy(root / "ANNOTATIONS" / f"TARGET_{pid}.npy", patch.target)
+    _save_npy(root / "ANNOTATIONS" / f"ParcelIDs_{pid}.npy", patch.parcel_ids)
+    return patch
+
+
+def _count_patch(totals: dict[str, int], patch: synthetic_pastis.Patch) -> None:
+    """Add a patch's dates, parcels and true sky to the running totals of :func:`write_pastis`."""
+    totals["dates"] += len(patch.dates)
+    totals["parcels"] += patch.n_parcel
+    totals["cloudy_dates"] += int(patch.cloudy.sum())
+    obscured = (patch.sky == synthetic_pastis.CLOUD) | (patch.sky == synthetic_pastis.SHADOW)
+    totals["cloudy_pixels"] += int((obscured | (patch.sky == synthetic_pastis.HAZE)).sum())
+    totals["obs"] += patch.sky.size
+
+
+class _BandStats:
+    """Per-fold running sums of band values, for ``NORM_S2_patch.json``.
+
+    Row 0 accumulates all patches: the fallback for folds left empty by < 5 patches.
+    """
+
+    def __init__(self, n_bands: int) -> None:
+        self.n_bands = n_bands
+        self.sums, self.squares = np.zeros((6, n_bands)), np.zeros((6, n_bands))
+        self.counts = np.zeros(6)
+
+    def add(self, s2: np.ndarray, fold: int) -> None:
+        values = s2.reshape(s2.shape[0], self.n_bands, -1).astype(np.float64)
+        for row in (0, fold):
+            self.sums[row] += values.sum(axis=(0, 2))
+            self.squares[row] += np.einsum("tbp,tbp->b", values, values)
+            self.counts[row] += values.shape[0] * values.shape[2]
+
+    def norm(self) -> dict[str, dict[str, list[float]]]:
+        norm = {}
+        for fold in FOLDS:
+            row = fold if self.counts[fold] else 0
+            mean = self.sums[row] / self.counts[row]
+            std = np.sqrt(np.maximum(self.squares[row] / self.counts[row] - mean**2, 0.0))
+            norm[f"Fold_{fold}"] = {"mean": mean.tolist(), "std": std.tolist()}
+        return norm
+
+
+def _remove_patches(root: Path, ids: set[int]) -> None:
+    """Delete the arrays of patches ``ids`` (those of an earlier, bigger run)."""
+    for pid in sorted(ids):
         for path in (
             root / "DATA_S2" / f"S2_{pid}.npy",
             root / "ANNOTATIONS" / f"TARGET_{pid}.npy",
             root / "ANNOTATIONS" / f"ParcelIDs_{pid}.npy",
         ):
             path.unlink(missing_ok=True)
-    per_fold = {f: len(range(f - 1, spec.pastis_patches, len(FOLDS))) for f in FOLDS}
-    return {
-        "patches": spec.pastis_patches,
-        "dates": total_dates,
-        "parcels": total_parcels,
-        "patches_per_fold": per_fold,
-    }
 
 
 def _feature(
@@ -314,6 +354,19 @@ def write_eurosat(root: str | Path, spec: SyntheticSpec, progress: bool = True) 
     with bar:
         _atomic_write(root / EUROSAT_ZIP, write_zip)
 
+    names = _split_names(spec, classes)
+    for split, filename in SPLIT_FILES.items():
+        _write_text(root / filename, "".join(f"{name}\n" for name in names[split]))
+    return {
+        "tiles": len(classes) * n,
+        "classes": len(classes),
+        **{split: len(names[split]) for split in SPLIT_FILES},
+    }
+
+
+def _split_names(spec: SyntheticSpec, classes: tuple[str, ...]) -> dict[str, list[str]]:
+    """Tile names of each split, 60/20/20 per class from the class's own random stream."""
+    n = spec.eurosat_per_class
     names: dict[str, list[str]] = {split: [] for split in SPLIT_FILES}
     n_train, n_val = (round(share * n) for share in SPLIT_SHARES)
     for c, cls in enumerate(classes):
@@ -324,13 +377,7 @@ def write_eurosat(root: str | Path, spec: SyntheticSpec, progress: bool = True) 
             strict=True,
         ):
             names[split] += [f"{cls}_{k}.jpg" for k in sorted(ks)]
-    for split, filename in SPLIT_FILES.items():
-        _write_text(root / filename, "".join(f"{name}\n" for name in names[split]))
-    return {
-        "tiles": len(classes) * n,
-        "classes": len(classes),
-        **{split: len(names[split]) for split in SPLIT_FILES},
-    }
+    return names
 
 
 def _zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:

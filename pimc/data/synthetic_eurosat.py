@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pimc.data.synthetic_pastis import smooth_noise
 from pimc.core.bands import EUROSAT_BANDS
+from pimc.data.synthetic_sky import smooth_noise
 
 CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",

@@ -1,15 +1,95 @@
-"""Synthetic PASTIS patches: Voronoi parcels, crop phenology, Sentinel-2 spectra, clouds.
+"""Synthetic PASTIS patches calibrated to real Sentinel-2 statistics over French farmland.
 
 Pure array generation, no I/O: :mod:`pimc.data.synthetic` writes the arrays in the PASTIS
-layout. The structure is what makes the downstream tasks meaningful:
+layout. The aim is a benchmark about as hard as the real data, so nothing below is tuned to
+make any method win; each ingredient follows a published statistic (sources at the end).
 
-* each crop class has its own vegetation-fraction curve over the season (double logistics),
-  jittered per parcel, so classes separate on NDVI-like series but not trivially;
-* reflectance is a linear mix of a vegetation and a ground spectrum weighted by that fraction,
-  so NDVI follows the curve;
-* pixels of one parcel share curve and spectra (small texture), parcels differ, so an image
-  window around a pixel carries information about the pixel's series;
-* some dates are (partly) cloudy, as in real PASTIS, which keeps its cloudy acquisitions.
+What a patch models
+-------------------
+
+**Parcels and labels.** Voronoi cells stand for fields (about 1-3 ha at 32 px, about PASTIS's
+~50 parcels per 128 px patch at full size); 20 % of cells are non-agricultural background
+(forest, urban, water; class 0). Crop cells draw one of the **18 PASTIS classes** with
+PASTIS's imbalance (:data:`CLASS_WEIGHTS`: meadow ~36 % of parcels, then corn, grapevine and
+soft wheat, a long tail down to potatoes and sorghum below 1 %). Cell seeds are also drawn in a
+margin around the patch: a parcel whose seed lies outside the patch is *mostly outside its
+patch* and gets the **void label 19**, which is what void means in PASTIS (about 30 % of its
+parcels; ~28 % here). As in PASTIS's TARGET files, every pixel of a parcel, border pixels
+included, carries that parcel's class in channel 0; ``ParcelIDs`` holds a dataset-wide id
+for every parcel pixel (void parcels included) and 0 elsewhere.
+
+**Phenology.** Each class has a reference vegetation-fraction curve (sums of double logistics,
+days since 2018-09-01) following French crop calendars, with the **confusable groups** real
+data has: the winter cereals (soft wheat, durum wheat, triticale, winter barley, mixed cereal)
+differ by one to three weeks in sowing and harvest, i.e. by less than farmers differ from each
+other; meadow and leguminous fodder are both perennial, green all year and mown several times;
+corn, sorghum and soybean are all sown in May and peak in July-August. Per parcel:
+
+* sowing and harvest shift **independently** (sd 12 days, capped at +-4 weeks), and the season
+  in between is stretched or squeezed, so season length varies;
+* the canopy amplitude varies (sd 8 %): with the random spectra below, the within-class
+  **peak NDVI has sd ~0.05** (range ~+-0.1) around 0.8-0.85 for field crops, ~0.78 for
+  meadow, ~0.7 for orchards and ~0.55-0.6 for vineyards;
+* optional events: mowing dates (meadow, fodder: each cut present with some probability and
+  moved by +-3 weeks), summer drought browning, vegetable cycles at random times;
+* class-independent management: a previous summer crop still standing in Sept-Oct 2018,
+  a winter cover crop before spring sowing, a catch crop or weeds after harvest (French
+  nitrate rules make autumn cover crops common);
+* the whole patch shares a regional climate shift (sd 7 days) and a vigour factor.
+
+**Spectra.** Reflectance is a linear mix of a canopy and a soil (or litter, urban, water)
+spectrum weighted by the vegetation fraction. There is **no per-class spectral factor**:
+soil brightness and colour, canopy brightness and NIR plateau vary per parcel at random,
+independently of the class, and soil darkens on wet dates (per date, whole patch).
+Fields have static within-field texture.
+
+**Mixed pixels.** Each pixel on a cell boundary mixes its spectrum with a neighbouring cell's
+(weight uniform in [0, 0.5]: the boundary crosses the 10 m pixel somewhere); then a mild
+point-spread blur is applied and the 20 m bands (B05-B07, B8A, B11, B12) are averaged over
+2x2 blocks, as they are before PASTIS resamples them to 10 m.
+
+**Atmosphere and noise.** Per date a patch-wide residual of the atmospheric correction
+(gain sd 2 %, per-band offsets sd 15-50 x1e-4, strongest in blue) and per pixel sensor
+noise (20 + 1.5 % of the signal) give a **clear-sky NDVI noise sd of ~0.023** (robust sd;
+0.034 plain). A quarter of clear dates carry small undetected cloud wisps (3-10 % of the
+patch, opacity up to 0.4): **~1 % of clear-sky NDVI values are off by 0.1-0.5**.
+
+**Clouds.** Whether a date is cloudy or hazy follows a **two-state Markov chain over the
+patch's dates**: its stationary share is ``cloud_prob`` (+-12 % seasonal swing at 0.6: ~0.71
+in winter, ~0.49 in summer) and its persistence decays as exp(-gap / 7 days), so cloudy dates
+come in runs (at 0.6: lag-1 correlation ~0.37, mean run ~3.7 dates). A cloudy date is either
+(70 %) thick clouds - overcast (20 %: THEIA produces no L2A for nearly fully clouded tiles, so
+fully overcast patches are a minority of the kept dates) or smooth blobs covering 5-80 % of
+the patch, with **dark shadows** displaced north-westwards from the clouds (the sun is in the
+south-east at Sentinel-2's 10:30 overpass) - or (30 %) haze: a thin additive brightening,
+strongest in blue, over the whole patch; half of the cloud dates carry some haze too. At
+``cloud_prob`` 0.6 about 45-50 % of (pixel, date) observations lie under cloud, shadow or haze.
+:class:`Patch` keeps the true sky state of every pixel and date.
+
+Sources (approximate statistics, rounded):
+
+* PASTIS: Sainte Fare Garnot & Landrieu, "Panoptic segmentation of satellite image time series
+  with convolutional temporal attention networks", ICCV 2021 (arXiv:2107.07933), and the
+  pastis-benchmark README/nomenclature figure: 2,433 patches of 128x128 px, 124,422 parcels,
+  18 crop classes, 38-61 acquisitions Sept 2018 - Nov 2019 from THEIA L2A (MAJA), cloudy
+  dates kept, void = parcels mostly outside their patch; parcel counts per class (meadow
+  ~31 k, corn ~13 k, grapevine ~11 k, soft wheat ~8 k, ..., potatoes ~0.6 k) set
+  :data:`CLASS_WEIGHTS`.
+* Cloudiness: Wilson & Jetz, "Remotely sensed high-resolution global cloud dynamics", PLoS
+  Biology 2016 (MODIS cloud frequency ~55-75 % over northern and western France, less in the
+  south-east, winter cloudier than summer); Sudmanns et al., "Assessing global Sentinel-2
+  coverage dynamics and data availability", Int. J. Digital Earth 2020 (most Sentinel-2
+  acquisitions over western Europe are partly cloudy). Synoptic weather systems persist for
+  several days, hence the ~1 week decorrelation.
+* Radiometry: Gascon et al., "Copernicus Sentinel-2A calibration and products validation
+  status", Remote Sensing 2017 (radiometric uncertainty < 5 %, SNR > 100, MTF at Nyquist
+  0.15-0.3); Doxani et al., "Atmospheric correction inter-comparison exercise", Remote
+  Sensing 2018 (L2A surface reflectance errors ~0.005-0.01, largest in blue).
+* Crop calendars and NDVI ranges: Veloso et al., "Understanding the temporal behavior of crops
+  using Sentinel-1 and Sentinel-2-like data for agricultural applications", Remote Sensing of
+  Environment 2017 (south-west France: wheat, rapeseed, maize, sunflower, soybean profiles,
+  peak NDVI 0.8-0.9, bare soil 0.1-0.2) and ARVALIS/Agreste sowing and harvest windows of
+  4-6 weeks per crop.
 """
 
 from __future__ import annotations
@@ -18,111 +98,60 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
-from pimc.core.bands import PASTIS_BANDS
 
-SEASON_START = dt.date(2018, 9, 1)
-SEASON_END = dt.date(2019, 11, 30)
-SEASON_DAYS = (SEASON_END - SEASON_START).days + 1
+from pimc.core.bands import PASTIS_BANDS
+from pimc.data.synthetic_crops import (
+    BACKGROUND,
+    BACKGROUNDS,
+    CLASS_NAMES,
+    CLASS_WEIGHTS,
+    CROP_BY_LABEL,
+    CROPS,
+    SEASON_DAYS,
+    SEASON_END,
+    SEASON_START,
+    VOID,
+    Bump,
+    Cover,
+    parcel_fraction,
+    vegetation_fraction,
+)
+from pimc.data.synthetic_sky import (
+    CLEAR,
+    CLOUD,
+    HAZE,
+    SHADOW,
+    WISP,
+    _add_sky,
+    cloudy_dates,
+    smooth_noise,
+)
+
+__all__ = [
+    "BACKGROUND", "BACKGROUNDS", "BANDS", "CLASS_NAMES", "CLASS_WEIGHTS", "CLEAR", "CLOUD",
+    "CROPS", "CROP_BY_LABEL", "HAZE", "REVISIT_DAYS", "SEASON_DAYS", "SEASON_END",
+    "SEASON_START", "SHADOW", "VOID", "WISP", "Bump", "Cover", "Patch", "cloudy_dates",
+    "generate_patch", "parcel_fraction", "smooth_noise", "vegetation_fraction",
+]  # fmt: skip
+
 BANDS = PASTIS_BANDS
 REVISIT_DAYS = 5
-BACKGROUND = 0
-VOID = 19
-_NIR = [5, 6, 7]  # B07, B08, B8A: where leaf structure (and so crop type) shows most
+
+_10M = [0, 1, 2, 6]  # B02, B03, B04, B08
+_20M = [3, 4, 5, 7, 8, 9]  # B05, B06, B07, B8A, B11, B12: 20 m bands resampled to 10 m
+_NIR_PLATEAU = [4, 5, 6, 7]  # B06, B07, B08, B8A: where canopy structure changes brightness
 
 # Endmember spectra, surface reflectance x1e4, in BANDS order.
-_VEG = np.array([300, 600, 350, 1000, 2600, 3300, 3600, 3800, 1900, 900], np.float32)
+_VEG = np.array([250, 600, 220, 1000, 3000, 3900, 4200, 4300, 2000, 900], np.float32)
 _SOIL = np.array([900, 1200, 1500, 1800, 1950, 2050, 2100, 2200, 2900, 2500], np.float32)
-_FOREST = np.array([250, 450, 250, 700, 1900, 2500, 2800, 2900, 1300, 600], np.float32)
+_FOREST = np.array([250, 450, 230, 700, 1900, 2500, 2800, 2900, 1300, 600], np.float32)
 _LITTER = np.array([500, 700, 800, 1000, 1200, 1300, 1400, 1450, 1600, 1100], np.float32)
 _URBAN = np.array([1100, 1200, 1300, 1400, 1500, 1600, 1700, 1750, 2000, 1800], np.float32)
 _WATER = np.array([600, 500, 350, 250, 200, 180, 150, 140, 80, 60], np.float32)
-# Clouds are bright and nearly flat, a little brighter in blue and darker in SWIR.
-_CLOUD_SHAPE = np.array([1.1, 1.07, 1.03, 1.02, 1.0, 1.0, 0.99, 0.98, 0.85, 0.7], np.float32)
+# Residual of the atmospheric correction per date: offset sd per band (x1e4).
+_ATM_SD = np.array([50, 40, 35, 30, 25, 25, 25, 25, 20, 15], np.float32)
 
-# Day (since SEASON_START) of some month starts, to keep the phenology table readable.
-_OCT, _NOV, _MAR, _APR, _MAY, _JUN, _JUL, _AUG, _SEP, _OCT19, _NOV19 = (
-    30, 61, 181, 212, 242, 273, 303, 334, 365, 395, 426,
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Cover:
-    """One land cover: its label, vegetation-fraction curve and spectra.
-
-    Attributes:
-        label: PASTIS semantic class written to TARGET (0 for background covers).
-        base: vegetation fraction outside the bumps.
-        bumps: (start, end, amplitude, rise, fall) double logistics, in days since
-            SEASON_START; a negative amplitude is a dip (mowing, flowering).
-        nir: scale of the vegetation spectrum's NIR bands (broadleaf crops are brighter).
-        weight: relative frequency of the cover among parcels (or among background cells).
-        kind: ``"crop"``, ``"forest"``, ``"urban"`` or ``"water"``; picks the endmembers.
-    """
-
-    label: int
-    base: float
-    bumps: tuple[tuple[float, float, float, float, float], ...]
-    nir: float = 1.0
-    weight: float = 1.0
-    kind: str = "crop"
-
-
-# Timings follow French crop calendars: winter cereals emerge in November, green up in March
-# and are harvested in July; summer crops emerge in May-June and peak in July-August.
-CROPS = (
-    Cover(1, 0.35, ((-60, _NOV + 20, 0.3, 10, 15), (_MAR - 5, 440, 0.5, 12, 15),
-                    (_MAY + 25, _JUN + 10, -0.35, 3, 6), (_AUG - 5, _AUG + 15, -0.3, 3, 6)),
-          nir=1.0, weight=0.24),  # Meadow: green all year, cut twice
-    Cover(2, 0.05, ((_NOV, 300, 0.2, 8, 6), (190, 290, 0.7, 10, 7), (_NOV19, 600, 0.15, 8, 10)),
-          nir=0.95, weight=0.20),  # Soft winter wheat
-    Cover(3, 0.05, ((_JUN - 3, 390, 0.85, 7, 8),), nir=1.05, weight=0.16),  # Corn
-    Cover(4, 0.05, ((_NOV - 6, 290, 0.22, 8, 6), (175, 270, 0.65, 9, 6)),
-          nir=0.92, weight=0.09),  # Winter barley: like wheat, a few weeks earlier
-    Cover(5, 0.05, ((15, 300, 0.45, 6, 6), (165, 280, 0.45, 8, 6), (_APR + 3, 240, -0.2, 4, 4)),
-          nir=1.15, weight=0.08),  # Winter rapeseed: green in autumn, yellow flowers in April
-    Cover(7, 0.05, ((_MAY + 13, 340, 0.75, 7, 6),), nir=1.12, weight=0.07),  # Sunflower
-    Cover(8, 0.2, ((_MAY + 3, _SEP + 25, 0.3, 10, 10),), nir=0.9, weight=0.07),  # Grapevine
-    Cover(9, 0.05, ((_MAY + 8, _OCT19 + 15, 0.85, 12, 10),), nir=1.2, weight=0.09),  # Beet
-)  # fmt: skip
-BACKGROUNDS = (
-    Cover(BACKGROUND, 0.55, ((_MAR + 19, _OCT19 + 15, 0.35, 10, 12),), weight=0.5, kind="forest"),
-    Cover(BACKGROUND, 0.1, ((_APR, _OCT19 + 5, 0.08, 10, 10),), weight=0.3, kind="urban"),
-    Cover(BACKGROUND, 0.0, (), weight=0.2, kind="water"),
-)
 _BACKGROUND_SHARE = 0.2  # of Voronoi cells
-_VOID_PARCEL_SHARE = 0.05  # parcels whose crop is outside the nomenclature (label 19)
-
-
-def vegetation_fraction(cover: Cover, days: np.ndarray) -> np.ndarray:
-    """Evaluate a cover's vegetation-fraction curve, clipped to [0, 1].
-
-    Args:
-        cover: the land cover.
-        days: days since SEASON_START, any shape.
-
-    Returns:
-        float64 array shaped like ``days``.
-    """
-    t = np.asarray(days, dtype=np.float64)
-    frac = np.full(t.shape, cover.base)
-    for start, end, amp, rise, fall in cover.bumps:
-        frac += amp * (_sigmoid((t - start) / rise) - _sigmoid((t - end) / fall))
-    return np.clip(frac, 0.0, 1.0)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # tanh form: no overflow warnings for the large |x| far from a bump's edges.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Unit-variance Gaussian-smoothed white noise (periodic FFT filter), float32."""
-    white = rng.standard_normal(shape)
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    kernel = np.exp(-2.0 * (np.pi * sigma) ** 2 * (fy**2 + fx**2))
-    field = np.fft.irfft2(np.fft.rfft2(white) * kernel, s=shape)
-    return (field / (field.std() + 1e-12)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -134,8 +163,11 @@ class Patch:
         target: uint8 (3, H, W): semantic class, parcel index within the patch, class again.
         parcel_ids: int32 (H, W) dataset-wide parcel ids, 0 outside parcels.
         dates: YYYYMMDD ints, sorted, one per date of ``s2``.
-        n_parcel: number of parcels (cells that are not background).
+        n_parcel: number of parcels (cells that are not background) with pixels in the patch.
         parcel_cover: fraction of pixels inside parcels.
+        sky: uint8 (T, H, W) true sky state: CLEAR, CLOUD, SHADOW, HAZE or WISP (an undetected
+            cloud wisp on a clear date).
+        cloudy: bool (T,): the date is cloudy or hazy (the Markov chain's state).
     """
 
     s2: np.ndarray
@@ -144,6 +176,8 @@ class Patch:
     dates: list[int]
     n_parcel: int
     parcel_cover: float
+    sky: np.ndarray
+    cloudy: np.ndarray
 
 
 def generate_patch(
@@ -153,6 +187,7 @@ def generate_patch(
     cloud_prob: float,
     id_offset: int,
     orbit: int = 0,
+    noise: float = 1.0,
 ) -> Patch:
     """Generate one patch.
 
@@ -160,94 +195,129 @@ def generate_patch(
         rng: the patch's own generator (so patches do not depend on each other).
         size: H = W in pixels.
         n_dates: T, number of acquisition dates.
-        cloud_prob: probability that a date is (partly) cloudy.
+        cloud_prob: share of dates that are cloudy or hazy (stationary share of the chain).
         id_offset: added to the patch-local parcel index to make dataset-wide parcel ids.
         orbit: picks the day (modulo the revisit) of the patch's tile's acquisitions.
+        noise: scale of the atmospheric residual, sensor noise and cloud wisps (0 gives the
+            noise-free surface under the same clouds; random draws are the same either way).
 
     Returns:
         The patch's arrays and metadata.
     """
+    days = _acquisition_days(rng, n_dates, orbit)
+    dates = [int((SEASON_START + dt.timedelta(days=int(d))).strftime("%Y%m%d")) for d in days]
+    cells, covers, labels = _parcels(rng, size)
+    present = np.bincount(cells.ravel(), minlength=len(covers)) > 0
+    is_parcel = np.array([c.kind == "crop" for c in covers]) & present
+    parcel_index = np.cumsum(is_parcel) * is_parcel  # 1..n for parcels, 0 for background
+    refl = _surface(rng, cells, covers, days)
+    _mix_borders(rng, refl, cells)
+    _resample_like_s2(refl)
+    s2, sky, cloudy = _observe(rng, refl, days, cloud_prob, noise)
+    semantic = labels[cells].astype(np.uint8)
+    instance = parcel_index[cells].astype(np.uint8)
+    parcel_ids = np.where(is_parcel[cells], parcel_index[cells] + id_offset, 0).astype(np.int32)
+    return Patch(
+        s2=s2,
+        target=np.stack([semantic, instance, semantic]),
+        parcel_ids=parcel_ids,
+        dates=dates,
+        n_parcel=int(is_parcel.sum()),
+        parcel_cover=float(is_parcel[cells].mean()),
+        sky=sky,
+        cloudy=cloudy,
+    )
+
+
+def _acquisition_days(rng: np.random.Generator, n_dates: int, orbit: int) -> np.ndarray:
+    """Sorted acquisition days since SEASON_START, on the tile's revisit slots where possible."""
     # Sentinel-2A+B revisit a tile every 5 days; clouds and tile edges thin that out.
     slots = np.arange(orbit % REVISIT_DAYS, SEASON_DAYS, REVISIT_DAYS)
     if n_dates > len(slots):  # more dates than the revisit allows: any day will do
         slots = np.arange(SEASON_DAYS)
-    days = np.sort(rng.choice(slots, size=n_dates, replace=False))
-    dates = [int((SEASON_START + dt.timedelta(days=int(d))).strftime("%Y%m%d")) for d in days]
+    return np.sort(rng.choice(slots, size=n_dates, replace=False))
 
-    cells, covers, labels = _parcels(rng, size)
-    n_cells = len(covers)
-    is_parcel = np.array([c.kind == "crop" for c in covers])
-    parcel_index = np.cumsum(is_parcel) * is_parcel  # 1..n for parcels, 0 for background
 
-    # Per-cell curve with timing and amplitude jitter: farmers do not sow on the same day.
-    shift = rng.uniform(-10.0, 10.0, n_cells)
-    amp = rng.uniform(0.85, 1.05, n_cells)
-    frac_cell = np.stack(
-        [vegetation_fraction(c, days - s) for c, s in zip(covers, shift, strict=True)]
-    )
-    frac_cell = np.clip(frac_cell * amp[:, None], 0.0, 1.0).astype(np.float32)
+def _surface(
+    rng: np.random.Generator, cells: np.ndarray, covers: list[Cover], days: np.ndarray
+) -> np.ndarray:
+    """Clear-sky surface reflectance (T, 10, H, W) float32: canopy over ground per pixel."""
+    size = cells.shape[0]
+    climate, vigour = rng.normal(0.0, 7.0), float(np.clip(rng.normal(1.0, 0.04), 0.9, 1.1))
+    frac_cell = np.stack([parcel_fraction(rng, c, days, climate, vigour) for c in covers])
     veg_cell, ground_cell = _cell_spectra(rng, covers)
 
-    texture_amp = np.array([{"water": 0.0, "forest": 0.08}.get(c.kind, 0.03) for c in covers])
-    frac = frac_cell[cells].transpose(2, 0, 1)  # (T, H, W)
+    texture_amp = np.array([{"water": 0.0, "forest": 0.08}.get(c.kind, 0.04) for c in covers])
+    frac = frac_cell.astype(np.float32)[cells].transpose(2, 0, 1)  # (T, H, W)
     frac += (texture_amp[cells] * smooth_noise(rng, (size, size), 1.5))[None]
-    frac += 0.02 * rng.standard_normal(frac.shape, dtype=np.float32) * (texture_amp[cells] > 0)
     np.clip(frac, 0.0, 1.0, out=frac)
 
     ground = ground_cell[cells].transpose(2, 0, 1)  # (10, H, W)
     ground *= 1.0 + 0.04 * smooth_noise(rng, (size, size), 1.0)
     veg = veg_cell[cells].transpose(2, 0, 1)
-    refl = ground[None] + frac[:, None] * (veg - ground)[None]  # (T, 10, H, W)
-    del frac
-    # Per-date illumination / atmospheric-correction residual, common to the whole patch.
-    refl *= rng.normal(1.0, 0.03, (n_dates, 1, 1, 1)).astype(np.float32)
-    _add_clouds(rng, refl, cloud_prob)
-    refl += rng.standard_normal(refl.shape, dtype=np.float32) * (25.0 + 0.02 * refl)
-    s2 = np.clip(np.rint(refl), 0, 10000).astype(np.int16)
-    del refl
+    # Wet soil after rain is darker: one factor per date for the whole patch.
+    wet = rng.uniform(0.8, 1.0, (len(days), 1, 1, 1)).astype(np.float32)
+    return ground[None] * wet + frac[:, None] * (veg[None] - ground[None] * wet)  # (T,10,H,W)
 
-    semantic = labels[cells].astype(np.uint8)
-    semantic[_borders(cells, is_parcel)] = VOID
-    instance = parcel_index[cells].astype(np.uint8)
-    target = np.stack([semantic, instance, semantic])
-    parcel_ids = np.where(is_parcel[cells], parcel_index[cells] + id_offset, 0).astype(np.int32)
-    return Patch(
-        s2=s2,
-        target=target,
-        parcel_ids=parcel_ids,
-        dates=dates,
-        # Counted from the map: two seeds in one pixel can leave a cell without pixels.
-        n_parcel=len(np.unique(parcel_ids[parcel_ids > 0])),
-        parcel_cover=float(is_parcel[cells].mean()),
-    )
+
+def _observe(
+    rng: np.random.Generator, refl: np.ndarray, days: np.ndarray, cloud_prob: float, noise: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Atmospheric residual, sky and sensor noise over ``refl`` (modified in place).
+
+    Returns:
+        (s2, sky, cloudy): the int16 reflectance, the sky state and the cloudy dates.
+    """
+    n_dates = len(days)
+    # Residual of the atmospheric correction, per date and band, common to the patch.
+    gain = 1.0 + noise * rng.normal(0.0, 0.02, (n_dates, 1, 1, 1))
+    offset = noise * rng.standard_normal((n_dates, len(BANDS), 1, 1)) * _ATM_SD[:, None, None]
+    refl *= gain.astype(np.float32)  # in place: same float32 operations, no copy
+    refl += offset.astype(np.float32)
+    cloudy = cloudy_dates(rng, days, cloud_prob)
+    sky = _add_sky(rng, refl, cloudy, noise)
+    refl += noise * rng.standard_normal(refl.shape, dtype=np.float32) * (20.0 + 0.015 * refl)
+    s2 = np.clip(np.rint(refl), 0, 10000).astype(np.int16)
+    return s2, sky, cloudy
 
 
 def _parcels(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[Cover], np.ndarray]:
-    """Voronoi cells and their covers; returns (cell index map, covers, TARGET labels)."""
-    # ~6-15 cells at 32 px; more at larger sizes, capped so parcel indices fit in uint8.
-    n_cells = min(250, round(rng.integers(6, 16) * (size / 32) ** 1.5))
-    seeds = rng.uniform(0, size, (n_cells, 2))
+    """Voronoi cells and their covers; returns (cell index map, covers, TARGET labels).
+
+    Seeds fall inside the patch and, at the same density, in a margin of 10 % of the patch
+    around it; crop cells seeded in the margin are parcels mostly outside the patch: void.
+    """
+    # ~6-15 cells seeded inside at 32 px, ~50-120 at 128 px (PASTIS: ~50 parcels per patch).
+    n_in = round(rng.integers(6, 16) * (size / 32) ** 1.5)
+    margin = 0.1 * size
+    n_out = round(n_in * ((size + 2 * margin) ** 2 - size**2) / size**2)
+    inner = rng.uniform(0, size, (n_in, 2))
+    ring = rng.uniform(-margin, size + margin, (4 * n_out + 8, 2))
+    ring = ring[((ring < 0) | (ring >= size)).any(axis=1)][:n_out]
+    seeds = np.concatenate([inner, ring])
+    outside = np.arange(len(seeds)) >= n_in
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     dist = (yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2
     cells = dist.argmin(axis=-1)
+    del dist
 
-    crop_w = np.array([c.weight for c in CROPS])
-    back_w = np.array([c.weight for c in BACKGROUNDS])
+    crop_labels = np.array(sorted(CLASS_WEIGHTS))
+    crop_p = np.array([CLASS_WEIGHTS[k] for k in crop_labels], np.float64)
+    back_p = np.array([c.weight for c in BACKGROUNDS])
     covers: list[Cover] = []
-    labels = np.empty(n_cells, dtype=np.int64)
-    for k in range(n_cells):
+    labels = np.empty(len(seeds), dtype=np.int64)
+    for k in range(len(seeds)):
         if rng.random() < _BACKGROUND_SHARE:
-            cover = BACKGROUNDS[rng.choice(len(BACKGROUNDS), p=back_w / back_w.sum())]
+            cover = BACKGROUNDS[rng.choice(len(BACKGROUNDS), p=back_p / back_p.sum())]
         else:
-            cover = CROPS[rng.choice(len(CROPS), p=crop_w / crop_w.sum())]
+            cover = CROP_BY_LABEL[int(rng.choice(crop_labels, p=crop_p / crop_p.sum()))]
         covers.append(cover)
-        void = cover.kind == "crop" and rng.random() < _VOID_PARCEL_SHARE
-        labels[k] = VOID if void else cover.label
+        labels[k] = VOID if cover.kind == "crop" and outside[k] else cover.label
     return cells, covers, labels
 
 
 def _cell_spectra(rng: np.random.Generator, covers: list[Cover]) -> tuple[np.ndarray, np.ndarray]:
-    """Vegetation and ground spectra per cell, (n_cells, 10) float32 each."""
+    """Canopy and ground spectra per cell, (n_cells, 10) float32 each; class-independent."""
     n = len(covers)
     veg = np.empty((n, len(BANDS)), np.float32)
     ground = np.empty((n, len(BANDS)), np.float32)
@@ -255,58 +325,44 @@ def _cell_spectra(rng: np.random.Generator, covers: list[Cover]) -> tuple[np.nda
         if cover.kind == "water":
             veg[k] = ground[k] = _WATER * rng.uniform(0.8, 1.3)
             continue
-        base_veg = _FOREST if cover.kind == "forest" else _VEG
-        veg[k] = base_veg
-        veg[k, _NIR] *= cover.nir
+        veg[k] = _FOREST if cover.kind == "forest" else _VEG
         ground[k] = {"forest": _LITTER, "urban": _URBAN}.get(cover.kind, _SOIL)
-    # Each field has its own soil brightness and canopy vigour.
-    ground *= rng.uniform(0.7, 1.3, (n, 1)).astype(np.float32)
+    # Soil brightness and colour (iron oxides, moisture, organic matter) vary per field...
+    ground *= np.clip(rng.lognormal(0.0, 0.2, (n, 1)), 0.6, 1.5).astype(np.float32)
+    ground[:, :3] *= rng.normal(1.0, 0.05, (n, 1)).astype(np.float32)
+    ground[:, 8:] *= rng.normal(1.0, 0.05, (n, 1)).astype(np.float32)
+    # ... and so do canopy brightness and its NIR plateau (leaf structure, leaf angles).
     veg *= rng.normal(1.0, 0.05, (n, 1)).astype(np.float32)
+    veg[:, _NIR_PLATEAU] *= rng.normal(1.0, 0.05, (n, 1)).astype(np.float32)
     return veg, ground
 
 
-def _borders(cells: np.ndarray, is_parcel: np.ndarray) -> np.ndarray:
-    """1-px boundary mask: a pixel whose right or lower neighbour is in another cell.
-
-    Boundaries between two background cells are not parcel borders and stay background.
-    """
-    border = np.zeros(cells.shape, dtype=bool)
-    for a, b, sl in (
-        (cells[:, :-1], cells[:, 1:], (slice(None), slice(None, -1))),
-        (cells[:-1, :], cells[1:, :], (slice(None, -1), slice(None))),
-    ):
-        border[sl] |= (a != b) & (is_parcel[a] | is_parcel[b])
-    return border
-
-
-def _add_clouds(rng: np.random.Generator, refl: np.ndarray, cloud_prob: float) -> None:
-    """Blend smooth cloud blobs (and their shadows) into some dates, in place."""
-    n_dates, _, h, w = refl.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy, xx = (yy + 0.5) / h, (xx + 0.5) / w
-    for t in np.flatnonzero(rng.random(n_dates) < cloud_prob):
-        n_blobs = rng.integers(1, 5)
-        centres = rng.uniform(-0.2, 1.2, (n_blobs, 2))
-        radii = rng.uniform(0.1, 0.5, n_blobs)
-        peaks = rng.uniform(0.7, 1.0, n_blobs)
-        offset = rng.uniform(-0.15, 0.15, 2)  # shadow falls beside the cloud
-        alpha = _blobs(yy, xx, centres, radii, peaks)
-        shadow = _blobs(yy, xx, centres + offset, radii, peaks) * (1.0 - alpha)
-        brightness = rng.uniform(3000, 8000) * (1.0 + 0.1 * smooth_noise(rng, (h, w), 3.0))
-        cloud = _CLOUD_SHAPE[:, None, None] * brightness[None]
-        refl[t] *= 1.0 - 0.5 * shadow[None]
-        refl[t] += alpha[None] * (cloud - refl[t])
-    # Thin haze: a faint veil over the whole patch.
-    for t in np.flatnonzero(rng.random(n_dates) < cloud_prob / 2):
-        veil = rng.uniform(0.03, 0.15)
-        refl[t] += veil * (_CLOUD_SHAPE[:, None, None] * 3000.0 - refl[t])
+def _mix_borders(rng: np.random.Generator, refl: np.ndarray, cells: np.ndarray) -> None:
+    """Mix each boundary pixel with a 4-neighbour of another cell (weight U(0, 0.5)), in place."""
+    h, w = cells.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    nb_r, nb_c = np.full((h, w), -1), np.full((h, w), -1)
+    for dr, dc in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+        r2, c2 = np.clip(rows + dr, 0, h - 1), np.clip(cols + dc, 0, w - 1)
+        hit = (nb_r < 0) & (cells[r2, c2] != cells)
+        nb_r[hit], nb_c[hit] = r2[hit], c2[hit]
+    br, bc = np.nonzero(nb_r >= 0)
+    weight = rng.uniform(0.0, 0.5, len(br)).astype(np.float32)
+    own, other = refl[:, :, br, bc], refl[:, :, nb_r[br, bc], nb_c[br, bc]]
+    refl[:, :, br, bc] = own + weight * (other - own)
 
 
-def _blobs(
-    yy: np.ndarray, xx: np.ndarray, centres: np.ndarray, radii: np.ndarray, peaks: np.ndarray
-) -> np.ndarray:
-    """Opacity of overlapping Gaussian blobs, sharpened so clouds have a solid core."""
-    clear = np.ones_like(yy)
-    for (cy, cx), r, p in zip(centres, radii, peaks, strict=True):
-        clear *= 1.0 - p * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2.0 * r * r))
-    return np.clip(1.3 * (1.0 - clear), 0.0, 1.0).astype(np.float32)
+def _resample_like_s2(refl: np.ndarray) -> None:
+    """Point-spread blur, and 20 m bands averaged over 2x2 blocks then upsampled, in place."""
+    h, w = refl.shape[-2:]
+    if h >= 2 and w >= 2:
+        sub = refl[:, _20M, : h - h % 2, : w - w % 2]
+        t, b = sub.shape[:2]
+        block = sub.reshape(t, b, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+        refl[:, _20M, : h - h % 2, : w - w % 2] = block.repeat(2, axis=2).repeat(2, axis=3)
+    pad = np.pad(refl, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    around = 0.25 * (pad[..., :-2, 1:-1] + pad[..., 2:, 1:-1] + pad[..., 1:-1, :-2]
+                     + pad[..., 1:-1, 2:])  # fmt: skip
+    beta = np.full((1, len(BANDS), 1, 1), 0.3, np.float32)
+    beta[:, _20M] = 0.5
+    refl += beta * (around - refl)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pimc.core.errors import ConfigError
 
+from pimc.core.errors import ConfigError
 from pimc.data import difficulty
 from pimc.data.synthetic import SyntheticSpec, write_pastis
 

@@ -353,9 +353,6 @@ def _fit_method(
     return model, result, pred
 
 
-
-
-
 def deploy_metadata(params: Params, result: dict[str, Any]) -> dict[str, Any]:
     """Preprocessing + the forecast window (first ``input_len`` grid steps in, ``horizon``
     out, ``context`` recent values beside the RP)."""

@@ -27,7 +27,13 @@ from pimc.core.config import Params, TaskConfig
 from pimc.core.io import save_checkpoint
 from pimc.core.typed_config import to_dict
 from pimc.tasks.pretrained import Pretrained, resolve_pretrained, tower_backbone
-from pimc.training.utils import AUGMENT, ORDER, cosine_with_warmup, make_generator
+from pimc.training.utils import (
+    AUGMENT,
+    ORDER,
+    cosine_with_warmup,
+    decay_groups,
+    make_generator,
+)
 
 __all__ = [
     "FitResult",
@@ -224,13 +230,7 @@ def _param_groups(model: TaskModel, lr: float, weight_decay: float, encoder_lr: 
     groups = []
     for part, part_lr in ((model.backbone, encoder_lr), (model.head, lr)):
         params = [p for p in part.parameters() if p.requires_grad]
-        # As in pimc.training.utils.adamw: no decay on gains and biases (1-D), it only shrinks them.
-        decay = [p for p in params if p.ndim >= 2]
-        rest = [p for p in params if p.ndim < 2]
-        groups += [
-            {"params": decay, "lr": part_lr, "weight_decay": weight_decay},
-            {"params": rest, "lr": part_lr, "weight_decay": 0.0},
-        ]
+        groups += decay_groups(params, weight_decay, lr=part_lr)
     return [g for g in groups if g["params"]]
 
 

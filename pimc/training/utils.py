@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "epoch_batches",
     "make_generator",
     "adamw",
+    "decay_groups",
     "all_gather_with_grad",
     "autocast",
     "cosine_with_warmup",
@@ -67,10 +69,17 @@ def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW
     Decaying 1-D parameters (BatchNorm gains, biases, ``logit_scale``) only pulls them towards
     0, which shrinks activations or the temperature instead of regularising features.
     """
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay}]
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    return torch.optim.AdamW(decay_groups(model.parameters(), weight_decay), lr=lr)
+
+
+def decay_groups(params: Iterable[nn.Parameter], weight_decay: float, **options: Any) -> list:
+    """AdamW parameter groups: ``weight_decay`` on weights (>= 2-D), none on 1-D gains and
+    biases; ``options`` (e.g. ``lr``) go into both groups. The one place this rule lives."""
+    params = list(params)
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, **options},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, **options},
+    ]
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

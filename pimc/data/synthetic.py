@@ -12,13 +12,9 @@ temporary file in its folder and moved into place, so readers never see half a f
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +25,15 @@ from tqdm import tqdm
 from pimc.core.errors import ConfigError
 from pimc.core.paths import eurosat_root, pastis_root
 from pimc.data import synthetic_eurosat, synthetic_pastis
+from pimc.data.synthetic_files import (
+    PIXEL_M,
+    ZIP_LEVEL,
+    _atomic_write,
+    _geotiff,
+    _save_npy,
+    _write_text,
+    _zip_add,
+)
 
 __all__ = ["SyntheticSpec", "write_eurosat", "write_pastis", "write_synthetic"]
 
@@ -43,16 +48,12 @@ _TILE_ORIGINS = {
     "t32ulu": (630_000, 6_640_000),
 }
 _GRID_COLUMNS = 8
-PIXEL_M = 10
 EUROSAT_ZIP = "EuroSATallBands.zip"
 EUROSAT_BASE_DIR = "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
 SPLIT_FILES = {"train": "eurosat-train.txt", "val": "eurosat-val.txt", "test": "eurosat-test.txt"}
 SPLIT_SHARES = (0.6, 0.2)  # train, val; test takes the rest
 # Marks files this module wrote, so it never overwrites a real dataset put in the same place.
 MARKER = "pimc_synthetic"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the zip is byte-reproducible
-# Noisy uint16 tiles barely compress; level 1 is twice as fast as 6 for a 1 % bigger zip.
-_ZIP_LEVEL = 1
 # Independent random streams, so e.g. adding EuroSAT tiles never changes the PASTIS patches.
 _PASTIS_STREAM, _EUROSAT_STREAM, _SPLIT_STREAM = 0, 1, 2
 
@@ -102,32 +103,6 @@ class SyntheticSpec:
                 raise ConfigError(
                     f"SyntheticSpec.{name}={getattr(self, name.split('/')[0])!r}: {rule}"
                 )
-
-
-# -- atomic writes -----------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the dataset private to its writer
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 # -- PASTIS ------------------------------------------------------------------------------------
@@ -338,7 +313,7 @@ def write_eurosat(root: str | Path, spec: SyntheticSpec, progress: bool = True) 
     bar = tqdm(total=len(classes) * n, desc="synthetic EuroSAT", unit="tile", disable=not progress)
 
     def write_zip(fh: IO[bytes]) -> None:
-        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL) as archive:
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as archive:
             parts = EUROSAT_BASE_DIR.split("/")
             for depth in range(1, len(parts) + 1):
                 _zip_add(archive, "/".join(parts[:depth]) + "/", b"")
@@ -378,42 +353,6 @@ def _split_names(spec: SyntheticSpec, classes: tuple[str, ...]) -> dict[str, lis
         ):
             names[split] += [f"{cls}_{k}.jpg" for k in sorted(ks)]
     return names
-
-
-def _zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
-    """Add a member with fixed metadata, so the same content gives the same zip bytes."""
-    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-    info.create_system = 3  # Unix, whatever the platform, for identical bytes
-    if name.endswith("/"):
-        info.external_attr = (0o40755 << 16) | 0x10  # directory
-    else:
-        info.external_attr = 0o644 << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
-    archive.writestr(info, data, compresslevel=_ZIP_LEVEL)
-
-
-def _geotiff(rng: np.random.Generator, tile: np.ndarray) -> bytes:
-    """Encode a (13, 64, 64) tile as GeoTIFF in a random UTM zone of Europe, 10 m pixels."""
-    from rasterio.crs import CRS
-    from rasterio.io import MemoryFile
-    from rasterio.transform import Affine
-
-    epsg = 32631 + int(rng.integers(5))  # UTM zones 31N-35N
-    west = PIXEL_M * int(rng.integers(20_000, 80_000))
-    north = PIXEL_M * int(rng.integers(450_000, 650_000))
-    with MemoryFile() as memfile:
-        with memfile.open(
-            driver="GTiff",
-            width=tile.shape[2],
-            height=tile.shape[1],
-            count=tile.shape[0],
-            dtype="uint16",
-            crs=CRS.from_epsg(epsg),
-            # Affine directly: rasterio's from_origin warns about Affine's `*` deprecation.
-            transform=Affine(PIXEL_M, 0.0, west, 0.0, -PIXEL_M, north),
-        ) as dst:
-            dst.write(tile)
-        return bytes(memfile.getbuffer())
 
 
 def _clear_previous_eurosat(root: Path) -> None:

@@ -11,13 +11,12 @@ from pimc.core.config import ComputeConfig
 from pimc.core.errors import ConfigError
 from pimc.core.io import write_json
 from pimc.core.paths import metrics_file
-from pimc.core.typed_config import add_set_argument, parse_overrides
+from pimc.core.typed_config import add_set_argument
 
 __all__ = [
     "add_override_args",
     "dask_task_runner",
     "map_in_order",
-    "parse_overrides",  # the library's, re-exported for the flows' `-S` handling
     "record_metrics",
     "stage_args",
 ]

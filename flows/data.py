@@ -10,9 +10,10 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import parse_overrides, record_metrics, stage_args
+from flows.common import record_metrics, stage_args
 from pimc import tracking
 from pimc.core.config import DataConfig, load_params
+from pimc.core.typed_config import parse_overrides
 from pimc.stages import data as data_stage
 
 STAGE = "data"

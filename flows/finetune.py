@@ -15,11 +15,12 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import parse_overrides, stage_args
+from flows.common import stage_args
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
 from pimc.core.paths import CHECKPOINT, PLOTS_DIR, metrics_file, task_dir
+from pimc.core.typed_config import parse_overrides
 from pimc.tasks.registry import TASKS, get_task
 
 

@@ -23,9 +23,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from flows.common import add_override_args, parse_overrides
+from flows.common import add_override_args
 from pimc.core.errors import CommandError, PimcError
 from pimc.core.paths import METRICS_DIR
+from pimc.core.typed_config import parse_overrides
 
 TAIL = 4000  # characters of a failed DVC command's output kept in the error
 

@@ -14,16 +14,11 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import (
-    dask_task_runner,
-    map_in_order,
-    parse_overrides,
-    record_metrics,
-    stage_args,
-)
+from flows.common import dask_task_runner, map_in_order, record_metrics, stage_args
 from pimc import tracking
 from pimc.core.config import ComputeConfig, PrepareConfig, load_params
 from pimc.core.paths import pastis_root
+from pimc.core.typed_config import parse_overrides
 from pimc.stages.prepare import (
     PreparePlan,
     finalize_prepare,

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from prefect import flow, task
 
-from flows.common import parse_overrides, record_metrics, stage_args
+from flows.common import record_metrics, stage_args
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
 from pimc.core.paths import CHECKPOINT, ENCODER_MODELS, PLOTS_DIR
+from pimc.core.typed_config import parse_overrides
 from pimc.models.build import load_pretrained_model
 from pimc.plots import learning_curves
 from pimc.stages.pretrain import pretrain

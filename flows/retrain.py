@@ -27,11 +27,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import add_override_args, parse_overrides
+from flows.common import add_override_args
 from flows.pipeline import pipeline_flow, restore_workspace, snapshot_workspace
 from pimc import promotion, tracking
 from pimc.core.config import load_params
 from pimc.core.errors import PimcError
+from pimc.core.typed_config import parse_overrides
 from pimc.tasks.registry import TASKS
 
 DEPLOYMENT = "pimc-retrain"

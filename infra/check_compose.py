@@ -262,14 +262,7 @@ def check_compose(
 ) -> list[str]:
     """All rule violations of a compose file, as messages naming the file and the fix.
 
-    Args:
-        compose_file: the compose YAML.
-        env_file: dotenv file defining every variable; default ``.env.example`` beside it.
-        pyproject: the project's ``pyproject.toml`` for version pins; default: the nearest one
-            in the compose file's folder or its parents. Pin checks are skipped if none.
-
-    Returns:
-        Problems, empty when the file passes.
+    Arguments as in :func:`load_compose`. Returns the problems, empty when the file passes.
     """
     where = Path(compose_file).name
     try:

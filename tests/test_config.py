@@ -107,9 +107,12 @@ def test_overrides_are_typed_as_yaml_with_dates_kept_as_text():
 
 
 def test_flows_use_the_library_override_parser():
+    import importlib
+
     from flows import common
 
-    assert common.parse_overrides is parse_overrides
+    for name in ("data", "prepare", "recurrence", "pretrain", "finetune", "pipeline", "retrain"):
+        assert importlib.import_module(f"flows.{name}").parse_overrides is parse_overrides, name
     args = common.stage_args("x", ["-S", "prepare.grid_start=2018-10-01"])
     assert args.overrides == ["prepare.grid_start=2018-10-01"]
     with pytest.raises(SystemExit):  # argparse's usage error, not a traceback

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, InputError
 from pimc.data import difficulty
 from pimc.data.synthetic import SyntheticSpec, write_pastis
 
@@ -40,7 +40,7 @@ def test_nearest_neighbour_matches_brute_force_in_any_chunking() -> None:
         np.testing.assert_array_equal(
             difficulty.nearest_neighbour(train, labels, test, chunk), brute
         )
-    with pytest.raises(ConfigError):
+    with pytest.raises(InputError, match="no training samples"):
         difficulty.nearest_neighbour(train[:0], labels[:0], test)
 
 

@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
+from pimc.core.bands import EUROSAT_BANDS, PASTIS_BANDS
 from pimc.core.errors import ConfigError, InputError
 from pimc.transforms.indices import (
-    EUROSAT_BANDS,
     INDICES,
-    PASTIS_BANDS,
     compute_indices,
 )
 

@@ -13,11 +13,10 @@ import rasterio
 from rasterio.io import MemoryFile
 
 from pimc.core.errors import ConfigError
-from pimc.data import synthetic_pastis
+from pimc.data import synthetic_crops, synthetic_pastis, synthetic_sky
 from pimc.data.synthetic import (
     EUROSAT_BASE_DIR,
     SyntheticSpec,
-    _atomic_write,
     write_eurosat,
     write_pastis,
     write_synthetic,
@@ -51,7 +50,7 @@ def _days(feature: dict) -> np.ndarray:
     as_dates = [
         dt.datetime.strptime(str(dates[k]), "%Y%m%d").date() for k in sorted(dates, key=int)
     ]
-    return np.array([(d - synthetic_pastis.SEASON_START).days for d in as_dates])
+    return np.array([(d - synthetic_crops.SEASON_START).days for d in as_dates])
 
 
 def _tiles(root: Path) -> dict[str, np.ndarray]:
@@ -103,7 +102,7 @@ def test_pastis_metadata(data: Path) -> None:
         days = _days(feature)
         assert SPEC.min_dates <= len(days) <= SPEC.max_dates
         assert np.all(np.diff(days) > 0) and days[0] >= 0
-        assert days[-1] < synthetic_pastis.SEASON_DAYS  # 2019-11-30 at the latest
+        assert days[-1] < synthetic_crops.SEASON_DAYS  # 2019-11-30 at the latest
         ring = feature["geometry"]["coordinates"][0]
         assert feature["geometry"]["type"] == "Polygon" and len(ring) == 5 and ring[0] == ring[-1]
         xs, ys = {p[0] for p in ring}, {p[1] for p in ring}
@@ -185,9 +184,9 @@ def test_pastis_large_patch_works() -> None:
 
 
 def test_vegetation_fraction_is_bounded() -> None:
-    days = np.arange(synthetic_pastis.SEASON_DAYS)
-    for cover in synthetic_pastis.CROPS + synthetic_pastis.BACKGROUNDS:
-        frac = synthetic_pastis.vegetation_fraction(cover, days)
+    days = np.arange(synthetic_crops.SEASON_DAYS)
+    for cover in synthetic_crops.CROPS + synthetic_crops.BACKGROUNDS:
+        frac = synthetic_crops.vegetation_fraction(cover, days)
         assert frac.min() >= 0 and frac.max() <= 1
 
 
@@ -202,10 +201,10 @@ def _ndvi(s2: np.ndarray) -> np.ndarray:
 def test_all_18_pastis_classes_with_pastis_imbalance() -> None:
     from pimc.data.pastis import PASTIS
 
-    assert synthetic_pastis.CLASS_NAMES == PASTIS.classes
-    assert sorted(c.label for c in synthetic_pastis.CROPS) == sorted(CROPS)
-    assert sorted(synthetic_pastis.CLASS_WEIGHTS) == sorted(CROPS)
-    weights = synthetic_pastis.CLASS_WEIGHTS
+    assert synthetic_crops.CLASS_NAMES == PASTIS.classes
+    assert sorted(c.label for c in synthetic_crops.CROPS) == sorted(CROPS)
+    assert sorted(synthetic_crops.CLASS_WEIGHTS) == sorted(CROPS)
+    weights = synthetic_crops.CLASS_WEIGHTS
     assert max(weights, key=weights.get) == 1  # meadow dominates
     share = np.array(list(weights.values())) / sum(weights.values())
     assert 0.3 < share.max() < 0.45 and share.min() < 0.01  # long tail
@@ -216,8 +215,8 @@ def test_all_18_pastis_classes_with_pastis_imbalance() -> None:
         for parcel in np.unique(patch.parcel_ids[patch.parcel_ids > 0]):
             labels.append(int(patch.target[0][patch.parcel_ids == parcel][0]))
     labels = np.array(labels)
-    assert 0.15 < (labels == synthetic_pastis.VOID).mean() < 0.4
-    kept = labels[labels != synthetic_pastis.VOID]
+    assert 0.15 < (labels == synthetic_crops.VOID).mean() < 0.4
+    kept = labels[labels != synthetic_crops.VOID]
     assert np.bincount(kept).argmax() == 1 and 0.2 < (kept == 1).mean() < 0.5
 
 
@@ -227,15 +226,15 @@ def test_void_parcels_touch_the_patch_edge() -> None:
         semantic, ids = patch.target[0], patch.parcel_ids
         edge = np.zeros_like(semantic, dtype=bool)
         edge[[0, -1], :] = edge[:, [0, -1]] = True
-        for parcel in np.unique(ids[semantic == synthetic_pastis.VOID]):
+        for parcel in np.unique(ids[semantic == synthetic_crops.VOID]):
             assert edge[ids == parcel].any()
 
 
 def _curve_distance(a: int, b: int) -> float:
-    days = np.arange(synthetic_pastis.SEASON_DAYS)
-    crops = synthetic_pastis.CROP_BY_LABEL
-    fa = synthetic_pastis.vegetation_fraction(crops[a], days)
-    fb = synthetic_pastis.vegetation_fraction(crops[b], days)
+    days = np.arange(synthetic_crops.SEASON_DAYS)
+    crops = synthetic_crops.CROP_BY_LABEL
+    fa = synthetic_crops.vegetation_fraction(crops[a], days)
+    fb = synthetic_crops.vegetation_fraction(crops[b], days)
     return float(np.sqrt(np.mean((fa - fb) ** 2)))
 
 
@@ -251,12 +250,12 @@ def test_confusable_groups_have_similar_reference_curves(group: tuple, outsider:
 
 def test_sowing_and_harvest_shift_independently() -> None:
     """Per parcel, green-up and senescence move by up to 4 weeks, not together."""
-    days = np.arange(synthetic_pastis.SEASON_DAYS, dtype=np.float64)
-    corn = synthetic_pastis.CROP_BY_LABEL[3]
+    days = np.arange(synthetic_crops.SEASON_DAYS, dtype=np.float64)
+    corn = synthetic_crops.CROP_BY_LABEL[3]
     rng = np.random.default_rng(0)
     rises, falls = [], []
     for _ in range(300):
-        frac = synthetic_pastis.parcel_fraction(rng, corn, days)
+        frac = synthetic_crops.parcel_fraction(rng, corn, days)
         # The summer canopy (winter cover crops and catch crops stay below 0.55).
         above = np.flatnonzero(frac[240:] > 0.6) + 240
         rises.append(above[0])
@@ -271,13 +270,13 @@ def test_sowing_and_harvest_shift_independently() -> None:
 
 
 def test_peak_ndvi_spread_within_a_class() -> None:
-    days = np.arange(0, synthetic_pastis.SEASON_DAYS, 5)
+    days = np.arange(0, synthetic_crops.SEASON_DAYS, 5)
     rng = np.random.default_rng(1)
     for label in (2, 3, 9):
-        cover = synthetic_pastis.CROP_BY_LABEL[label]
+        cover = synthetic_crops.CROP_BY_LABEL[label]
         peaks = []
         for _ in range(200):
-            frac = synthetic_pastis.parcel_fraction(rng, cover, days)
+            frac = synthetic_crops.parcel_fraction(rng, cover, days)
             veg, ground = synthetic_pastis._cell_spectra(rng, [cover])
             refl = ground + frac[:, None] * (veg - ground)
             peaks.append(_ndvi(refl[:, :, None]).max())
@@ -287,7 +286,7 @@ def test_peak_ndvi_spread_within_a_class() -> None:
 
 def test_spectra_do_not_depend_on_the_class() -> None:
     """No per-class spectral factor: the same draws give the same spectra for any crop."""
-    wheat, corn = synthetic_pastis.CROP_BY_LABEL[2], synthetic_pastis.CROP_BY_LABEL[3]
+    wheat, corn = synthetic_crops.CROP_BY_LABEL[2], synthetic_crops.CROP_BY_LABEL[3]
     for covers in ([wheat, corn, wheat], [corn, corn, corn]):
         veg, ground = synthetic_pastis._cell_spectra(np.random.default_rng(5), covers)
         ref_veg, ref_ground = synthetic_pastis._cell_spectra(np.random.default_rng(5), [wheat] * 3)
@@ -303,7 +302,7 @@ def test_clear_sky_noise_and_outliers() -> None:
         clean = synthetic_pastis.generate_patch(
             np.random.default_rng(seed), 32, 50, 0.6, 0, noise=0.0
         )
-        clear = np.isin(noisy.sky, [synthetic_pastis.CLEAR, synthetic_pastis.WISP])
+        clear = np.isin(noisy.sky, [synthetic_sky.CLEAR, synthetic_sky.WISP])
         diffs.append((_ndvi(noisy.s2) - _ndvi(clean.s2))[clear])
     diff = np.concatenate(diffs)
     robust_sd = 1.4826 * np.median(np.abs(diff - np.median(diff)))
@@ -318,7 +317,7 @@ def test_cloudy_dates_come_in_runs_at_the_requested_share() -> None:
     for seed in range(400):
         rng = np.random.default_rng(seed)
         days = np.sort(rng.choice(np.arange(0, 455, 5), 50, replace=False))
-        state = synthetic_pastis.cloudy_dates(rng, days, 0.6)
+        state = synthetic_sky.cloudy_dates(rng, days, 0.6)
         states.append(state)
         pairs.append(np.stack([state[:-1], state[1:]]))
     share = np.concatenate(states).mean()
@@ -327,8 +326,8 @@ def test_cloudy_dates_come_in_runs_at_the_requested_share() -> None:
     assert np.corrcoef(lag)[0, 1] > 0.2  # autocorrelated: runs, not independent dates
     days = np.arange(0, 455, 5)
     rng = np.random.default_rng(0)
-    assert not synthetic_pastis.cloudy_dates(rng, days, 0.0).any()
-    assert synthetic_pastis.cloudy_dates(rng, days, 1.0).all()
+    assert not synthetic_sky.cloudy_dates(rng, days, 0.0).any()
+    assert synthetic_sky.cloudy_dates(rng, days, 1.0).all()
 
 
 def test_clouds_cover_parts_of_a_patch_and_cast_dark_shadows() -> None:
@@ -341,14 +340,14 @@ def test_clouds_cover_parts_of_a_patch_and_cast_dark_shadows() -> None:
         # The sky state only differs from clear on the chain's cloudy dates.
         assert not np.isin(patch.sky[~patch.cloudy], [1, 2, 3]).any()
         for t in np.flatnonzero(patch.cloudy):
-            cover = (patch.sky[t] == synthetic_pastis.CLOUD).mean()
+            cover = (patch.sky[t] == synthetic_sky.CLOUD).mean()
             partial += 0.05 < cover < 0.95
-            shadow = patch.sky[t] == synthetic_pastis.SHADOW
+            shadow = patch.sky[t] == synthetic_sky.SHADOW
             if shadow.sum() > 20:
                 shadow_dates += 1
                 ratio = patch.s2[t, 6][shadow] / clean.s2[t, 6][shadow].clip(1)
                 assert np.percentile(ratio, 10) < 0.6  # shadow cores are dark
-        cloud = patch.sky == synthetic_pastis.CLOUD
+        cloud = patch.sky == synthetic_sky.CLOUD
         assert patch.s2[:, 0][cloud].mean() > 1500  # bright in blue
     assert partial >= 20 and shadow_dates >= 5
 
@@ -520,19 +519,6 @@ def test_refuses_to_overwrite_real_datasets(tmp_path: Path) -> None:
         archive.writestr("ds/x.tif", b"real")
     with pytest.raises(ConfigError, match="refusing"):
         write_eurosat(tmp_path / "EuroSAT", TINY, progress=False)
-
-
-def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
-    target = tmp_path / "file.bin"
-    target.write_bytes(b"old")
-
-    def fail(fh) -> None:
-        fh.write(b"half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        _atomic_write(target, fail)
-    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
 
 
 # -- the real readers read it -------------------------------------------------------------------

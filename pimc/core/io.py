@@ -27,6 +27,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; it replaces ``path`` if the body succeeds.
 
     The suffix is kept (``.tmp-xxxx.npy``) so libraries that infer a format from it still work.
+    The file gets the mode a plain ``open`` would give (0666 less the umask), not ``mkstemp``'s
+    0600, so other users and services can read the outputs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,16 +36,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def _umask() -> int:
+    # The only portable way to read the umask is to set it; put it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text(path: str | Path, text: str) -> Path:
-    """Atomically write ``text`` to ``path``."""
+    """Atomically write ``text`` to ``path`` (UTF-8)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 

@@ -46,6 +46,7 @@ Keys of the returned dict (all numbers, suitable as DVC/MLflow metrics):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,13 +54,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pimc.core.errors import ConfigError, DatasetNotFoundError
+from pimc.core.config import PrepareConfig
+from pimc.core.errors import ConfigError, DatasetCorruptError, DatasetNotFoundError, InputError
 from pimc.data.pastis import PASTIS
 from pimc.metrics import confusion_matrix, macro_f1, overall_accuracy
-from pimc.transforms.timegrid import make_grid, resample_to_grid
+from pimc.transforms.series import date_grid
+from pimc.transforms.timegrid import resample_to_grid
 
 __all__ = [
-    "GRID",
     "chance_macro_f1",
     "cloud_flags",
     "difficulty_card",
@@ -70,7 +72,13 @@ __all__ = [
 ]
 
 #: The 10-day grid raw NDVI is interpolated onto (46 dates over the PASTIS season).
-GRID = make_grid("2018-09-01", "2019-11-30", 10)
+
+
+@functools.cache
+def _grid() -> np.ndarray:
+    # The card's fixed grid: the pipeline's default 10-day grid, whatever prepare.* says, so
+    # cards stay comparable across experiments.
+    return date_grid(PrepareConfig())
 BLUE_CLOUD = 0.15  # B02 reflectance above this: cloud or thick haze
 DARK_NIR, DARK_SWIR = 0.12, 0.10  # B08 and B11 both below these: cloud shadow
 _B02, _B04, _B08, _B11 = (PASTIS.band_names.index(b) for b in ("B02", "B04", "B08", "B11"))
@@ -120,7 +128,7 @@ def nearest_neighbour(
     Distances are computed in chunks of test rows, so memory stays ``chunk x len(train_x)``.
     """
     if len(train_x) == 0:
-        raise ConfigError("nearest_neighbour: no training samples")
+        raise InputError("nearest_neighbour: no training samples")
     train = train_x.astype(np.float64)
     norms = (train**2).sum(axis=1)
     out = np.empty(len(test_x), dtype=train_y.dtype)
@@ -136,7 +144,7 @@ def nearest_centroid(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
     """Label of the closest per-class mean of ``train_x`` (Euclidean) for each row of test_x."""
     classes = np.unique(train_y)
     if not len(classes):
-        raise ConfigError("nearest_centroid: no training samples")
+        raise InputError("nearest_centroid: no training samples")
     centroids = np.stack([train_x[train_y == c].mean(axis=0) for c in classes])
     return classes[nearest_neighbour(centroids, np.arange(len(classes)), test_x)]
 
@@ -180,14 +188,15 @@ def _patch_pixels(
     rows, cols = rows[pick], cols[pick]
     s2 = np.load(ds.s2_path(pid), mmap_mode="r")
     if s2.ndim != 4 or s2.shape[0] != len(dates):
-        raise ConfigError(
+        raise DatasetCorruptError(
             f"{ds.s2_path(pid)}: shape {s2.shape} does not match its {len(dates)} dates"
         )
     # Gather pixel by pixel along the last two axes: reads only the sampled pixels of a memmap.
     pixels = np.asarray(s2[:, :, rows, cols])  # (T, 10, n)
     bright, dark = cloud_flags(pixels)
     series = torch.from_numpy(np.ascontiguousarray(ndvi(pixels).T))  # (n, T)
-    grid = resample_to_grid(series, dates, GRID).numpy() if len(rows) else np.empty((0, len(GRID)))
+    grid = _grid()
+    grid = resample_to_grid(series, dates, grid).numpy() if len(rows) else np.empty((0, len(grid)))
     labels = np.asarray(semantic)[rows, cols].astype(np.int64)
     return grid.astype(np.float32), labels, int(bright.sum()), int(dark.sum()), ids
 
@@ -212,7 +221,9 @@ def difficulty_card(
         A flat dict of numbers; keys listed in the module docstring.
 
     Raises:
-        ConfigError: overlapping or empty folds, no labelled pixel in train or test.
+        ConfigError: overlapping or empty folds, or ``pixels_per_patch`` < 1.
+        InputError: no labelled pixel in train or test.
+        DatasetCorruptError: an ``S2_*.npy`` does not match its dates.
         DatasetNotFoundError: a file is missing (from :class:`PASTIS` or ParcelIDs).
     """
     train_folds, test_folds = tuple(train_folds), tuple(test_folds)
@@ -229,7 +240,7 @@ def difficulty_card(
     x_train, y_train = np.concatenate(xs["train"]), np.concatenate(ys["train"])
     x_test, y_test = np.concatenate(xs["test"]), np.concatenate(ys["test"])
     if not len(y_train) or not len(y_test):
-        raise ConfigError(
+        raise InputError(
             f"difficulty_card: no labelled pixel in the train folds {train_folds} "
             f"({len(y_train)}) or the test folds {test_folds} ({len(y_test)})"
         )

@@ -22,18 +22,12 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
+from pimc.core.config import SyntheticConfig
 from pimc.core.errors import ConfigError
+from pimc.core.io import atomic_path, write_text
 from pimc.core.paths import eurosat_root, pastis_root
-from pimc.data import synthetic_eurosat, synthetic_pastis
-from pimc.data.synthetic_files import (
-    PIXEL_M,
-    ZIP_LEVEL,
-    _atomic_write,
-    _geotiff,
-    _save_npy,
-    _write_text,
-    _zip_add,
-)
+from pimc.data import synthetic_crops, synthetic_eurosat, synthetic_pastis, synthetic_sky
+from pimc.data.synthetic_files import PIXEL_M, ZIP_LEVEL, geotiff_bytes, zip_add
 
 __all__ = ["SyntheticSpec", "write_eurosat", "write_pastis", "write_synthetic"]
 
@@ -58,6 +52,9 @@ MARKER = "pimc_synthetic"
 _PASTIS_STREAM, _EUROSAT_STREAM, _SPLIT_STREAM = 0, 1, 2
 
 
+_DEFAULTS = SyntheticConfig()
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """Size and seed of the synthetic datasets; defaults run the pipeline in minutes on 2 cores.
@@ -77,12 +74,13 @@ class SyntheticSpec:
     """
 
     seed: int = 0
-    pastis_patches: int = 20
-    patch_size: int = 32
-    min_dates: int = 38
-    max_dates: int = 61
-    cloud_prob: float = 0.6
-    eurosat_per_class: int = 40
+    # Defaults are the data.synthetic section's, stated once in pimc.core.config.
+    pastis_patches: int = _DEFAULTS.pastis_patches
+    patch_size: int = _DEFAULTS.patch_size
+    min_dates: int = _DEFAULTS.min_dates
+    max_dates: int = _DEFAULTS.max_dates
+    cloud_prob: float = _DEFAULTS.cloud_prob
+    eurosat_per_class: int = _DEFAULTS.eurosat_per_class
 
     def __post_init__(self) -> None:
         checks = (
@@ -90,9 +88,9 @@ class SyntheticSpec:
             (self.pastis_patches >= 1, "pastis_patches", "must be >= 1 (>= 5 fills every fold)"),
             (self.patch_size >= 8, "patch_size", "must be >= 8"),
             (
-                1 <= self.min_dates <= self.max_dates <= synthetic_pastis.SEASON_DAYS,
+                1 <= self.min_dates <= self.max_dates <= synthetic_crops.SEASON_DAYS,
                 "min_dates/max_dates",
-                f"need 1 <= min_dates <= max_dates <= {synthetic_pastis.SEASON_DAYS} "
+                f"need 1 <= min_dates <= max_dates <= {synthetic_crops.SEASON_DAYS} "
                 "(one date per day of Sept 2018 - Nov 2019 at most)",
             ),
             (0.0 <= self.cloud_prob <= 1.0, "cloud_prob", "must be in [0, 1]"),
@@ -145,7 +143,7 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
         stats.add(patch.s2, fold)
         features.append(_feature(pid, fold, tile, i // len(TILES), spec.patch_size, patch))
         _count_patch(totals, patch)
-    _write_text(root / "NORM_S2_patch.json", json.dumps(stats.norm(), indent=1) + "\n")
+    write_text(root / "NORM_S2_patch.json", json.dumps(stats.norm(), indent=1) + "\n")
     metadata = {
         "type": "FeatureCollection",
         "name": "metadata",
@@ -153,7 +151,7 @@ def write_pastis(root: str | Path, spec: SyntheticSpec, progress: bool = True) -
         MARKER: {"generator": __name__, "spec": asdict(spec)},
         "features": features,
     }
-    _write_text(root / "metadata.geojson", json.dumps(metadata) + "\n")
+    write_text(root / "metadata.geojson", json.dumps(metadata) + "\n")
     _remove_patches(root, old_ids - {FIRST_PATCH_ID + i for i in range(spec.pastis_patches)})
     per_fold = {f: len(range(f - 1, spec.pastis_patches, len(FOLDS))) for f in FOLDS}
     return {
@@ -181,9 +179,13 @@ def _write_patch(
         id_offset=pid * 1000,
         orbit=TILES.index(tile),
     )
-    _save_npy(root / "DATA_S2" / f"S2_{pid}.npy", patch.s2)
-    _save_npy(root / "ANNOTATIONS" / f"TARGET_{pid}.npy", patch.target)
-    _save_npy(root / "ANNOTATIONS" / f"ParcelIDs_{pid}.npy", patch.parcel_ids)
+    for path, array in (
+        (root / "DATA_S2" / f"S2_{pid}.npy", patch.s2),
+        (root / "ANNOTATIONS" / f"TARGET_{pid}.npy", patch.target),
+        (root / "ANNOTATIONS" / f"ParcelIDs_{pid}.npy", patch.parcel_ids),
+    ):
+        with atomic_path(path) as tmp:
+            np.save(tmp, array, allow_pickle=False)
     return patch
 
 
@@ -192,8 +194,8 @@ def _count_patch(totals: dict[str, int], patch: synthetic_pastis.Patch) -> None:
     totals["dates"] += len(patch.dates)
     totals["parcels"] += patch.n_parcel
     totals["cloudy_dates"] += int(patch.cloudy.sum())
-    obscured = (patch.sky == synthetic_pastis.CLOUD) | (patch.sky == synthetic_pastis.SHADOW)
-    totals["cloudy_pixels"] += int((obscured | (patch.sky == synthetic_pastis.HAZE)).sum())
+    obscured = (patch.sky == synthetic_sky.CLOUD) | (patch.sky == synthetic_sky.SHADOW)
+    totals["cloudy_pixels"] += int((obscured | (patch.sky == synthetic_sky.HAZE)).sum())
     totals["obs"] += patch.sky.size
 
 
@@ -316,22 +318,23 @@ def write_eurosat(root: str | Path, spec: SyntheticSpec, progress: bool = True) 
         with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as archive:
             parts = EUROSAT_BASE_DIR.split("/")
             for depth in range(1, len(parts) + 1):
-                _zip_add(archive, "/".join(parts[:depth]) + "/", b"")
+                zip_add(archive, "/".join(parts[:depth]) + "/", b"")
             for c, cls in enumerate(classes):
-                _zip_add(archive, f"{EUROSAT_BASE_DIR}/{cls}/", b"")
+                zip_add(archive, f"{EUROSAT_BASE_DIR}/{cls}/", b"")
                 for k in range(1, n + 1):
                     rng = np.random.default_rng([spec.seed, _EUROSAT_STREAM, c, k])
-                    data = _geotiff(rng, synthetic_eurosat.generate_tile(rng, cls))
-                    _zip_add(archive, f"{EUROSAT_BASE_DIR}/{cls}/{cls}_{k}.tif", data)
+                    data = geotiff_bytes(rng, synthetic_eurosat.generate_tile(rng, cls))
+                    zip_add(archive, f"{EUROSAT_BASE_DIR}/{cls}/{cls}_{k}.tif", data)
                     bar.update()
             archive.comment = f"{MARKER} seed={spec.seed} per_class={n}".encode()
 
     with bar:
-        _atomic_write(root / EUROSAT_ZIP, write_zip)
+        with atomic_path(root / EUROSAT_ZIP) as tmp, open(tmp, "wb") as fh:
+            write_zip(fh)
 
     names = _split_names(spec, classes)
     for split, filename in SPLIT_FILES.items():
-        _write_text(root / filename, "".join(f"{name}\n" for name in names[split]))
+        write_text(root / filename, "".join(f"{name}\n" for name in names[split]))
     return {
         "tiles": len(classes) * n,
         "classes": len(classes),

@@ -11,18 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pimc.data.pastis import PASTIS
+
 SEASON_START = dt.date(2018, 9, 1)
 SEASON_END = dt.date(2019, 11, 30)
 SEASON_DAYS = (SEASON_END - SEASON_START).days + 1
-BACKGROUND = 0
-VOID = 19
-#: PASTIS nomenclature, indexed by semantic label.
-CLASS_NAMES = (
-    "Background", "Meadow", "Soft winter wheat", "Corn", "Winter barley", "Winter rapeseed",
-    "Spring barley", "Sunflower", "Grapevine", "Beet", "Winter triticale",
-    "Winter durum wheat", "Fruits, vegetables, flowers", "Potatoes", "Leguminous fodder",
-    "Soybeans", "Orchard", "Mixed cereal", "Sorghum", "Void label",
-)  # fmt: skip
+BACKGROUND = PASTIS.background_index
+VOID = PASTIS.void_index
+CLASS_NAMES = PASTIS.classes  # the PASTIS nomenclature, indexed by semantic label
 #: Approximate number of PASTIS parcels per class (nomenclature figure of pastis-benchmark):
 #: the relative frequency of each crop class among synthetic parcels.
 CLASS_WEIGHTS = {

@@ -1,6 +1,7 @@
-"""Byte-reproducible, atomic file writing for the synthetic datasets (npy, text, zip, GeoTIFF).
+"""Byte-reproducible zip members and in-memory GeoTIFFs of the synthetic EuroSAT archive.
 
-Kept apart from :mod:`pimc.data.synthetic`, which decides *what* is written.
+Kept apart from :mod:`pimc.data.synthetic`, which decides *what* is written; files are written
+atomically with :func:`pimc.core.io.atomic_path`.
 """
 
 from __future__ import annotations
@@ -21,30 +22,7 @@ ZIP_LEVEL = 1
 PIXEL_M = 10
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the dataset private to its writer
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
-
-
-def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
-
-
-def _zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+def zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     """Add a member with fixed metadata, so the same content gives the same zip bytes."""
     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
     info.create_system = 3  # Unix, whatever the platform, for identical bytes
@@ -56,7 +34,7 @@ def _zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     archive.writestr(info, data, compresslevel=ZIP_LEVEL)
 
 
-def _geotiff(rng: np.random.Generator, tile: np.ndarray) -> bytes:
+def geotiff_bytes(rng: np.random.Generator, tile: np.ndarray) -> bytes:
     """Encode a (13, 64, 64) tile as GeoTIFF in a random UTM zone of Europe, 10 m pixels."""
     from rasterio.crs import CRS
     from rasterio.io import MemoryFile

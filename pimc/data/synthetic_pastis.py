@@ -122,17 +122,12 @@ from pimc.data.synthetic_sky import (
     HAZE,
     SHADOW,
     WISP,
-    _add_sky,
+    add_sky,
     cloudy_dates,
     smooth_noise,
 )
 
-__all__ = [
-    "BACKGROUND", "BACKGROUNDS", "BANDS", "CLASS_NAMES", "CLASS_WEIGHTS", "CLEAR", "CLOUD",
-    "CROPS", "CROP_BY_LABEL", "HAZE", "REVISIT_DAYS", "SEASON_DAYS", "SEASON_END",
-    "SEASON_START", "SHADOW", "VOID", "WISP", "Bump", "Cover", "Patch", "cloudy_dates",
-    "generate_patch", "parcel_fraction", "smooth_noise", "vegetation_fraction",
-]  # fmt: skip
+__all__ = ["BANDS", "REVISIT_DAYS", "Patch", "generate_patch"]
 
 BANDS = PASTIS_BANDS
 REVISIT_DAYS = 5
@@ -275,7 +270,7 @@ def _observe(
     refl *= gain.astype(np.float32)  # in place: same float32 operations, no copy
     refl += offset.astype(np.float32)
     cloudy = cloudy_dates(rng, days, cloud_prob)
-    sky = _add_sky(rng, refl, cloudy, noise)
+    sky = add_sky(rng, refl, cloudy, noise)
     refl += noise * rng.standard_normal(refl.shape, dtype=np.float32) * (20.0 + 0.015 * refl)
     s2 = np.clip(np.rint(refl), 0, 10000).astype(np.int16)
     return s2, sky, cloudy

@@ -64,7 +64,7 @@ def cloudy_dates(rng: np.random.Generator, days: np.ndarray, cloud_prob: float) 
     return state
 
 
-def _add_sky(
+def add_sky(
     rng: np.random.Generator, refl: np.ndarray, cloudy: np.ndarray, noise: float
 ) -> np.ndarray:
     """Clouds, shadows, haze and clear-sky wisps blended into ``refl`` in place; returns sky."""

@@ -47,6 +47,7 @@ from pimc.training.utils import resolve_device, seed_everything
 __all__ = ["load_eurosat", "run_eurosat"]
 
 HEADLINE = "accuracy"
+HIGHER_IS_BETTER = True  # direction of HEADLINE
 
 
 def load_eurosat(root: str | Path, cfg: EurosatConfig) -> dict[str, dict[str, Tensor]]:
@@ -143,7 +144,7 @@ def run_eurosat(
         "eurosat",
         methods=methods,
         headline=HEADLINE,
-        higher_is_better=True,
+        higher_is_better=HIGHER_IS_BETTER,
         curves=curves,
         plots=plots,
         best_model=models[f"pimc_{cfg.mode}"],

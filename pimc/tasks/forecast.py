@@ -56,6 +56,7 @@ from pimc.transforms.recurrence import build_rps
 __all__ = ["Forecaster", "forecast_metrics", "load_forecast_data", "run_forecast"]
 
 HEADLINE = "rmse_mean_std"
+HIGHER_IS_BETTER = False  # direction of HEADLINE
 
 
 class Forecaster(TaskModel):
@@ -199,7 +200,9 @@ def _train(
         score = forecast_metrics(pred, target["val"], std, data.names)[HEADLINE]
         return {"val/loss": float(F.mse_loss(pred, target["val"])), f"val/{HEADLINE}": score}
 
-    objective = Objective(step_loss, len(target["train"]), validate, f"val/{HEADLINE}", False)
+    objective = Objective(
+        step_loss, len(target["train"]), validate, f"val/{HEADLINE}", HIGHER_IS_BETTER
+    )
     extra = {"index_names": data.names, "mean": model.mean.cpu(), "std": std}
     result = fit(
         model, name=method, objective=objective, setup=setup, schedule=schedule, extra=extra
@@ -284,7 +287,7 @@ def run_forecast(
         "forecast",
         methods=methods,
         headline=HEADLINE,
-        higher_is_better=False,
+        higher_is_better=HIGHER_IS_BETTER,
         curves=curves,
         plots=plots,
         best_model=models[best],

@@ -59,6 +59,7 @@ from pimc.transforms.recurrence import build_rps
 __all__ = ["classification_metrics", "run_pixel_cls", "train_classifier"]
 
 HEADLINE = "macro_f1"
+HIGHER_IS_BETTER = True  # direction of HEADLINE
 UNSEEN = -1  # target of val/test pixels whose class has no training pixel
 
 
@@ -271,7 +272,7 @@ def run_pixel_cls(
         "pixel_cls",
         methods=methods,
         headline=HEADLINE,
-        higher_is_better=True,
+        higher_is_better=HIGHER_IS_BETTER,
         curves=curves,
         plots=plots,
         best_model=models[best],

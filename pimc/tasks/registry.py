@@ -64,25 +64,30 @@ class TaskSpec:
         return ENCODER_MODELS[self.tower]
 
 
+def _spec(module, name: str, config: type[TaskConfig], registered: str, tower: str) -> TaskSpec:
+    """A task's spec from its module's constants and functions (stated there, once)."""
+    return TaskSpec(
+        name=name,
+        headline=module.HEADLINE,
+        higher_is_better=module.HIGHER_IS_BETTER,
+        config=config,
+        run=getattr(module, f"run_{name}"),
+        registered_model=registered,
+        tower=tower,
+        deploy_metadata=module.deploy_metadata,
+        predict_input=getattr(module, "predict_input", None),
+        decode=getattr(module, "decode", None),
+    )
+
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec(
-            "forecast", forecast.HEADLINE, False, ForecastConfig, forecast.run_forecast,
-            "pimc-pastis-forecaster", "rp_encoder", forecast.deploy_metadata,
-            forecast.predict_input, forecast.decode,
-        ),
-        TaskSpec(
-            "pixel_cls", pixel_cls.HEADLINE, True, PixelClsConfig, pixel_cls.run_pixel_cls,
-            "pimc-pastis-classifier", "rp_encoder", pixel_cls.deploy_metadata,
-            pixel_cls.predict_input, pixel_cls.decode,
-        ),
-        TaskSpec(
-            "eurosat", eurosat.HEADLINE, True, EurosatConfig, eurosat.run_eurosat,
-            "pimc-eurosat-classifier", "image_encoder", eurosat.deploy_metadata,
-        ),
+        _spec(forecast, "forecast", ForecastConfig, "pimc-pastis-forecaster", "rp_encoder"),
+        _spec(pixel_cls, "pixel_cls", PixelClsConfig, "pimc-pastis-classifier", "rp_encoder"),
+        _spec(eurosat, "eurosat", EurosatConfig, "pimc-eurosat-classifier", "image_encoder"),
     )
-}  # fmt: skip
+}
 
 
 def get_task(name: str) -> TaskSpec:

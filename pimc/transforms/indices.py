@@ -10,9 +10,9 @@ Conventions:
   ``float64``; every other dtype becomes ``float32``) and scaled by 1e-4 *before* any formula,
   because EVI and SAVI contain additive constants (``+1``, ``+0.5``) that assume reflectance in
   [0, 1].
-* **Bands by name.** Files order their bands differently (:data:`PASTIS_BANDS`,
-  :data:`EUROSAT_BANDS`), so callers pass the names of the bands along ``band_dim`` and each
-  index picks the bands it needs by name: NIR = B08, red = B04, blue = B02, green = B03.
+* **Bands by name.** Files order their bands differently (``PASTIS_BANDS``, ``EUROSAT_BANDS``
+  in :mod:`pimc.core.bands`), so callers pass the names of the bands along ``band_dim`` and
+  each index picks the bands it needs by name: NIR = B08, red = B04, blue = B02, green = B03.
 * **Zero denominators -> 0.0.** A denominator that is exactly zero (e.g. NIR = red = 0 for
   NDVI, the all-zero no-data pixels of PASTIS) gives 0.0 instead of inf/NaN, so no-data pixels
   do not poison recurrence plots with non-finite values.
@@ -35,13 +35,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pimc.core.bands import EUROSAT_BANDS, PASTIS_BANDS, canonical_band
+from pimc.core.bands import canonical_band
 from pimc.core.errors import ConfigError, InputError
 
 __all__ = [
-    "EUROSAT_BANDS",
     "INDICES",
-    "PASTIS_BANDS",
     "REFLECTANCE_SCALE",
     "IndexSpec",
     "compute_indices",
@@ -166,7 +164,7 @@ def compute_indices(
         x: Reflectance x 1e4 (any real dtype, any device) with ``len(bands)`` bands along
             ``band_dim``, e.g. ``(T, 10, H, W)`` with ``band_dim=-3`` (PASTIS patch) or
             ``(N, T, 13)`` with ``band_dim=-1`` (EuroSAT pixels).
-        bands: Name of each band along ``band_dim`` in order, e.g. :data:`PASTIS_BANDS`. Names are
+        bands: Name of each band along ``band_dim`` in order, e.g. ``PASTIS_BANDS``. Names are
             case-insensitive and ``"B8"`` means ``"B08"``.
         names: Indices to compute, keys of :data:`INDICES`, in output order.
         band_dim: Dimension of ``x`` holding the bands; negative values count from the end.

@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 # Absolute, so `dvc exp run --temp` (a temp copy of the repo) logs to this repo's store.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test lint bench clean servers-up servers-down retrain serve
+.PHONY: install run test lint bench benchmark clean servers-up servers-down retrain serve
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,12 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/recurrence.py
+
+# The multi-seed, multi-label-budget comparison (benchmarks/dvc.yaml; ~40 min on 2 cores): writes
+# reports/benchmark.{md,csv}, plots/label_efficiency.png and metrics/benchmark.json.
+benchmark: install
+	test -d .dvc || dvc init --quiet
+	dvc repro benchmarks/dvc.yaml
 
 servers-up: install
 	infra/local/servers.sh start

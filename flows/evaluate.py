@@ -8,9 +8,9 @@ from prefect import flow, task
 
 from flows.common import stage_args
 from pimc import tracking
-from pimc.core.config import TASK_NAMES
 from pimc.core.io import write_json
 from pimc.core.paths import REPORTS_DIR, metrics_file
+from pimc.core.task_config import TASK_NAMES
 from pimc.stages.evaluate import ablation_table, load_results, pimc_vs_random, write_report
 
 STAGE = "evaluate"

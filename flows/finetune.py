@@ -19,7 +19,7 @@ from flows.common import stage_args
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
-from pimc.core.paths import CHECKPOINT, PLOTS_DIR, metrics_file, task_dir
+from pimc.core.paths import BEST_CHECKPOINT, PLOTS_DIR, metrics_file, task_dir
 from pimc.core.typed_config import parse_overrides
 from pimc.tasks.registry import TASKS, get_task
 
@@ -29,7 +29,7 @@ from pimc.tasks.registry import TASKS, get_task
 def fetch_registered_checkpoint(name: str, dest: Path) -> Path:
     """The pretraining checkpoint behind ``models:/<encoder>@champion``."""
     encoder = get_task(name).encoder_model
-    return tracking.run_artifact_of(encoder, "champion", f"checkpoint/{CHECKPOINT}", dest)
+    return tracking.run_artifact_of(encoder, "champion", f"checkpoint/{BEST_CHECKPOINT}", dest)
 
 
 @task

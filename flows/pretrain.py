@@ -17,7 +17,7 @@ from flows.common import record_metrics, stage_args
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
-from pimc.core.paths import CHECKPOINT, ENCODER_MODELS, PLOTS_DIR
+from pimc.core.paths import BEST_CHECKPOINT, ENCODER_MODELS, PLOTS_DIR
 from pimc.core.typed_config import parse_overrides
 from pimc.models.build import load_pretrained_model
 from pimc.plots import learning_curves
@@ -56,7 +56,7 @@ def register_encoders(
     params: Params, run: tracking.TrackedRun, result: dict[str, Any]
 ) -> dict[str, str]:
     """Log both encoders (pt2) and register them; the first version becomes ``champion``."""
-    model, _ = load_pretrained_model(Path(params.pretrain.out) / CHECKPOINT)
+    model, _ = load_pretrained_model(Path(params.pretrain.out) / BEST_CHECKPOINT)
     size, k = params.recurrence.size or 32, params.prepare.patch_size
     examples = {
         "rp_encoder": torch.zeros(2, model.config["rp_channels"], size, size),
@@ -87,7 +87,7 @@ def pretrain_flow(
         learning_curves(logger.train, logger.val, CURVES_PNG, "PIMC contrastive pretraining")
         run.log_artifact(CURVES_PNG, "plots")
         # The full checkpoint travels with the run, so `pretrained: registry` can rebuild PIMC.
-        run.log_artifact(Path(params.pretrain.out) / CHECKPOINT, "checkpoint")
+        run.log_artifact(Path(params.pretrain.out) / BEST_CHECKPOINT, "checkpoint")
         versions = register_encoders(params, run, result)
         record_metrics(run, STAGE, result, prefix="final/")
         run.set_tags({f"registered.{k}": v for k, v in versions.items()})

@@ -267,3 +267,36 @@ def forecast_examples(
         ax.set_xlabel("grid step", fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def label_efficiency(summary, rows, path: str | Path) -> Path:
+    """One panel per task: the headline test metric (mean ± sd over seeds) against the share
+    of training labels, one line per method.
+
+    Args:
+        summary: DataFrame with ``task``, ``label_fraction``, ``method``, ``mean``, ``sd``.
+        rows: The per-seed rows (for each task's ``headline`` and ``higher_is_better``).
+        path: The PNG to write.
+    """
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(summary["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        head = rows[rows["task"] == task].iloc[0]
+        for method, m in summary[summary["task"] == task].groupby("method", sort=True):
+            m = m.sort_values("label_fraction")
+            style = "-" if method.startswith("pimc") else "--"
+            ax.errorbar(
+                m["label_fraction"], m["mean"], yerr=m["sd"].fillna(0), fmt=style, marker="o",
+                capsize=3, label=method,
+            )  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("share of training labels")
+        arrow = "↑" if head["higher_is_better"] else "↓"
+        ax.set_ylabel(f"test {head['headline']} {arrow}")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Label efficiency, mean ± sd over {rows['seed'].nunique()} seeds")
+    fig.tight_layout()
+    return save_figure(fig, path)

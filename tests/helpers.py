@@ -20,6 +20,6 @@ def make_pairs_data(
     prepared = root / "prep"
     cfg = PrepareConfig(out=str(prepared), pixels_per_patch=PIXELS, **prepare)
     run_prepare(raw / "PASTIS", cfg, progress=False)
-    rcfg = RecurrenceConfig(out=str(root / "rp"))
+    rcfg = RecurrenceConfig(out=str(root / "rp"), materialize=True)
     run_recurrence(prepared, rcfg, root / "gallery.png", progress=False)
     return prepared, root / "rp", rcfg

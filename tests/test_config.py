@@ -64,6 +64,26 @@ def test_value_checks_name_the_key(tmp_path):
         load_params(write(tmp_path, "data:\n  synthetic:\n    cloud_prob: 2.0\n"))
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("finetune.pixel_cls.label_fraction", 0.0, "must be in"),
+        ("finetune.forecast.label_fraction", 1.5, "must be in"),
+        ("finetune.eurosat.epoch_steps", 0, "must be >= 1"),
+        ("finetune.pixel_cls.val_pixels", 1, "must be >= 2"),
+        ("prepare.pixels_per_patch", 0, "or null for every pixel"),
+        ("pretrain.batches", "by_parcel", "pretrain.batches"),
+        ("benchmark.seeds", [0, 0, 1], "3 distinct seeds"),
+        ("benchmark.label_fractions", [0.1, 0.0], "values in"),
+        ("benchmark.pixel_cls", ["cnn2d"], "unknown"),
+    ],
+)
+def test_new_sections_reject_bad_values(key, value, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        load_params(REPO / "params.yaml", {key: value})
+    assert key.rsplit(".", 1)[0] in str(err.value)
+
+
 def test_overrides_are_validated(tmp_path):
     path = write(tmp_path, "data:\n  seed: 1\n")
     assert load_params(path, {"data.source": "real"}).data.source == "real"

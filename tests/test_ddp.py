@@ -56,6 +56,7 @@ def test_torchrun_two_processes_share_negatives(tiny_data, tmp_path):
 
     out = tmp_path / "model"
     assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt",
         "final_metrics.json",
         "history.json",
         "image_encoder.pt",

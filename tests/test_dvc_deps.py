@@ -19,10 +19,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pimc", "flows")
 
 
-def stages(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, dict]:
-    """``{name: stage}`` with ``foreach`` stages expanded (``finetune@forecast`` ...)."""
+PIPELINES = (ROOT / "dvc.yaml", ROOT / "benchmarks" / "dvc.yaml")
+
+
+def stages(dvc_yamls: tuple[Path, ...] = PIPELINES) -> dict[str, dict]:
+    """``{name: stage}`` of every pipeline file, ``foreach`` stages expanded
+    (``finetune@forecast`` ...). Paths in a stage are relative to the repository root: a file
+    outside it must say ``wdir`` pointing there."""
+    out = {}
+    for dvc_yaml in dvc_yamls:
+        out.update(_stages_of(dvc_yaml))
+    return out
+
+
+def _stages_of(dvc_yaml: Path) -> dict[str, dict]:
     out = {}
     for name, stage in yaml.safe_load(dvc_yaml.read_text())["stages"].items():
+        wdir = (dvc_yaml.parent / stage.get("wdir", ".")).resolve()
+        assert wdir == ROOT, f"{dvc_yaml}: stage {name} must run in the repository root"
         if "foreach" not in stage:
             out[name] = stage
             continue

@@ -25,6 +25,7 @@ def _overrides(data: Path, **compute) -> dict:
         "prepare.pixels_per_patch": 24,
         "recurrence.out": "recurrence",
         "recurrence.size": 16,
+        "recurrence.materialize": True,
         **{f"compute.{k}": v for k, v in compute.items()},
     }
 

@@ -154,3 +154,26 @@ def test_shape_errors(pixel_shape, image_shape, match):
 def test_logit_scale_errors(scale):
     with pytest.raises(ValueError, match="logit_scale"):
         SymmetricInfoNCE()(torch.randn(4, 3), torch.randn(4, 3), scale)
+
+
+def _reference_grouped(pixel, image, scale, groups) -> float:
+    """Slow loop: each query's candidates are its positive and the pairs of other groups."""
+    b, total = len(pixel), 0.0
+    for i in range(b):
+        for q, k in ((pixel, image), (image, pixel)):
+            keep = [j for j in range(b) if j == i or groups[j] != groups[i]]
+            logits = [scale * float(q[i] @ k[j]) for j in keep]
+            pos = logits[keep.index(i)]
+            total += -(pos - math.log(sum(math.exp(v) for v in logits)))
+    return total / (2 * b)
+
+
+def test_same_group_pairs_are_not_negatives():
+    pixel, image = _unit(6, 4, 0), _unit(6, 4, 1)
+    groups = torch.tensor([7, 7, 3, -1, 3, 7])
+    got = float(SymmetricInfoNCE()(pixel, image, 5.0, groups))
+    assert got == pytest.approx(_reference_grouped(pixel, image, 5.0, groups.tolist()), rel=1e-5)
+    # Unique groups change nothing; one group for all leaves only the positive (loss 0).
+    unique = float(SymmetricInfoNCE()(pixel, image, 5.0, torch.arange(6)))
+    assert unique == pytest.approx(float(SymmetricInfoNCE()(pixel, image, 5.0)), rel=1e-6)
+    assert float(SymmetricInfoNCE()(pixel, image, 5.0, torch.zeros(6, dtype=torch.long))) == 0.0

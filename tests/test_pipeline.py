@@ -39,13 +39,24 @@ TINY = {
         }
     },
     "prepare": {"pixels_per_patch": 32},
+    "recurrence": {"materialize": True},  # the stored-plots path end to end (default: off)
     "pretrain": {"epochs": 2, "batch_size": 32, "checkpoint_every": 4},
 }
-FAST_TASK = {"epochs": 2, "batch_size": 32, "patience": 1, "freeze_epochs": 0}
+# Promotion is tested here, not label efficiency: every label, one pass per epoch (10 % of 96
+# pixels, or 10 steps per epoch over them, would make the retrained model's score noise).
+FAST_TASK = {
+    "epochs": 2,
+    "batch_size": 32,
+    "patience": 1,
+    "freeze_epochs": 0,
+    "label_fraction": 1.0,
+    "epoch_steps": None,
+}
 # The first forecaster is deliberately weak (its head barely moves from random init), so a
 # sensible retraining run must beat it, and a second weak run must not beat that one.
 WEAK_FORECAST = {"lr": 1e-6, "baselines": ["pimc_linear", "random_init", "persistence"]}
-GOOD_RETRAIN = ["-S", "finetune.forecast.lr=0.01", "-S", "finetune.forecast.epochs=4"]
+GOOD_RETRAIN = ["-S", "finetune.forecast.lr=0.01", "-S", "finetune.forecast.epochs=10",
+                "-S", "finetune.forecast.patience=3"]  # fmt: skip
 BAD_RETRAIN = ["-S", "finetune.forecast.lr=2e-6", "-S", "finetune.forecast.epochs=3"]
 FORECASTER, CLASSIFIER = "pimc-pastis-forecaster", "pimc-pastis-classifier"
 HEADLINE = "metric.rmse_mean_std"  # lower is better
@@ -97,6 +108,15 @@ def servers(tmp_path_factory):
         except ProcessLookupError:
             continue
         pytest.fail(f"{name} server (pid {pid}) still running after servers.sh stop")
+
+
+def test_prefect_dashboard_talks_to_its_own_port(servers):
+    """servers.sh on a port other than 4200: the UI must be told where its API is."""
+    import urllib.request
+
+    base = servers["prefect_api"].removesuffix("/api")
+    with urllib.request.urlopen(f"{base}/ui-settings", timeout=30) as resp:
+        assert json.load(resp)["api_url"] == servers["prefect_api"]
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +206,7 @@ def test_stages_are_tracked_and_encoders_registered(project, tmp_path, capsys):
     eurosat = rows[("pimc-eurosat-classifier", 1)]
     assert "champion" in eurosat["aliases"] and 0.0 <= float(eurosat["metric.accuracy"]) <= 1.0
     assert "metric.val_top1" in rows[("pimc-rp-encoder", 1)]
-    ckpt = tracking.run_artifact_of("pimc-rp-encoder", "champion", "checkpoint/last.pt", tmp_path)
+    ckpt = tracking.run_artifact_of("pimc-rp-encoder", "champion", "checkpoint/best.pt", tmp_path)
     model, state = load_pretrained_model(ckpt)
     assert state["step"] > 0 and model.config["rp_channels"] == 3
     assert cli_main(["models"]) == 0

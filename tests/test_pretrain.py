@@ -69,18 +69,28 @@ def test_short_run_learns_and_writes_outputs(params, tmp_path):
     assert len(losses) == result["steps"] == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
     vals = [m for _, m in logs if "val/top1" in m]
-    assert len(vals) == 5 and vals[-1]["val/top1"] == result["val/top1"]
+    best = min(range(5), key=lambda i: vals[i]["val/loss"])
+    assert len(vals) == 5 and result["best_epoch"] == best + 1
+    assert result["val/loss"] == vals[best]["val/loss"] == min(v["val/loss"] for v in vals)
+    assert result["last_val_loss"] == vals[-1]["val/loss"]
+    for v in vals:  # a parcel lies within one class: coarser groups retrieve at least as well
+        assert 0 <= v["val/parcel_top1"] <= v["val/class_top1"] <= 1
     assert result["chance_top1"] == 1 / PIXELS and result["chance_top5"] == 5 / PIXELS
     assert 0 <= result["val/top1"] <= result["val/top5"] <= 1 and math.isfinite(result["val/loss"])
     assert result["global_batch"] == 16 and result["samples_per_second"] > 0
     out = tmp_path / "run"
-    for name in ("last.pt", "final_metrics.json", "history.json", "rp_encoder.pt"):
+    for name in ("last.pt", "best.pt", "final_metrics.json", "history.json", "rp_encoder.pt"):
         assert (out / name).is_file(), name
-    model, ckpt = load_pretrained_model(out / "last.pt")  # weights_only=True inside
+    model, ckpt = load_pretrained_model(out / "best.pt")  # weights_only=True inside
+    last = load_checkpoint(out / "last.pt")
+    assert ckpt["epoch"] == best + 1 and ckpt["val_loss"] == result["val/loss"]
+    if best < 4:  # the best epoch's weights, not the last step's
+        assert any(not torch.equal(v, last["model"][k]) for k, v in ckpt["model"].items())
+    assert torch.equal(last["best"]["model"]["logit_scale"], ckpt["model"]["logit_scale"])
     assert ckpt["config"] == resolved_config(p, "materialized", 1)
     assert ckpt["config"]["pretrain"]["train_folds"] == [1, 2, 3]
     assert ckpt["image_mean"].shape == ckpt["image_std"].shape == (10,)
-    assert ckpt["step"] == 30 and len(ckpt["history"]) == 5
+    assert last["step"] == 30 and len(last["history"]) == 5 and ckpt["step"] == 6 * (best + 1)
     rp_state = torch.load(out / "rp_encoder.pt", weights_only=True)
     assert all(torch.equal(v, model.rp_encoder.state_dict()[k]) for k, v in rp_state.items())
     with torch.no_grad():
@@ -105,6 +115,7 @@ def test_kill_and_resume_reaches_the_same_weights(params, tmp_path):
     for key, value in a_state["model"].items():
         assert torch.equal(value, b_state["model"][key]), key
     assert a_state["history"] == b_state["history"]
+    assert a_state["best"]["entry"] == b_state["best"]["entry"]  # the best epoch survives a kill
     assert resumed["val/top1"] == full["val/top1"]
 
     # A finished run re-run with the same config does nothing; a changed config starts afresh.

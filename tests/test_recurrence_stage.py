@@ -24,7 +24,7 @@ def prepared(tiny_data, tmp_path_factory):
 
 
 def test_materialized_shards_and_gallery(prepared, tmp_path):
-    cfg = RecurrenceConfig(out=str(tmp_path / "rp"), size=24)
+    cfg = RecurrenceConfig(out=str(tmp_path / "rp"), size=24, materialize=True)
     stats = run_recurrence(prepared, cfg, tmp_path / "gallery.png", progress=False)
     shards = sorted((tmp_path / "rp" / "shards").glob("*.npy"))
     assert len(shards) == stats["shards"] == 5

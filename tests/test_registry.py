@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pimc.core.config import TASK_NAMES, FinetuneConfig, load_params
+from pimc.core.config import load_params
 from pimc.core.errors import ConfigError
+from pimc.core.task_config import TASK_NAMES, FinetuneConfig
 from pimc.tasks.methods import METHODS, SINGLE_INDEX, method, method_plan
 from pimc.tasks.registry import TASKS, get_task
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from pimc.core.config import ForecastConfig, PixelClsConfig, load_params
+from pimc.core.config import load_params
 from pimc.core.errors import ConfigError, DatasetNotFoundError
+from pimc.core.task_config import ForecastConfig, PixelClsConfig
 from pimc.metrics import rmse
 from pimc.models import PIMC, SmallCNN
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
@@ -171,7 +172,8 @@ def test_pixel_cls_outputs(pixel_cls, params):
 
     result, out = pixel_cls
     singles = [f"single_index_{n}" for n in params.prepare.indices]
-    _check_outputs(result, out, ["pimc_finetune", "pimc_linear", "random_init", "cnn1d", *singles])
+    methods = ["pimc_finetune", "pimc_linear", "random_init", "random_init_linear", "cnn1d"]
+    _check_outputs(result, out, [*methods, "cnn1d_nolevel", *singles])
     assert 0 not in result["class_ids"] and 19 not in result["class_ids"]  # background dropped
     assert result["class_names"] == [PASTIS.classes[i] for i in result["class_ids"]]
     metrics = result["methods"]["pimc_finetune"]
@@ -182,6 +184,25 @@ def test_pixel_cls_outputs(pixel_cls, params):
     assert (out / "confusion_pimc_finetune.png").is_file()
     ckpt = torch.load(out / "pimc_finetune.pt", weights_only=True)
     assert ckpt["class_ids"] == result["class_ids"]
+
+
+def test_nolevel_cnn_ignores_the_level_of_a_series(pixel_cls):
+    from pimc.tasks.baselines import CNN1d
+
+    _, out = pixel_cls
+    state = torch.load(out / "cnn1d_nolevel.pt", weights_only=True)["model"]
+    assert torch.equal(state["in_mean"], torch.zeros(3))  # only the spread is standardised
+    n_classes = state["head.1.weight"].shape[0]
+    model = TaskModel(CNN1d(3), n_classes, in_mean=state["in_mean"], in_std=state["in_std"],
+                      center=True)  # fmt: skip
+    model.load_state_dict(state)
+    model.eval()
+    x = torch.rand(4, 3, 46)
+    shifted = x + torch.tensor([0.3, -0.2, 0.1])[None, :, None]  # a per-index level change
+    assert torch.allclose(model(x), model(shifted), atol=1e-5)
+    with_level = TaskModel(CNN1d(3), n_classes, in_mean=state["in_mean"], in_std=state["in_std"])
+    with_level.load_state_dict(state)
+    assert not torch.allclose(with_level.eval()(x), with_level(shifted), atol=1e-5)
 
 
 def test_single_index_model_ignores_other_channels(pixel_cls):
@@ -220,7 +241,8 @@ def test_rotation_picks_the_official_pastis_folds(params):
 
     from pimc.tasks.pixel_cls import load_pixel_data
 
-    data = load_pixel_data(params, replace(params.finetune.pixel_cls, rotation=1))
+    cfg = replace(params.finetune.pixel_cls, rotation=1, label_fraction=1.0, val_pixels=None)
+    data = load_pixel_data(params, cfg)
     for split, folds in zip(("train", "val", "test"), ((2, 3, 4), (5,), (1,)), strict=True):
         labels = PairDataset(params.prepare.out, folds).labels
         assert len(data[split]["y"]) == int((labels != 19).sum())

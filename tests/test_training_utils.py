@@ -87,6 +87,21 @@ def test_epoch_batches_shard_the_global_permutation():
     assert not torch.equal(torch.cat(single), torch.cat(epoch_batches(50, 8, epoch=4, seed=1)))
 
 
+def test_epoch_batches_by_group_stay_within_one_group():
+    groups = torch.tensor([5] * 20 + [9] * 13 + [2] * 3)  # group 2 is smaller than a batch
+    single = epoch_batches(36, 4, epoch=0, seed=1, groups=groups)
+    assert len(single) == 20 // 4 + 13 // 4  # remainders and too-small groups dropped
+    for b in single:
+        assert len(b) == 4 and len(groups[b].unique()) == 1
+    assert len(torch.cat(single).unique()) == len(torch.cat(single))  # no pair twice
+    assert {int(groups[b[0]]) for b in single} == {5, 9}
+    ranks = [epoch_batches(36, 2, 0, 1, world_size=2, rank=r, groups=groups) for r in (0, 1)]
+    for j, global_batch in enumerate(single):  # ranks split each one-group global batch
+        assert torch.equal(torch.cat([ranks[0][j], ranks[1][j]]), global_batch)
+    other = epoch_batches(36, 4, epoch=1, seed=1, groups=groups)
+    assert len(other) == len(single) and not torch.equal(torch.cat(other), torch.cat(single))
+
+
 def test_seed_everything_replays_torch():
     seed_everything(3)
     a = torch.rand(4)

@@ -43,7 +43,10 @@ start() {
   if [ -f "$state/prefect.pid" ] && kill -0 "$(cat "$state/prefect.pid")" 2>/dev/null; then
     echo "prefect already running (pid $(cat "$state/prefect.pid"))"
   else
+    # The dashboard asks PREFECT_UI_API_URL for its API (default: port 4200), so it must
+    # follow PREFECT_PORT or the UI says "Can't connect to Server API".
     PREFECT_HOME="$state/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
+      PREFECT_UI_API_URL="http://127.0.0.1:$PREFECT_PORT/api" \
       setsid "$bin/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT" \
       >"$state/prefect.log" 2>&1 &
     echo $! >"$state/prefect.pid"

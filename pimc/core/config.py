@@ -9,11 +9,11 @@ never raw dicts, so a typo in ``params.yaml`` fails before any work starts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pimc.core.bands import PASTIS_BANDS
+from pimc.core.task_config import TASK_CONFIGS, TASK_NAMES, FinetuneConfig
 from pimc.core.typed_config import check as _check
 from pimc.core.typed_config import flatten, from_dict, load_yaml, to_dict
 
@@ -28,12 +28,12 @@ __all__ = ["Params", "flatten", "from_dict", "load_params", "to_dict"]
 class SyntheticConfig:
     """Size of the embedded synthetic dataset (see :mod:`pimc.data.synthetic`)."""
 
-    pastis_patches: int = 20
+    pastis_patches: int = 150
     patch_size: int = 32
     min_dates: int = 38
     max_dates: int = 61
     cloud_prob: float = 0.6
-    eurosat_per_class: int = 40
+    eurosat_per_class: int = 100
 
     def __post_init__(self) -> None:
         _check(
@@ -85,7 +85,7 @@ class PrepareConfig:
     despike_window: int = 3
     blue_threshold: float = 0.2
     sampler: Literal["random", "stratified", "hilbert"] = "random"
-    pixels_per_patch: int = 128
+    pixels_per_patch: int | None = None  # None: every eligible pixel
     exclude_classes: tuple[int, ...] = (19,)
     patch_size: int = 9
     patch_date: Literal["fixed", "random", "median"] = "median"
@@ -94,7 +94,11 @@ class PrepareConfig:
     out: str = "data/prepared"
 
     def __post_init__(self) -> None:
-        _check(self.pixels_per_patch >= 1, "prepare.pixels_per_patch", "must be >= 1")
+        _check(
+            self.pixels_per_patch is None or self.pixels_per_patch >= 1,
+            "prepare.pixels_per_patch",
+            "must be >= 1, or null for every pixel",
+        )
         _check(self.patch_size % 2 == 1, "prepare.patch_size", "must be odd (centred window)")
         _check(self.grid_step_days >= 1, "prepare.grid_step_days", "must be >= 1")
         _check(len(self.indices) >= 1, "prepare.indices", "must name at least one index")
@@ -108,9 +112,9 @@ class RecurrenceConfig:
     time_delay: int | float = 1
     threshold: float | Literal["point", "distance"] | None = None
     percentage: float = 10.0
-    normalize: bool = True
+    normalize: bool = False
     size: int | None = 32
-    materialize: bool = True
+    materialize: bool = False
     out: str = "data/recurrence"
 
     def __post_init__(self) -> None:
@@ -152,16 +156,18 @@ class PretrainConfig:
     seed: int = 0
     train_folds: tuple[int, ...] = (1, 2, 3)
     val_folds: tuple[int, ...] = (4,)
-    epochs: int = 15
+    epochs: int = 6
     batch_size: int = 128  # per process; the global batch is world_size x batch_size
     lr: float = 2e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 20
+    warmup_steps: int = 100
     checkpoint_every: int = 50  # steps
     image_norm: bool = True  # per-band standardisation with train-set mean/std
     flip_rotate: bool = True  # random 90-degree rotations + flips of the image patch
     temporal_crop: float = 0.25  # fraction of the series cut away (random window) before the RP
     channel_dropout: float = 0.2  # probability of zeroing an RP channel (never all of them)
+    negatives: Literal["all", "other_parcels"] = "all"  # other_parcels: no same-parcel negatives
+    batches: Literal["random", "by_patch"] = "by_patch"  # by_patch: each batch from one patch
     num_workers: int = 0  # 0: batches are gathered from in-memory tensors, no workers needed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     source: Literal["auto", "materialized", "on_the_fly"] = "auto"
@@ -187,151 +193,6 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
-class TaskConfig:
-    """Fields every downstream task shares (``finetune.<task>``).
-
-    ``mode`` picks the PIMC method whose model is returned as ``best_model``: ``linear`` (frozen
-    pretrained encoder, BN statistics included, + linear head) or ``finetune`` (all trainable,
-    the pretrained encoder at ``lr * encoder_lr_scale`` so the head's first noisy steps do not
-    wipe out what pretraining learnt; randomly initialised encoders always get the full ``lr``).
-    ``baselines`` lists the other methods to run too (the other PIMC variant included).
-    """
-
-    SECTION: ClassVar[str] = "finetune"
-    METHODS: ClassVar[tuple[str, ...]] = ()
-
-    seed: int = 0
-    mode: Literal["linear", "finetune"] = "finetune"
-    epochs: int = 25
-    batch_size: int = 128
-    lr: float = 1e-2  # head LR: linear probes on standardised features need a large one
-    encoder_lr_scale: float = 0.3
-    weight_decay: float = 1e-4
-    patience: int = 8  # epochs without a better validation metric before stopping
-    freeze_epochs: int = 0  # finetune of a pretrained encoder: head-only epochs first (LP-FT)
-    pretrained: Literal["stage", "registry", "none"] = "stage"
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    baselines: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        key = self.SECTION
-        _check(self.epochs >= 1, f"{key}.epochs", "must be >= 1")
-        _check(self.batch_size >= 2, f"{key}.batch_size", "must be >= 2 (BatchNorm needs 2)")
-        _check(self.lr > 0, f"{key}.lr", "must be > 0")
-        _check(self.encoder_lr_scale >= 0, f"{key}.encoder_lr_scale", "must be >= 0")
-        _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
-        _check(self.patience >= 1, f"{key}.patience", "must be >= 1")
-        _check(self.freeze_epochs >= 0, f"{key}.freeze_epochs", "must be >= 0")
-        unknown = [b for b in self.baselines if b not in self.METHODS]
-        _check(not unknown, f"{key}.baselines", f"has unknown {unknown}; valid: {self.METHODS}")
-
-
-def _check_folds(key: str, train: tuple, val: tuple, test: tuple) -> None:
-    for name, folds in (("train_folds", train), ("val_folds", val), ("test_folds", test)):
-        _check(bool(folds), f"{key}.{name}", "must name at least one fold")
-        _check(set(folds) <= {1, 2, 3, 4, 5}, f"{key}.{name}", "folds are 1..5")
-    _check(
-        not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test)),
-        f"{key}.train_folds/val_folds/test_folds",
-        "must not overlap (evaluation would see training pixels)",
-    )
-
-
-@dataclass(frozen=True)
-class ForecastConfig(TaskConfig):
-    """``finetune.forecast``: the next ``horizon`` grid steps from the RP of the first
-    ``input_len`` (plus the last observed values, which an RP cannot encode)."""
-
-    SECTION: ClassVar[str] = "finetune.forecast"
-    METHODS: ClassVar[tuple[str, ...]] = (
-        "pimc_linear", "pimc_finetune", "random_init", "persistence",
-        "linear_extrapolation", "climatology", "cnn1d",
-    )  # fmt: skip
-
-    input_len: int = 32
-    horizon: int = 10
-    context_steps: int = 1  # most recent values per index given to the head beside the RP
-    train_folds: tuple[int, ...] = (1, 2, 3)
-    val_folds: tuple[int, ...] = (4,)
-    test_folds: tuple[int, ...] = (5,)
-    baselines: tuple[str, ...] = METHODS
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.input_len >= 2, f"{self.SECTION}.input_len", "must be >= 2")
-        _check(self.horizon >= 1, f"{self.SECTION}.horizon", "must be >= 1")
-        _check(
-            1 <= self.context_steps <= self.input_len,
-            f"{self.SECTION}.context_steps",
-            "must be in [1, input_len]",
-        )
-        _check_folds(self.SECTION, self.train_folds, self.val_folds, self.test_folds)
-
-
-@dataclass(frozen=True)
-class PixelClsConfig(TaskConfig):
-    """``finetune.pixel_cls``: crop type of a pixel from its full-season RP.
-
-    ``single_index`` in ``baselines`` runs ``single_index_<name>`` for every prepared index.
-    """
-
-    SECTION: ClassVar[str] = "finetune.pixel_cls"
-    METHODS: ClassVar[tuple[str, ...]] = (
-        "pimc_linear", "pimc_finetune", "random_init", "cnn1d", "single_index",
-    )  # fmt: skip
-
-    train_folds: tuple[int, ...] = (1, 2, 3)
-    val_folds: tuple[int, ...] = (4,)
-    test_folds: tuple[int, ...] = (5,)
-    rotation: int | None = None  # 0..4 picks PASTIS.rotations[rotation], overriding the folds
-    keep_background: bool = True
-    ignore_index: int = 19
-    baselines: tuple[str, ...] = METHODS
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(
-            self.rotation is None or 0 <= self.rotation <= 4,
-            f"{self.SECTION}.rotation",
-            "must be 0..4 (an official PASTIS rotation) or null (use the *_folds)",
-        )
-        _check_folds(self.SECTION, self.train_folds, self.val_folds, self.test_folds)
-
-
-@dataclass(frozen=True)
-class EurosatConfig(TaskConfig):
-    """``finetune.eurosat``: EuroSAT scene classification with the image tower."""
-
-    SECTION: ClassVar[str] = "finetune.eurosat"
-    METHODS: ClassVar[tuple[str, ...]] = (
-        "pimc_linear", "pimc_finetune", "random_init_linear", "random_init_finetune",
-    )  # fmt: skip
-
-    encoder_lr_scale: float = 0.1  # the image tower sees new data (TOA, 64 px): change it less
-    resize: int | None = None  # side the 64 x 64 tiles are resized to; null keeps 64
-    bands: tuple[str, ...] = PASTIS_BANDS
-    baselines: tuple[str, ...] = METHODS
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.resize is None or self.resize >= 8, f"{self.SECTION}.resize", "must be >= 8")
-        _check(len(self.bands) >= 1, f"{self.SECTION}.bands", "must name at least one band")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """The downstream tasks (``pimc.tasks``), one section each."""
-
-    forecast: ForecastConfig = field(default_factory=ForecastConfig)
-    pixel_cls: PixelClsConfig = field(default_factory=PixelClsConfig)
-    eurosat: EurosatConfig = field(default_factory=EurosatConfig)
-
-
-#: The downstream task names: the fields of FinetuneConfig, in pipeline order.
-TASK_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FinetuneConfig))
-
-
-@dataclass(frozen=True)
 class RetrainConfig:
     """``retrain``: champion/challenger promotion by ``flows.retrain`` (no DVC stage reads it).
 
@@ -351,6 +212,39 @@ class RetrainConfig:
             "retrain.tasks",
             f"has unknown {unknown}; valid: {', '.join(TASK_NAMES)}",
         )
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """``benchmark``: the multi-seed comparison behind ``reports/benchmark.md`` (``make
+    benchmark``, its own DVC pipeline in ``benchmarks/dvc.yaml``).
+
+    For every seed the whole pipeline runs again (a new synthetic dataset, pixel sample and
+    pretraining; the other sections as in ``params.yaml``), then every task at every label
+    fraction, with the methods listed per task (PIMC's ``finetune.<task>.mode`` variant
+    always runs). Results are paired by seed (see :mod:`pimc.stats`).
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    forecast: tuple[str, ...] = ("pimc_linear", "random_init", "random_init_linear", "cnn1d")
+    pixel_cls: tuple[str, ...] = (
+        "pimc_linear", "random_init", "random_init_linear", "cnn1d", "cnn1d_nolevel",
+    )  # fmt: skip
+    eurosat: tuple[str, ...] = ("pimc_linear", "random_init_linear", "random_init_finetune")
+    out: str = "data/benchmark"
+
+    def __post_init__(self) -> None:
+        _check(len(set(self.seeds)) >= 3, "benchmark.seeds", "needs >= 3 distinct seeds")
+        _check(
+            bool(self.label_fractions) and all(0 < f <= 1 for f in self.label_fractions),
+            "benchmark.label_fractions",
+            "must be a non-empty list of values in (0, 1]",
+        )
+        for task in TASK_NAMES:
+            valid = TASK_CONFIGS[task].METHODS
+            unknown = [m for m in getattr(self, task) if m not in valid]
+            _check(not unknown, f"benchmark.{task}", f"has unknown {unknown}; valid: {valid}")
 
 
 @dataclass(frozen=True)
@@ -384,6 +278,7 @@ class Params:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
 
 

@@ -16,7 +16,8 @@ PATCHES = "patches.parquet"  # one row per patch
 SHARDS = "shards"  # prepare: S2_<ID>.npz per patch; recurrence: S2_<ID>.npy (same stem)
 
 # Inside the pretrain stage's output folder (pretrain.out).
-CHECKPOINT = "last.pt"
+CHECKPOINT = "last.pt"  # the latest step: what a re-run resumes from
+BEST_CHECKPOINT = "best.pt"  # the epoch of lowest val loss: what downstream tasks start from
 
 
 def pastis_root(data_root: str | Path) -> Path:

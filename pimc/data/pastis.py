@@ -41,7 +41,8 @@ class PASTIS(Dataset):
         url: mirror of the zip (default :attr:`url`). md5: its md5 (``None`` skips the check).
 
     Samples are dicts: ``image`` float32 (T, C, H, W) reflectance x1e4; ``mask`` int64 (H, W)
-    semantic class (0 background, 19 void); ``dates`` datetime64[D] (T,); ``id`` int (ID_PATCH);
+    semantic class (0 background, 19 void); ``parcels`` int64 (H, W) parcel ids (0 outside
+    parcels), from ``ParcelIDs``; ``dates`` datetime64[D] (T,); ``id`` int (ID_PATCH);
     ``fold`` int.
 
     Raises:
@@ -141,7 +142,7 @@ class PASTIS(Dataset):
     def _verify(self) -> None:
         missing = []
         for pid in self.metadata["id"]:
-            for path in (self.s2_path(pid), self.target_path(pid)):
+            for path in (self.s2_path(pid), self.target_path(pid), self.parcel_path(pid)):
                 if not path.is_file():
                     missing.append(path)
         if missing:
@@ -158,6 +159,9 @@ class PASTIS(Dataset):
 
     def target_path(self, patch_id: int) -> Path:
         return self.root / "ANNOTATIONS" / f"TARGET_{patch_id}.npy"
+
+    def parcel_path(self, patch_id: int) -> Path:
+        return self.root / "ANNOTATIONS" / f"ParcelIDs_{patch_id}.npy"
 
     def norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-band (mean, std) of the selected bands, averaged over this dataset's folds."""
@@ -183,7 +187,8 @@ class PASTIS(Dataset):
         return len(self.metadata)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """One patch: ``image`` (T, C, H, W), ``mask`` (H, W), ``dates``, ``id``, ``fold``."""
+        """One patch: ``image`` (T, C, H, W), ``mask`` and ``parcels`` (H, W), ``dates``,
+        ``id``, ``fold``."""
         row = self.metadata.iloc[index]
         pid = int(row["id"])
         series = self._load_npy(self.s2_path(pid))
@@ -204,9 +209,16 @@ class PASTIS(Dataset):
                 f"{self.target_path(pid)} has shape {target.shape}; expected "
                 f"(3, {series.shape[2]}, {series.shape[3]}) to match its S2 patch; {_REMEDY}"
             )
+        parcels = self._load_npy(self.parcel_path(pid))
+        if parcels.shape != target.shape[1:]:
+            raise DatasetCorruptError(
+                f"{self.parcel_path(pid)} has shape {parcels.shape}; expected "
+                f"{target.shape[1:]} to match its TARGET file; {_REMEDY}"
+            )
         sample = {
             "image": torch.from_numpy(series[:, self.band_indices].astype(np.float32)),
             "mask": torch.from_numpy(target[0].astype(np.int64)),
+            "parcels": torch.from_numpy(parcels.astype(np.int64)),
             "dates": dates,
             "id": pid,
             "fold": int(row["fold"]),

@@ -23,7 +23,7 @@ def build_model(cfg: ModelConfig, rp_channels: int, image_channels: int) -> PIMC
 def load_pretrained_model(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[PIMC, dict[str, Any]]:
-    """The model (in eval mode) and the checkpoint dict of a ``last.pt``."""
+    """The model (in eval mode) and the checkpoint dict of a ``last.pt`` or ``best.pt``."""
     ckpt = load_checkpoint(path, map_location)
     model = PIMC(**ckpt["model_config"])
     model.load_state_dict(ckpt["model"])

@@ -25,6 +25,7 @@ ORDER = (
     "random_init_linear",
     "random_init_finetune",
     "cnn1d",
+    "cnn1d_nolevel",
 )
 
 
@@ -81,9 +82,17 @@ def write_report(table: pd.DataFrame, comparison: Mapping[str, Any], out_dir: Pa
     for method, row in table.iterrows():
         cells = ["" if pd.isna(v) else f"{v:.4f}" for v in row]
         lines.append("| " + " | ".join([str(method), *cells]) + " |")
-    lines += ["", "## PIMC pretraining vs random initialisation", ""]
+    lines += [
+        "",
+        "## PIMC pretraining vs random initialisation (this run only)",
+        "",
+        "One seed is an anecdote: a margin here can be smaller than the seed-to-seed spread. "
+        "`make benchmark` (reports/benchmark.md) repeats everything over seeds and label "
+        "budgets with paired tests.",
+        "",
+    ]
     for task, c in comparison.items():
-        verdict = "better" if c["pimc_better"] else "NOT better"
+        verdict = "PIMC ahead" if c["pimc_better"] else "PIMC not ahead"
         lines.append(
             f"- {task}: PIMC {c['pimc']:.4f} vs random init {c['random_init']:.4f} → {verdict}"
         )

@@ -6,8 +6,9 @@ puts them on a common time axis, and cuts the K x K image window around each pix
 composite of the patch. Output folder::
 
     shards/S2_<ID>.npz   series float32 (N, I, L), valid bool (N, L), image float16
-                         (N, 10, K, K) or (N, R, 10, K, K) for random dates, rows, cols, labels
-    pixels.parquet       the manifest: patch_id, row, col, fold, label, shard, index
+                         (N, 10, K, K) or (N, R, 10, K, K) for random dates, rows, cols,
+                         labels, parcels (ParcelIDs)
+    pixels.parquet       the manifest: patch_id, row, col, fold, label, parcel, shard, index
     patches.parquet      patch_id, fold, tile, n_dates, dates (the acquisition dates)
     meta.json            index names, bands, time axis (grid dates), window size, config
 
@@ -61,12 +62,12 @@ def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray |
 
     Returns:
         Arrays ``series`` (N, I, L) float32, ``valid`` (N, L) bool, ``image`` float16
-        (N, 10, K, K) or (N, R, 10, K, K), ``rows``/``cols``/``labels`` (N,).
+        (N, 10, K, K) or (N, R, 10, K, K), ``rows``/``cols``/``labels``/``parcels`` (N,).
     """
     image, mask, dates, pid = sample["image"], sample["mask"], sample["dates"], sample["id"]
     coords = sample_pixels(
         mask,
-        cfg.pixels_per_patch,
+        mask.numel() if cfg.pixels_per_patch is None else cfg.pixels_per_patch,
         cfg.sampler,
         seed=mix_seed(cfg.seed, pid),
         exclude=cfg.exclude_classes,
@@ -89,6 +90,7 @@ def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray |
         "rows": coords[:, 0].astype(np.int16),
         "cols": coords[:, 1].astype(np.int16),
         "labels": labels.numpy().astype(np.int16),
+        "parcels": sample["parcels"][rows, cols].numpy().astype(np.int32),
     }
 
 
@@ -267,6 +269,7 @@ def _tables(dataset: PASTIS, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                         "col": z["cols"].astype(np.int32),
                         "fold": np.full(n, row.fold, dtype=np.int8),
                         "label": z["labels"].astype(np.int16),
+                        "parcel": z["parcels"].astype(np.int32),
                         "shard": shard_name(row.id),
                         "index": np.arange(n, dtype=np.int32),
                     }

@@ -5,9 +5,11 @@ One linear loop: AdamW, linear warmup + cosine decay, symmetric InfoNCE with in-
 folds after every epoch. Rank 0 writes to ``pretrain.out``::
 
     last.pt              the checkpoint (every ``checkpoint_every`` steps and at the end)
+    best.pt              the weights of the epoch with the lowest val loss (same format),
+                         what downstream tasks and the registry get
     final_metrics.json   what :func:`pretrain` returns
-    history.json         one entry per epoch (train/val loss, val top-1/top-5)
-    rp_encoder.pt        state dicts of the two encoders, for downstream tasks
+    history.json         one entry per epoch (train/val loss, val retrieval)
+    rp_encoder.pt        state dicts of best.pt's two encoders
     image_encoder.pt
 
 Resuming: if ``last.pt`` exists and holds the same resolved config, training continues from its
@@ -58,7 +60,9 @@ def pretrain(
             checkpoints are written (no final checkpoint, metrics or encoders). For tests.
 
     Returns:
-        ``val/top1``, ``val/top5``, ``val/loss`` (last epoch), ``chance_top1`` (1/N_val),
+        ``val/loss``, ``val/top1``, ``val/top5``, ``val/parcel_top1``, ``val/class_top1`` of
+        the best epoch (``best_epoch``), ``last_val_loss``, ``final_logit_scale`` (the learnt
+        inverse temperature), ``chance_top1`` (1/N_val),
         ``chance_top5``, ``steps``, ``seconds``, ``samples_per_second`` (training steps of
         this call only), ``global_batch``, ``candidates_per_query`` (pairs each pixel was
         contrasted with: the global batch under DDP), ``world_size``, ``resumed_from_step``,

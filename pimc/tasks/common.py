@@ -4,8 +4,10 @@ Pretrained-tower loading lives in :mod:`pimc.tasks.pretrained` (re-exported here
 
 The fit loop is deliberately short (nanoGPT style): AdamW, linear warmup (one epoch) + cosine
 decay, one validation pass per epoch, early stopping after ``patience`` epochs without a better
-validation metric. The best epoch's weights are kept in memory, restored at the end and saved
-atomically (``torch.save`` of tensors only, readable with ``weights_only=True``).
+validation metric. An epoch is ``epoch_steps`` optimiser steps (cycling over reshuffled passes
+of the labelled rows), so every method and label budget gets the same step budget; with
+``epoch_steps: null`` it is one pass. The best epoch's weights are kept in memory, restored at
+the end and saved atomically (``torch.save`` of tensors only, readable with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pimc.core.config import Params, TaskConfig
+from pimc.core.config import Params
 from pimc.core.io import save_checkpoint
+from pimc.core.task_config import TaskConfig
 from pimc.core.typed_config import to_dict
 from pimc.tasks.pretrained import Pretrained, resolve_pretrained, tower_backbone
 from pimc.training.utils import (
@@ -70,6 +73,8 @@ class TaskModel(nn.Module):
         channel_mask: ``(C,)`` multiplied into the input (zeroes channels; single-index runs).
         in_mean: ``(C,)`` per-channel mean subtracted from the input (with ``in_std``).
         in_std: ``(C,)`` per-channel std the input is divided by.
+        center: Subtract each sample's own mean over its last dim first (per channel): a
+            series loses its level, keeping its shape (the ``cnn1d_nolevel`` ablation).
     """
 
     def __init__(
@@ -81,8 +86,10 @@ class TaskModel(nn.Module):
         channel_mask: Tensor | None = None,
         in_mean: Tensor | None = None,
         in_std: Tensor | None = None,
+        center: bool = False,
     ) -> None:
         super().__init__()
+        self.center = center
         self.backbone = backbone
         features = int(backbone.num_features) + extra_dim
         self.head = nn.Sequential(
@@ -109,6 +116,8 @@ class TaskModel(nn.Module):
     def prepare(self, x: Tensor) -> Tensor:
         """Standardise and mask the channels (dim 1) of a raw input ``(B, C, ...)``."""
         shape = (1, -1) + (1,) * (x.ndim - 2)
+        if self.center:
+            x = x - x.mean(-1, keepdim=True)
         if self.in_mean is not None:
             x = (x - self.in_mean.view(shape)) / self.in_std.view(shape)
         if self.channel_mask is not None:
@@ -226,6 +235,20 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator) -> list[T
     return batches
 
 
+def epoch_indices(
+    n: int, batch_size: int, seed: int, epoch: int, steps: int | None
+) -> list[Tensor]:
+    """The index batches of one epoch: one pass (``steps`` None) or exactly ``steps`` batches
+    drawn from consecutive passes, each reshuffled by ``(seed, epoch, pass)``."""
+    batches: list[Tensor] = []
+    for k in range(steps or 1):
+        order = make_generator(seed, ORDER, epoch * 10_000 + k)
+        batches += index_batches(n, batch_size, order)
+        if steps is None or len(batches) >= steps:
+            break
+    return batches if steps is None else batches[:steps]
+
+
 def _param_groups(model: TaskModel, lr: float, weight_decay: float, encoder_lr: float) -> list:
     groups = []
     for part, part_lr in ((model.backbone, encoder_lr), (model.head, lr)):
@@ -259,7 +282,9 @@ def fit(
     """
     start, cfg = time.perf_counter(), setup.cfg
     opt = torch.optim.AdamW(_param_groups(model, cfg.lr, cfg.weight_decay, schedule.encoder_lr))
-    per_epoch = len(index_batches(objective.n_train, cfg.batch_size, torch.Generator()))
+    per_epoch = cfg.epoch_steps or len(
+        index_batches(objective.n_train, cfg.batch_size, torch.Generator())
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, partial(cosine_with_warmup, total=per_epoch * cfg.epochs, warmup=per_epoch)
     )
@@ -308,11 +333,10 @@ def _train_epoch(
     sched: torch.optim.lr_scheduler.LRScheduler,
     aug: torch.Generator,
 ) -> float:
-    """One epoch over shuffled batches; returns the mean training loss."""
+    """One epoch of shuffled batches; returns the mean training loss."""
     model.train()
     total, count = 0.0, 0
-    order = make_generator(cfg.seed, ORDER, epoch)
-    for idx in index_batches(objective.n_train, cfg.batch_size, order):
+    for idx in epoch_indices(objective.n_train, cfg.batch_size, cfg.seed, epoch, cfg.epoch_steps):
         loss = objective.step_loss(model, idx, aug)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -23,12 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.core.config import EurosatConfig, Params
+from pimc.core.config import Params
 from pimc.core.errors import ConfigError
 from pimc.core.paths import eurosat_root
+from pimc.core.task_config import EurosatConfig
 from pimc.data.eurosat import EuroSAT
 from pimc.plots import confusion_matrix as plot_confusion_matrix
 from pimc.plots import task_curves
+from pimc.tasks.budget import label_subset
 from pimc.tasks.common import (
     Log,
     Pretrained,
@@ -111,20 +113,27 @@ def run_eurosat(
     setup = Setup(cfg, device := resolve_device(cfg.device), out_dir, progress, log)
     source = resolve_pretrained(pretrained, cfg, params)
     data = load_eurosat(eurosat_root(params.data.root), cfg)
-    mean, std, norm = _normalisation(source, data["train"]["image"])
+    labelled = label_subset(len(data["train"]["label"]), cfg.label_fraction, cfg.seed,
+                            data["train"]["label"])  # fmt: skip
+    data["train"] = {k: v[labelled] for k, v in data["train"].items()}
     bands = _check_bands(source, cfg)
     inputs = {s: data[s]["image"] for s in data}
     labels = {s: data[s]["label"] for s in data}
     names = list(EuroSAT.classes)
 
-    methods, curves, models, plots = {}, {}, {}, []
+    methods, curves, models, plots, norms = {}, {}, {}, [], {}
     for spec in method_plan(cfg):
         method = spec.name
         seed_everything(cfg.seed)
         use_pretrained = spec.pretrained and source.model is not None
+        # A pretrained tower reads bands as it was pretrained (its first layer expects that
+        # scale); a random one gets EuroSAT's own statistics, so neither is handicapped.
+        mean, std, norm = _normalisation(source if use_pretrained else Pretrained(None),
+                                         data["train"]["image"])  # fmt: skip
         weights = source.model if use_pretrained else None
         backbone = tower_backbone(weights, "image_encoder", bands, params.model)
         model = TaskModel(backbone, len(names), frozen=spec.frozen, in_mean=mean, in_std=std)
+        norms[method] = norm
         metrics, curves[method], cm = train_classifier(
             model.to(device),
             method=method,
@@ -152,7 +161,7 @@ def run_eurosat(
         source=source,
         seconds=time.perf_counter() - start,
     )
-    return {**result, "normalisation": norm}
+    return {**result, "normalisation": norms[f"pimc_{cfg.mode}"]}
 
 
 def deploy_metadata(params: Params, result: dict[str, Any]) -> dict[str, Any]:

@@ -27,11 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.core.config import ForecastConfig, Params, RecurrenceConfig
+from pimc.core.config import Params, RecurrenceConfig
 from pimc.core.errors import ConfigError
+from pimc.core.task_config import ForecastConfig
 from pimc.metrics import mae, rmse
 from pimc.plots import forecast_examples, task_curves
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
+from pimc.tasks.budget import label_subset, row_subset
 from pimc.tasks.common import (
     FitResult,
     Log,
@@ -124,7 +126,9 @@ class Forecaster(TaskModel):
 
 
 def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
-    """Input windows, their RPs and targets of the train/val/test folds.
+    """Input windows, their RPs and targets: the labelled share of the training pixels
+    (``label_fraction``; the input statistics use all of them, as they need no label),
+    ``val_pixels`` of the val folds and every test pixel.
 
     Returns:
         ``names`` (index names), ``mean``/``std`` ``(I,)`` (training folds, all valid values),
@@ -149,6 +153,10 @@ def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
             splits["names"] = list(pairs.meta["indices"])
         keep = pairs.valid[:, :need].all(1)  # pad mode: only pixels observed over the window
         series = pairs.series[keep]
+        if split == "train":
+            series = series[label_subset(len(series), cfg.label_fraction, cfg.seed)]
+        elif split == "val":
+            series = series[row_subset(len(series), cfg.val_pixels, cfg.seed)]
         x, y = series[..., : cfg.input_len], series[..., cfg.input_len : need]
         rp = torch.cat([build_rps(c, None, params.recurrence) for c in x.split(1024)])
         splits[split] = {"x": x.contiguous(), "y": y.contiguous(), "rp": rp}

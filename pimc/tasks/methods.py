@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pimc.core.config import TaskConfig
 from pimc.core.errors import ConfigError
+from pimc.core.task_config import TaskConfig
 
 __all__ = ["METHODS", "Method", "method", "method_plan"]
 
@@ -23,6 +23,8 @@ class Method:
         input: ``encoder``: the task tower's input (RPs, or image tiles for EuroSAT);
             ``series``: the raw index series (1-D CNN); ``none``: a closed-form forecast.
         channel: Keep only this RP channel (single-index ablation), or None for all.
+        level: ``series`` input only: False removes each series' own mean per index, so the
+            1-D CNN sees the shape of the season but not its level, as an RP does.
     """
 
     name: str
@@ -30,6 +32,7 @@ class Method:
     frozen: bool
     input: Literal["encoder", "series", "none"] = "encoder"
     channel: int | None = None
+    level: bool = True
 
 
 METHODS: dict[str, Method] = {
@@ -41,6 +44,7 @@ METHODS: dict[str, Method] = {
         Method("random_init_linear", pretrained=False, frozen=True),
         Method("random_init_finetune", pretrained=False, frozen=False),
         Method("cnn1d", pretrained=False, frozen=False, input="series"),
+        Method("cnn1d_nolevel", pretrained=False, frozen=False, input="series", level=False),
         Method("persistence", pretrained=False, frozen=False, input="none"),
         Method("linear_extrapolation", pretrained=False, frozen=False, input="none"),
         Method("climatology", pretrained=False, frozen=False, input="none"),

@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pimc.core.config import Params, PixelClsConfig, RecurrenceConfig
+from pimc.core.config import Params, RecurrenceConfig
 from pimc.core.paths import SHARDS
+from pimc.core.task_config import PixelClsConfig
 from pimc.data.pastis import PASTIS
 from pimc.metrics import confusion_matrix, macro_f1, miou, overall_accuracy, per_class_iou
 from pimc.plots import confusion_matrix as plot_confusion_matrix
 from pimc.plots import task_curves
 from pimc.tasks.baselines import CNN1d
+from pimc.tasks.budget import label_subset, row_subset
 from pimc.tasks.common import (
     Log,
     Objective,
@@ -169,26 +172,45 @@ def _validation_metrics(out: Tensor, y: Tensor, names: Sequence[str]) -> dict[st
     }
 
 
-def _load_split(params: Params, folds: Sequence[int]) -> dict[str, Tensor]:
+def _load_split(
+    params: Params, folds: Sequence[int], select: Callable[[Tensor], Tensor]
+) -> dict[str, Tensor]:
+    """The rows ``select(labels)`` of ``folds``; their RPs are built (or read) only for those."""
     rcfg = params.recurrence
     materialized = rcfg.materialize and (Path(rcfg.out) / SHARDS).is_dir()
     pairs = PairDataset(params.prepare.out, folds, rcfg.out if materialized else None, rcfg)
+    rows = select(pairs.labels)
+    series, valid = pairs.series[rows], pairs.valid[rows]
     if pairs.rp is not None:
-        rp = pairs.rp.float()
+        rp = pairs.rp[rows].float()
     else:  # no shards: the same function the recurrence stage uses, on this process
-        chunks = zip(pairs.series.split(1024), pairs.valid.split(1024), strict=True)
+        chunks = zip(series.split(1024), valid.split(1024), strict=True)
         rp = torch.cat([build_rps(s, v, rcfg) for s, v in chunks])
     return {
         "rp": rp,
-        "series": pairs.series,
-        "valid": pairs.valid,
-        "labels": pairs.labels,
+        "series": series,
+        "valid": valid,
+        "labels": pairs.labels[rows],
         "names": pairs.meta["indices"],
     }
 
 
+def _rows(labels: Tensor, cfg: PixelClsConfig, split: str) -> Tensor:
+    """Rows of a split that are used: targets only (no void, background if kept), then the
+    labelled share of the training rows or the val subset; every test row."""
+    keep = labels != cfg.ignore_index
+    if not cfg.keep_background:
+        keep &= labels != PASTIS.background_index
+    kept = keep.nonzero().flatten()
+    if split == "train":
+        return kept[label_subset(len(kept), cfg.label_fraction, cfg.seed, labels[kept])]
+    return kept[row_subset(len(kept), cfg.val_pixels if split == "val" else None, cfg.seed)]
+
+
 def load_pixel_data(params: Params, cfg: PixelClsConfig) -> dict[str, Any]:
-    """RPs, series and re-indexed labels of the train/val/test folds.
+    """RPs, series and re-indexed labels of the train/val/test folds: the labelled share of
+    the training pixels (``label_fraction``), ``val_pixels`` of the val folds and every test
+    pixel (void and, without ``keep_background``, background left out).
 
     Returns:
         ``class_ids`` (original PASTIS ids of the C training classes), ``class_names``,
@@ -202,11 +224,7 @@ def load_pixel_data(params: Params, cfg: PixelClsConfig) -> dict[str, Any]:
     lookup = None
     unseen = 0
     for split, split_folds in zip(("train", "val", "test"), folds, strict=True):
-        d = _load_split(params, split_folds)
-        keep = d["labels"] != cfg.ignore_index
-        if not cfg.keep_background:
-            keep &= d["labels"] != PASTIS.background_index
-        d = {k: v[keep] if isinstance(v, Tensor) else v for k, v in d.items()}
+        d = _load_split(params, split_folds, partial(_rows, cfg=cfg, split=split))
         if lookup is None:  # the training classes define the label space
             ids = d["labels"].unique()
             lookup = torch.full((int(ids.max()) + 1,), UNSEEN, dtype=torch.long)
@@ -331,7 +349,9 @@ def _build(
     kw: dict[str, Any] = {"frozen": spec.frozen}
     if spec.input == "series":
         backbone, key = CNN1d(n_idx), "series"
-        kw.update(in_mean=stats[0], in_std=stats[1])
+        # Without level the per-index mean is gone, so only the spread is standardised.
+        mean = stats[0] if spec.level else torch.zeros_like(stats[0])
+        kw.update(in_mean=mean, in_std=stats[1], center=not spec.level)
     else:
         weights = source.model if source is not None else None
         backbone, key = tower_backbone(weights, "rp_encoder", n_idx, params.model), "rp"

@@ -1,6 +1,6 @@
 """Pretrained towers for downstream tasks: where the weights come from, and copying them.
 
-``finetune.<task>.pretrained`` is ``stage`` (the pretrain stage's ``last.pt``), ``registry``
+``finetune.<task>.pretrained`` is ``stage`` (the pretrain stage's ``best.pt``), ``registry``
 (the caller passes the checkpoint behind ``models:/...@champion``) or ``none``.
 """
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from pimc.core.config import ModelConfig, Params, TaskConfig
+from pimc.core.config import ModelConfig, Params
 from pimc.core.errors import ConfigError, DatasetNotFoundError
-from pimc.core.paths import CHECKPOINT
+from pimc.core.paths import BEST_CHECKPOINT
+from pimc.core.task_config import TaskConfig
 from pimc.models import PIMC, build_backbone
 from pimc.models.build import load_pretrained_model
 
@@ -44,7 +45,7 @@ def resolve_pretrained(
 ) -> Pretrained:
     """Apply ``finetune.<task>.pretrained``: ``stage``, ``registry`` or ``none``.
 
-    An explicitly passed model or checkpoint path wins over ``stage``'s ``last.pt``; ``none``
+    An explicitly passed model or checkpoint path wins over ``stage``'s ``best.pt``; ``none``
     ignores it (every encoder then starts from random weights).
     """
     if cfg.pretrained == "none":
@@ -56,7 +57,8 @@ def resolve_pretrained(
             f"'{cfg.SECTION}.pretrained' is 'registry' but no model was passed; pass "
             "pretrained=<the registered encoder or PIMC>, or set it to 'stage' or 'none'"
         )
-    path = Path(pretrained) if pretrained is not None else Path(params.pretrain.out) / CHECKPOINT
+    stage = Path(params.pretrain.out) / BEST_CHECKPOINT
+    path = Path(pretrained) if pretrained is not None else stage
     if not path.is_file():
         raise DatasetNotFoundError(
             f"{path} not found ('{cfg.SECTION}.pretrained' = {cfg.pretrained!r}); run the "

@@ -2,7 +2,7 @@
 
 One :class:`TaskSpec` per task says everything the flows, the report, retraining and
 ``pimc predict`` need to know about it. The task names themselves are the fields of
-:class:`pimc.core.config.FinetuneConfig` (``TASK_NAMES``); ``tests/test_registry.py`` checks
+:class:`pimc.core.task_config.FinetuneConfig` (``TASK_NAMES``); ``tests/test_registry.py`` checks
 that this registry, ``params.yaml`` and ``dvc.yaml``'s ``finetune`` ``foreach`` agree.
 Methods are in :mod:`pimc.tasks.methods`.
 """
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pimc.core.config import EurosatConfig, ForecastConfig, PixelClsConfig, TaskConfig
 from pimc.core.errors import ConfigError
 from pimc.core.paths import ENCODER_MODELS
+from pimc.core.task_config import EurosatConfig, ForecastConfig, PixelClsConfig, TaskConfig
 from pimc.tasks import eurosat, forecast, pixel_cls
 
 __all__ = ["TASKS", "TaskSpec", "get_task"]

@@ -28,6 +28,11 @@ class SymmetricInfoNCE(nn.Module):
     O((world·B)²)); averaging the ranks' losses (DDP's gradient averaging does this) equals the
     single-process loss on the global batch. Every rank must use the same local batch size.
 
+    False negatives: neighbouring pixels of one parcel are near-duplicates, so scoring them as
+    negatives of each other pushes apart what should match. Passing ``groups`` (e.g. parcel
+    ids) removes every other pair of the query's group from its candidates (their logits
+    become ``-inf``), as in false-negative elimination (Huynh et al., WACV 2022).
+
     Args:
         gather_fn: All-gather hook; ``None`` (default) for single-process training.
         rank: This process' rank for the label offset; by default
@@ -52,7 +57,11 @@ class SymmetricInfoNCE(nn.Module):
         return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
     def forward(
-        self, pixel_features: Tensor, image_features: Tensor, logit_scale: Tensor | float
+        self,
+        pixel_features: Tensor,
+        image_features: Tensor,
+        logit_scale: Tensor | float,
+        groups: Tensor | None = None,
     ) -> Tensor:
         """Compute the loss.
 
@@ -60,6 +69,8 @@ class SymmetricInfoNCE(nn.Module):
             pixel_features: ``(B, D)`` RP embeddings, normally L2-normalised.
             image_features: ``(B, D)`` image embeddings; row i pairs with ``pixel_features[i]``.
             logit_scale: Positive finite scalar (the model's ``exp``-ed inverse temperature).
+            groups: Optional int ``(B,)``: pairs of the same group are not negatives of each
+                other (give a pair its own unique value to keep all its negatives).
 
         Returns:
             Scalar loss tensor.
@@ -79,6 +90,7 @@ class SymmetricInfoNCE(nn.Module):
             logits_per_pixel = logit_scale * pixel_features @ image_features.T
             logits_per_image = logits_per_pixel.T
             labels = torch.arange(batch, device=pixel_features.device)
+            all_groups = groups
         else:
             all_pixel = self.gather_fn(pixel_features)
             all_image = self.gather_fn(image_features)
@@ -87,10 +99,23 @@ class SymmetricInfoNCE(nn.Module):
             logits_per_pixel = logit_scale * pixel_features @ all_image.T
             logits_per_image = logit_scale * image_features @ all_pixel.T
             labels = torch.arange(batch, device=pixel_features.device) + offset
+            all_groups = _gather_plain(groups) if groups is not None else None
+        if groups is not None:
+            same = groups[:, None] == all_groups[None, :]
+            same[torch.arange(batch), labels] = False  # the positive always stays
+            logits_per_pixel = logits_per_pixel.masked_fill(same, float("-inf"))
+            logits_per_image = logits_per_image.masked_fill(same, float("-inf"))
         self.candidates = logits_per_pixel.shape[1]
         return (
             F.cross_entropy(logits_per_pixel, labels) + F.cross_entropy(logits_per_image, labels)
         ) / 2
+
+
+def _gather_plain(x: Tensor) -> Tensor:
+    """Every rank's ``(B,)`` tensor concatenated in rank order (no gradient needed)."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
 
 
 def _validate(pixel_features: Tensor, image_features: Tensor, logit_scale: Tensor | float) -> None:

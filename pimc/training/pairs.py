@@ -62,7 +62,8 @@ class PairDataset(Dataset):
         image: float16 ``(N, 10, K, K)``, or ``(N, R, 10, K, K)`` for ``patch_date: random``.
         rp: float16 ``(N, I, S, S)`` (materialized) or ``None``.
         series: float32 ``(N, I, L)``; valid: bool ``(N, L)``.
-        labels, patch_ids, indices: int64 ``(N,)``: class, PASTIS patch, row in its shard.
+        labels, parcels, patch_ids, indices: int64 ``(N,)``: class, parcel id (0: none),
+            PASTIS patch, row in its shard.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class PairDataset(Dataset):
         order = np.concatenate([np.flatnonzero(rows["shard"].to_numpy() == s) for s in shards])
         rows = rows.iloc[order]
         self.labels = torch.from_numpy(rows["label"].to_numpy().astype(np.int64))
+        self.parcels = torch.from_numpy(rows["parcel"].to_numpy().astype(np.int64))
         self.patch_ids = torch.from_numpy(rows["patch_id"].to_numpy().astype(np.int64))
         self.indices = torch.from_numpy(rows["index"].to_numpy().astype(np.int64))
         self.rp: Tensor | None = None
@@ -162,7 +164,8 @@ class PairDataset(Dataset):
                 dataset's own generator.
 
         Returns:
-            ``image`` float32 ``(B, 10, K, K)``, ``label``/``patch_id``/``index`` int64 ``(B,)``
+            ``image`` float32 ``(B, 10, K, K)``, ``label``/``parcel``/``patch_id``/``index``
+            int64 ``(B,)``
             and either ``rp`` float32 ``(B, I, S, S)`` or ``series`` float32 ``(B, I, L)`` +
             ``valid`` bool ``(B, L)``.
         """
@@ -173,9 +176,12 @@ class PairDataset(Dataset):
             image = self.image[idx, dates]
         else:
             image = self.image[idx]
+        parcel = self.parcels[idx]
         batch = {
             "image": image.float(),
             "label": self.labels[idx],
+            # Pixels outside parcels (id 0) get an id of their own: -1 - row.
+            "parcel": torch.where(parcel > 0, parcel, -1 - idx),
             "patch_id": self.patch_ids[idx],
             "index": self.indices[idx],
         }

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from pimc.core.config import Params
 from pimc.core.errors import ConfigError
 from pimc.core.io import atomic_path, load_checkpoint, save_checkpoint, write_json
-from pimc.core.paths import CHECKPOINT
+from pimc.core.paths import BEST_CHECKPOINT, CHECKPOINT
 from pimc.core.seeds import mix_seed
 from pimc.models import PIMC
 from pimc.models.build import build_model
@@ -48,6 +48,7 @@ from pimc.training.utils import (
     batch_loader,
     cosine_with_warmup,
     epoch_batches,
+    group_retrieval,
     make_generator,
     retrieval_accuracy,
     seed_everything,
@@ -55,6 +56,7 @@ from pimc.training.utils import (
 
 FINAL, HISTORY = "final_metrics.json", "history.json"
 ENCODERS = ("rp_encoder", "image_encoder")
+VAL_KEYS = ("val/loss", "val/top1", "val/top5", "val/parcel_top1", "val/class_top1")
 Log = Callable[[dict[str, float], int], None]
 
 
@@ -73,6 +75,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
     loss_sum: float = 0.0  # train loss summed over the current epoch's steps so far
     loss_steps: int = 0
+    # The epoch of lowest val loss so far: its history entry and weights (what best.pt gets).
+    best: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,8 +101,13 @@ class Setup:
         return self.info.world_size * self.params.pretrain.batch_size
 
     @property
+    def groups(self) -> Tensor | None:
+        """What a batch is drawn from (``pretrain.batches``): one patch, or anywhere."""
+        return self.train.patch_ids if self.params.pretrain.batches == "by_patch" else None
+
+    @property
     def steps_per_epoch(self) -> int:
-        return len(self.train) // self.global_batch
+        return _steps_per_epoch(len(self.train), self.global_batch, self.groups)
 
     @property
     def total(self) -> int:
@@ -120,7 +129,9 @@ def evaluate(
     """Validation loss and pixel→image retrieval over the whole of ``pairs``.
 
     ``val/loss`` is the InfoNCE of consecutive batches of ``pretrain.batch_size`` pairs (as the
-    training loss, so the two are comparable); retrieval ranks all N pairs against each other.
+    training loss, so the two are comparable); retrieval ranks all N pairs against each other:
+    ``val/top1``/``val/top5`` for the pixel's own patch, ``val/parcel_top1`` for a patch of its
+    parcel (background pixels: their own), ``val/class_top1`` for one of its class.
     """
     was_training = model.training
     model.eval()
@@ -139,8 +150,17 @@ def evaluate(
         pixels.append(p)
         images.append(i)
     model.train(was_training)
-    acc = retrieval_accuracy(torch.cat(pixels), torch.cat(images))
-    return {"val/loss": total / max(counted, 1), "val/top1": acc[1], "val/top5": acc[5]}
+    pixels, images = torch.cat(pixels), torch.cat(images)
+    acc = retrieval_accuracy(pixels, images)
+    own = -1 - torch.arange(len(pairs))  # pixels outside parcels form a group of one
+    parcels = torch.where(pairs.parcels > 0, pairs.parcels, own)
+    return {
+        "val/loss": total / max(counted, 1),
+        "val/top1": acc[1],
+        "val/top5": acc[5],
+        "val/parcel_top1": group_retrieval(pixels, images, parcels),
+        "val/class_top1": group_retrieval(pixels, images, pairs.labels),
+    }
 
 
 def _setup(params: Params, info: DistInfo, device: torch.device) -> Setup:
@@ -151,11 +171,13 @@ def _setup(params: Params, info: DistInfo, device: torch.device) -> Setup:
     train = PairDataset(params.prepare.out, cfg.train_folds, rp_dir, rcfg, seed=cfg.seed)
     val = PairDataset(params.prepare.out, cfg.val_folds, rp_dir, rcfg, seed=cfg.seed)
     global_batch = info.world_size * cfg.batch_size
-    steps_per_epoch = len(train) // global_batch
+    groups = train.patch_ids if cfg.batches == "by_patch" else None
+    steps_per_epoch = _steps_per_epoch(len(train), global_batch, groups)
     if steps_per_epoch == 0:
+        where = "any one patch" if groups is not None else f"folds {list(cfg.train_folds)}"
         raise ConfigError(
-            f"'pretrain.batch_size' x world size = {global_batch} exceeds the {len(train)} "
-            f"training pairs of folds {list(cfg.train_folds)}; lower the batch size"
+            f"'pretrain.batch_size' x world size = {global_batch} exceeds the training pairs "
+            f"of {where} ({len(train)} in all); lower the batch size"
         )
     bands = train.image_channels
     mean, std = train.image_stats() if cfg.image_norm else (torch.zeros(bands), torch.ones(bands))
@@ -169,6 +191,12 @@ def _setup(params: Params, info: DistInfo, device: torch.device) -> Setup:
         _standardise, mean=mean.to(device)[:, None, None], std=std.to(device)[:, None, None]
     )
     return Setup(params, info, device, source, train, val, model, opt, sched, mean, std, norm)
+
+
+def _steps_per_epoch(n: int, global_batch: int, groups: Tensor | None) -> int:
+    if groups is None:
+        return n // global_batch
+    return int((torch.bincount(groups - groups.min()) // global_batch).sum())
 
 
 def _standardise(image: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -190,11 +218,12 @@ def _restore(setup: Setup) -> TrainState:
         setup.sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         loss_sum, loss_steps = ckpt["epoch_loss"]
-        return TrainState(ckpt["step"], list(ckpt["history"]), loss_sum, loss_steps)
+        history, best = list(ckpt["history"]), dict(ckpt["best"])
+        return TrainState(ckpt["step"], history, loss_sum, loss_steps, best)
     if setup.info.rank == 0:
         if ckpt is not None:
             print(f"pretrain: {ckpt_file} has another config; starting afresh")
-        for name in (FINAL, HISTORY, *(f"{e}.pt" for e in ENCODERS)):
+        for name in (FINAL, HISTORY, BEST_CHECKPOINT, *(f"{e}.pt" for e in ENCODERS)):
             (out / name).unlink(missing_ok=True)
     return TrainState()
 
@@ -215,6 +244,7 @@ def _save(setup: Setup, state: TrainState) -> None:
         image_mean=setup.mean,
         image_std=setup.std,
         history=state.history,
+        best=state.best,
     )
 
 
@@ -227,7 +257,7 @@ def _epoch_loader(setup: Setup, step: int) -> DataLoader:
     cfg, info, per_epoch = setup.params.pretrain, setup.info, setup.steps_per_epoch
     epoch, first = divmod(step, per_epoch)
     batches = epoch_batches(
-        len(setup.train), cfg.batch_size, epoch, cfg.seed, info.world_size, info.rank
+        len(setup.train), cfg.batch_size, epoch, cfg.seed, info.world_size, info.rank, setup.groups
     )
     seeds = [
         mix_seed(cfg.seed, (epoch * per_epoch + j) * info.world_size + info.rank)
@@ -259,7 +289,8 @@ def _train_step(
     with autocast(device):
         out = model(rp, image)
     scale = out["logit_scale"].float()
-    loss = criterion(out["pixel_features"].float(), out["image_features"].float(), scale)
+    groups = batch["parcel"].to(device) if cfg.negatives == "other_parcels" else None
+    loss = criterion(out["pixel_features"].float(), out["image_features"].float(), scale, groups)
     temperature, lr = float(scale.detach()), setup.sched.get_last_lr()[0]
     setup.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -289,6 +320,9 @@ def _end_epoch(setup: Setup, state: TrainState, log: Log | None) -> float:
         state.history.append(
             {"epoch": epoch, "step": state.step, "train/loss": train_loss, **metrics}
         )
+        if not state.best or metrics["val/loss"] < state.best["entry"]["val/loss"]:
+            weights = {k: v.detach().cpu().clone() for k, v in setup.model.state_dict().items()}
+            state.best = {"entry": dict(state.history[-1]), "model": weights}
         if log:
             log({**metrics, "train/epoch_loss": train_loss}, state.step)
     state.loss_sum, state.loss_steps = 0.0, 0
@@ -350,13 +384,16 @@ def _result(
     train_seconds: float,
 ) -> dict[str, Any]:
     """What :func:`pretrain` returns; ``start`` is the call's ``time.perf_counter()``."""
+    best = state.best.get("entry", {})
     last = state.history[-1] if state.history else {}
     trained = state.step - resumed_from
     n_val = len(setup.val)
     return {
-        "val/top1": last.get("val/top1"),
-        "val/top5": last.get("val/top5"),
-        "val/loss": last.get("val/loss"),
+        # The best epoch (by val loss): the weights downstream tasks get.
+        **{k: best.get(k) for k in VAL_KEYS},
+        "best_epoch": best.get("epoch"),
+        "last_val_loss": last.get("val/loss"),
+        "final_logit_scale": float(setup.model.logit_scale.detach().exp()),
         "chance_top1": 1 / n_val,
         "chance_top5": min(5, n_val) / n_val,
         "steps": state.step,
@@ -376,11 +413,23 @@ def _result(
 
 
 def _write_outputs(setup: Setup, state: TrainState, result: dict[str, Any]) -> None:
-    """Rank 0, after the last step: final checkpoint, the two encoders, history, metrics."""
+    """Rank 0, after the last step: final checkpoint, the best epoch's checkpoint and its two
+    encoders, history, metrics."""
     out = Path(setup.params.pretrain.out)
     _save(setup, state)
+    best = PIMC(**setup.model.config)
+    best.load_state_dict(state.best["model"])
+    save_checkpoint(
+        out / BEST_CHECKPOINT,
+        model=state.best["model"],
+        model_config=setup.model.config,
+        config=setup.config,
+        image_mean=setup.mean,
+        image_std=setup.std,
+        **{k.replace("/", "_"): v for k, v in state.best["entry"].items()},
+    )
     for name in ENCODERS:
         with atomic_path(out / f"{name}.pt") as tmp:
-            torch.save(getattr(setup.model, name).state_dict(), tmp)
+            torch.save(getattr(best, name).state_dict(), tmp)
     write_json(out / HISTORY, state.history)
     write_json(out / FINAL, result)

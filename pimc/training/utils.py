@@ -116,6 +116,28 @@ def retrieval_accuracy(
     return {k: hits[k] / n for k in ks}
 
 
+@torch.no_grad()
+def group_retrieval(query: Tensor, target: Tensor, groups: Tensor, chunk: int = 1024) -> float:
+    """Top-1 retrieval at group level: does query i's most similar target share its group?
+
+    Neighbouring pixels of one parcel look alike, so exact-pixel top-1 undersells an encoder
+    that retrieves the right field or crop; this scores that (groups: parcel ids or classes).
+
+    Args:
+        query: ``(N, D)`` L2-normalised embeddings; target: ``(N, D)``, row i matches query i.
+        groups: ``(N,)`` integer group of each pair.
+
+    Returns:
+        The fraction of queries whose top-1 target is in their group (their own target counts).
+    """
+    groups = groups.to(query.device)
+    hits = 0
+    for start in range(0, len(query), chunk):
+        best = (query[start : start + chunk] @ target.T).argmax(1)
+        hits += int((groups[best] == groups[start : start + chunk]).sum())
+    return hits / max(len(query), 1)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA) and, for third-party code, Python's and numpy's RNGs."""
     random.seed(seed)
@@ -176,20 +198,38 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
 
 
 def epoch_batches(
-    n: int, batch_size: int, epoch: int, seed: int, world_size: int = 1, rank: int = 0
+    n: int,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    world_size: int = 1,
+    rank: int = 0,
+    groups: Tensor | None = None,
 ) -> list[Tensor]:
-    """This rank's index batches of one epoch (incomplete last global batch dropped).
+    """This rank's index batches of one epoch (incomplete global batches dropped).
 
     The permutation depends on ``(seed, epoch)`` only; global batch ``j`` is
     ``perm[j·W·B : (j+1)·W·B]`` and rank ``r`` takes its ``r``-th slice of ``B``, as a
     ``DistributedSampler`` would, so every rank has the same number of equal-sized batches.
+
+    With ``groups`` (``(n,)`` ints, e.g. the patch of each pair) every global batch is drawn
+    from one group: each group's shuffled rows are cut into global batches, and the batches of
+    all groups are shuffled together. The number of batches is then ``sum(n_g // (W·B))``, the
+    same in every epoch.
     """
-    order = torch.randperm(n, generator=make_generator(seed, ORDER, epoch))
+    gen = make_generator(seed, ORDER, epoch)
     step = world_size * batch_size
-    return [
-        order[j * step + rank * batch_size : j * step + (rank + 1) * batch_size]
-        for j in range(n // step)
-    ]
+    if groups is None:
+        order = torch.randperm(n, generator=gen)
+        chunks = [order[j * step : (j + 1) * step] for j in range(n // step)]
+    else:
+        chunks = []
+        for g in groups.unique().tolist():  # ascending: a fixed draw order
+            rows = (groups == g).nonzero().flatten()
+            rows = rows[torch.randperm(len(rows), generator=gen)]
+            chunks += [rows[j * step : (j + 1) * step] for j in range(len(rows) // step)]
+        chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
+    return [c[rank * batch_size : (rank + 1) * batch_size] for c in chunks]
 
 
 class _Batches(Dataset):

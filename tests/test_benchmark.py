@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from pimc.core.config import load_params
 from pimc.stages.benchmark import run_benchmark, seed_params
@@ -32,7 +33,12 @@ def bench(tmp_path_factory):
         "benchmark.seeds": [0, 1, 2],
         "benchmark.label_fractions": FRACTIONS,
         "benchmark.forecast": ["random_init", "cnn1d"],
-        "benchmark.pixel_cls": ["random_init", "cnn1d", "cnn1d_nolevel"],
+        "benchmark.pixel_cls": [
+            "random_init",
+            "cnn1d_nolevel",
+            "random_init_normalized",
+            "rp_ssl_finetune",
+        ],
         "benchmark.eurosat": ["random_init_finetune"],
         "benchmark.out": str(root / "benchmark"),
     }
@@ -51,7 +57,8 @@ def test_every_seed_fraction_task_and_method_has_a_row(bench):
     assert len(per_cell) == 3 * len(FRACTIONS) * 3
     for (_, _, task), methods in per_cell.items():
         want = {"forecast": ["cnn1d", "pimc_finetune", "random_init"],
-                "pixel_cls": ["cnn1d", "cnn1d_nolevel", "pimc_finetune", "random_init"],
+                "pixel_cls": ["cnn1d_nolevel", "pimc_finetune", "random_init",
+                              "random_init_normalized", "rp_ssl_finetune"],
                 "eurosat": ["pimc_finetune", "random_init_finetune"]}[task]  # fmt: skip
         assert methods == want
     assert rows["value"].notna().all() and (rows["best_epoch"] >= 1).all()
@@ -66,8 +73,28 @@ def test_replicates_differ_and_budgets_apply(bench):
     m0 = pd.read_parquet(f"{base}/seed0/prepared/pixels.parquet")
     m1 = pd.read_parquet(f"{base}/seed1/prepared/pixels.parquet")
     assert not m0[["row", "col", "label"]].equals(m1[["row", "col", "label"]])  # new data
-    config = json.loads(Path(base, "seed0", "pixel_cls", "labels0.5", "config.json").read_text())
-    assert config["finetune"]["label_fraction"] == 0.5 and config["finetune"]["seed"] == 0
+    cell = Path(base, "seed0", "pixel_cls")
+    res = json.loads((cell / "labels0.5" / "results.json").read_text())
+    full = json.loads((cell / "labels1" / "results.json").read_text())
+    assert res["methods"]["cnn1d_nolevel"] != full["methods"]["cnn1d_nolevel"]  # other labels
+    # Each seed's RP-only pretraining: its own folder and objective, no image tower kept.
+    views = Path(base, "seed0", "pretrain_rp_views")
+    config = torch.load(views / "best.pt", weights_only=True)["config"]
+    assert config["pretrain"]["objective"] == "rp_views"
+    assert (views / "rp_encoder.pt").is_file() and not (views / "image_encoder.pt").exists()
+    mine = torch.load(views / "rp_encoder.pt", weights_only=True)
+    pimc = torch.load(Path(base, "seed0", "pretrain", "rp_encoder.pt"), weights_only=True)
+    assert mine.keys() == pimc.keys()
+    assert any(not torch.equal(mine[k], pimc[k]) for k in mine)  # another pretraining
+
+
+def test_the_normalisation_ablation_sees_other_plots(bench):
+    """random_init_normalized differs from random_init only in its [0, 1]-scaled plots."""
+    _, rows, _ = bench
+    wide = rows[rows.task == "pixel_cls"].pivot_table(
+        index=["seed", "label_fraction"], columns="method", values="value"
+    )
+    assert (wide["random_init"] != wide["random_init_normalized"]).any()
 
 
 def test_rerun_reuses_finished_cells(bench):
@@ -85,7 +112,8 @@ def test_report_plot_and_metrics(bench, tmp_path):
     text = (tmp_path / "reports" / "benchmark.md").read_text()
     assert "## pixel_cls: macro_f1 ↑" in text and "## forecast: rmse_mean_std ↓" in text
     assert "| pixel_cls | 0.5 | pimc_finetune | random_init |" in text
-    assert "| pixel_cls | 1 | cnn1d | cnn1d_nolevel |" in text
+    assert "| pixel_cls | 1 | random_init | random_init_normalized |" in text
+    assert "| pixel_cls | 1 | rp_ssl_finetune | random_init |" in text
     assert "Latest best epoch over seeds and budgets (early stopping on val, 2 epochs)" in text
     comp = out["comparisons"]
     assert set(comp["verdict"]) <= {"better", "worse", "no evidence"} and (comp["n"] == 3).all()
@@ -109,6 +137,6 @@ def test_a_foreign_folder_is_never_deleted(tmp_path):
     precious.mkdir()
     (precious / "thesis.tex").write_text("do not delete")
     params = replace(params, benchmark=replace(params.benchmark, out=str(precious)))
-    with pytest.raises(FileExistsError, match="not a benchmark folder"):
+    with pytest.raises(FileExistsError, match="pimc did not write"):
         run_benchmark(params, progress=False, log=lambda _: None)
     assert (precious / "thesis.tex").read_text() == "do not delete"

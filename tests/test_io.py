@@ -32,3 +32,23 @@ def test_outputs_get_the_mode_open_would_give(tmp_path: Path, umask: int, mode: 
         os.umask(old)
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == mode, f
+
+
+def test_fresh_output_dir_never_deletes_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    from pimc.core.io import STAMP, fresh_output_dir, is_stamped
+
+    out = tmp_path / "out"
+    fresh_output_dir(out, "a")
+    (out / "part.json").write_text("{}")
+    assert fresh_output_dir(out, "a") == out and (out / "part.json").is_file()  # resumes
+    fresh_output_dir(out, "b")  # other inputs: emptied, re-stamped
+    assert sorted(p.name for p in out.iterdir()) == [STAMP] and is_stamped(out, "b")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x")
+    with pytest.raises(FileExistsError, match=r"mine holds files that pimc did not write"):
+        fresh_output_dir(mine, "a")
+    assert (mine / "thesis.tex").read_text() == "x" and not is_stamped(mine, "a")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert is_stamped(fresh_output_dir(empty, "a"), "a")

@@ -40,6 +40,23 @@ def test_output_keys_are_loss_arguments(model):
     assert model.image_encoder.head.net[0].weight.grad is not None
 
 
+def test_rp_view_replaces_the_image_and_leaves_the_image_tower_out(model):
+    rp, view = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 24, 24)
+    model.eval()
+    with torch.no_grad():
+        out = model(rp, rp_view=view)
+        torch.testing.assert_close(out["image_features"], model.encode_pixel(view))
+    model.train()
+    model.zero_grad(set_to_none=True)
+    SymmetricInfoNCE()(**model(rp, rp_view=view)).backward()
+    assert model.rp_encoder.backbone.features[0].weight.grad is not None
+    assert all(p.grad is None for p in model.image_encoder.parameters())
+    with pytest.raises(ValueError, match="exactly one of image and rp_view"):
+        model(rp)
+    with pytest.raises(ValueError, match="exactly one of image and rp_view"):
+        model(rp, torch.randn(4, 10, 9, 9), rp_view=view)
+
+
 def test_encode_unnormalized_and_encoders_standalone(model):
     model.eval()
     rp = torch.randn(3, 3, 32, 32)

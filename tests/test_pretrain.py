@@ -139,3 +139,31 @@ def test_torchrun_entry_parses_overrides_like_the_flows(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         stage.main([*argv, "-S", "pretrain.lr"])
     assert "must look like section.key=value" in capsys.readouterr().err
+
+
+def test_rp_views_trains_only_the_rp_tower(params, tmp_path):
+    """RP-only self-supervision: two augmented views of each pixel's RP, no image tower."""
+    from pimc.models.build import build_model
+    from pimc.training.utils import seed_everything
+
+    p = with_pretrain(params, objective="rp_views", epochs=2, out=str(tmp_path / "views"))
+    result = pretrain(p, progress=False)
+    assert math.isfinite(result["val/loss"]) and 0 <= result["val/parcel_top1"] <= 1
+    out = tmp_path / "views"
+    assert (out / "rp_encoder.pt").is_file() and not (out / "image_encoder.pt").exists()
+    seed_everything(p.pretrain.seed)
+    init = build_model(p.model, 3, 10).state_dict()
+    best = load_checkpoint(out / "best.pt")["model"]
+    image = [k for k in init if k.startswith("image_encoder.")]
+    rp = [k for k in init if k.startswith("rp_encoder.") and init[k].is_floating_point()]
+    assert image and all(torch.equal(best[k], init[k]) for k in image)  # no gradient, no step
+    assert any(not torch.equal(best[k], init[k]) for k in rp)
+
+
+def test_rp_views_needs_an_augmentation():
+    with pytest.raises(ConfigError, match="pretrain.objective"):
+        PretrainConfig(objective="rp_views", temporal_crop=0.0, channel_dropout=0.0)
+    from pimc.core.config import load_params
+
+    with pytest.raises(ConfigError, match="pretrain.objective"):
+        load_params(REPO / "params.yaml", {"pretrain.objective": "image"})

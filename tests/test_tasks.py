@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_forecast_outputs(forecast, params):
     result, out = forecast
     cfg = params.finetune.forecast
     _check_outputs(
-        result, out, ["pimc_finetune", *[m for m in cfg.METHODS if m != "pimc_finetune"]]
+        result, out, ["pimc_finetune", *[m for m in cfg.baselines if m != "pimc_finetune"]]
     )
     assert result["headline"] == "rmse_mean_std" and result["higher_is_better"] is False
     m = result["methods"]["pimc_linear"]
@@ -332,6 +333,24 @@ def test_pretrained_sources(params, tmp_path):
     with pytest.raises(DatasetNotFoundError, match="pretrain"):
         resolve_pretrained(None, cfg, missing)
     assert resolve_pretrained(PIMC(), replace(cfg, pretrained="none"), params).model is None
+
+    # rp_ssl_* read the RP-only pretraining beside pretrain.out, never PIMC's checkpoint.
+    from pimc.core.paths import rp_views_out
+    from pimc.tasks.common import resolve_sources
+    from pimc.tasks.methods import method_plan
+
+    plan = method_plan(replace(cfg, baselines=("rp_ssl_linear",)), ["ndvi", "evi", "savi"])
+    assert set(resolve_sources(None, cfg, params, method_plan(cfg, ["ndvi"]))) == {"pimc"}
+    with pytest.raises(DatasetNotFoundError, match="objective: rp_views"):
+        resolve_sources(None, cfg, params, plan)
+    views = rp_views_out(params.pretrain.out)
+    views.mkdir()
+    shutil.copy(Path(params.pretrain.out, "best.pt"), views / "best.pt")
+    got = resolve_sources(None, cfg, params, plan)
+    assert got["rp_views"].source == f"stage:{views / 'best.pt'}" != got["pimc"].source
+    none = resolve_sources(None, replace(cfg, pretrained="none"), params, plan)
+    assert none["rp_views"].model is None
+    shutil.rmtree(views)
 
     source = PIMC()
     want = source.rp_encoder.backbone.state_dict()

@@ -167,6 +167,9 @@ class PretrainConfig:
     temporal_crop: float = 0.25  # fraction of the series cut away (random window) before the RP
     channel_dropout: float = 0.2  # probability of zeroing an RP channel (never all of them)
     negatives: Literal["all", "other_parcels"] = "all"  # other_parcels: no same-parcel negatives
+    # rp_image: PIMC (RP <-> image patch); rp_views: RP-only SSL, two augmented views of a
+    # pixel's RP through the RP tower (the ablation of what the image tower adds).
+    objective: Literal["rp_image", "rp_views"] = "rp_image"
     batches: Literal["random", "by_patch"] = "by_patch"  # by_patch: each batch from one patch
     num_workers: int = 0  # 0: batches are gathered from in-memory tensors, no workers needed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -190,6 +193,12 @@ class PretrainConfig:
         _check(0.0 <= self.temporal_crop < 1.0, "pretrain.temporal_crop", "must be in [0, 1)")
         _check(0.0 <= self.channel_dropout < 1.0, "pretrain.channel_dropout", "must be in [0, 1)")
         _check(self.num_workers >= 0, "pretrain.num_workers", "must be >= 0")
+        _check(
+            self.objective != "rp_views" or self.temporal_crop > 0 or self.channel_dropout > 0,
+            "pretrain.objective",
+            "rp_views needs temporal_crop > 0 or channel_dropout > 0 (else both views are "
+            "the same plot)",
+        )
 
 
 @dataclass(frozen=True)
@@ -227,9 +236,13 @@ class BenchmarkConfig:
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     label_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
-    forecast: tuple[str, ...] = ("pimc_linear", "random_init", "random_init_linear", "cnn1d")
+    forecast: tuple[str, ...] = (
+        "pimc_linear", "random_init", "random_init_linear", "cnn1d", "rp_ssl_linear",
+        "rp_ssl_finetune",
+    )  # fmt: skip
     pixel_cls: tuple[str, ...] = (
         "pimc_linear", "random_init", "random_init_linear", "cnn1d", "cnn1d_nolevel",
+        "single_index", "random_init_normalized", "rp_ssl_linear", "rp_ssl_finetune",
     )  # fmt: skip
     eurosat: tuple[str, ...] = ("pimc_linear", "random_init_linear", "random_init_finetune")
     out: str = "data/benchmark"

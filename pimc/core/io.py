@@ -62,19 +62,38 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+STAMP = ".fingerprint"
+
+
 def fresh_output_dir(out: str | Path, fingerprint: str) -> Path:
     """Make ``out`` a folder whose contents belong to ``fingerprint`` (a hash of the inputs).
 
     Kept as is when its stamp matches (so an interrupted stage resumes from finished files);
-    emptied when the stamp differs or is missing (outputs of another config are never mixed).
+    emptied when the stamp differs (outputs of another config are never mixed). A non-empty
+    folder without a stamp was not made by pimc and is never deleted.
+
+    Raises:
+        FileExistsError: ``out`` holds files but no stamp (e.g. an output path set to a
+            source folder by mistake).
     """
     out = Path(out)
-    stamp = out / ".fingerprint"
-    if out.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
-        shutil.rmtree(out)
+    stamp = out / STAMP
+    if out.exists() and not stamp.is_file() and any(out.iterdir()):
+        raise FileExistsError(
+            f"{out} holds files that pimc did not write (no {STAMP}); move them away or point "
+            "the output path elsewhere"
+        )
+    if not is_stamped(out, fingerprint):
+        shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text(stamp, fingerprint)
     return out
+
+
+def is_stamped(out: str | Path, fingerprint: str) -> bool:
+    """True when ``out`` was made by :func:`fresh_output_dir` for ``fingerprint``."""
+    stamp = Path(out) / STAMP
+    return stamp.is_file() and stamp.read_text() == fingerprint
 
 
 def fingerprint(*parts: Any) -> str:

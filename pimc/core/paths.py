@@ -20,6 +20,13 @@ CHECKPOINT = "last.pt"  # the latest step: what a re-run resumes from
 BEST_CHECKPOINT = "best.pt"  # the epoch of lowest val loss: what downstream tasks start from
 
 
+def rp_views_out(pretrain_out: str | Path) -> Path:
+    """Where the RP-only self-supervised pretraining (``pretrain.objective: rp_views``) that
+    the ``rp_ssl_*`` methods start from is written: beside ``pretrain.out``."""
+    out = Path(pretrain_out)
+    return out.with_name(f"{out.name}_rp_views")
+
+
 def pastis_root(data_root: str | Path) -> Path:
     """Folder holding ``metadata.geojson`` (real and synthetic alike)."""
     return Path(data_root) / "PASTIS"

@@ -12,6 +12,8 @@ from pimc.core.bands import PASTIS_BANDS
 from pimc.core.typed_config import check as _check
 
 __all__ = [
+    "BENCHMARK_ONLY",
+    "RP_SSL",
     "TASK_CONFIGS",
     "TASK_NAMES",
     "EurosatConfig",
@@ -20,6 +22,12 @@ __all__ = [
     "PixelClsConfig",
     "TaskConfig",
 ]
+
+#: Methods on the RP-only self-supervised checkpoint, which only ``make benchmark`` trains:
+#: listed in a task's METHODS, never in its default baselines.
+RP_SSL = ("rp_ssl_linear", "rp_ssl_finetune")
+#: Ablations that only ``make benchmark`` runs by default (RP_SSL and the normalisation switch).
+BENCHMARK_ONLY = (*RP_SSL, "random_init_normalized")
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ class ForecastConfig(TaskConfig):
     SECTION: ClassVar[str] = "finetune.forecast"
     METHODS: ClassVar[tuple[str, ...]] = (
         "pimc_linear", "pimc_finetune", "random_init", "random_init_linear", "persistence",
-        "linear_extrapolation", "climatology", "cnn1d",
+        "linear_extrapolation", "climatology", "cnn1d", *RP_SSL,
     )  # fmt: skip
 
     input_len: int = 32
@@ -98,7 +106,7 @@ class ForecastConfig(TaskConfig):
     train_folds: tuple[int, ...] = (1, 2, 3)
     val_folds: tuple[int, ...] = (4,)
     test_folds: tuple[int, ...] = (5,)
-    baselines: tuple[str, ...] = METHODS
+    baselines: tuple[str, ...] = tuple(m for m in METHODS if m not in BENCHMARK_ONLY)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,7 +130,7 @@ class PixelClsConfig(TaskConfig):
     SECTION: ClassVar[str] = "finetune.pixel_cls"
     METHODS: ClassVar[tuple[str, ...]] = (
         "pimc_linear", "pimc_finetune", "random_init", "random_init_linear", "cnn1d",
-        "cnn1d_nolevel", "single_index",
+        "cnn1d_nolevel", "single_index", "random_init_normalized", *RP_SSL,
     )  # fmt: skip
 
     train_folds: tuple[int, ...] = (1, 2, 3)
@@ -131,7 +139,7 @@ class PixelClsConfig(TaskConfig):
     rotation: int | None = None  # 0..4 picks PASTIS.rotations[rotation], overriding the folds
     keep_background: bool = True
     ignore_index: int = 19
-    baselines: tuple[str, ...] = METHODS
+    baselines: tuple[str, ...] = tuple(m for m in METHODS if m not in BENCHMARK_ONLY)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,7 +163,7 @@ class EurosatConfig(TaskConfig):
     encoder_lr_scale: float = 0.1  # the image tower sees new data (TOA, 64 px): change it less
     resize: int | None = None  # side the 64 x 64 tiles are resized to; null keeps 64
     bands: tuple[str, ...] = PASTIS_BANDS
-    baselines: tuple[str, ...] = METHODS
+    baselines: tuple[str, ...] = tuple(m for m in METHODS if m not in BENCHMARK_ONLY)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -127,20 +127,28 @@ class PIMC(nn.Module):
         z = self.image_encoder(img)
         return F.normalize(z, dim=-1) if normalize else z
 
-    def forward(self, rp: Tensor, image: Tensor) -> dict[str, Tensor]:
-        """Embed a batch of matching (RP, patch) pairs.
+    def forward(
+        self, rp: Tensor, image: Tensor | None = None, rp_view: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Embed a batch of matching (RP, patch) pairs, or of two views of the same RPs.
 
         Args:
             rp: ``(B, rp_channels, S, S)``.
             image: ``(B, image_channels, K, K)``; row i is the patch around RP i's pixel.
+            rp_view: Instead of ``image``: ``(B, rp_channels, S', S')``, another augmented view
+                of each RP, embedded by the RP tower too (RP-only self-supervision).
 
         Returns:
-            ``pixel_features`` ``(B, D)`` and ``image_features`` ``(B, D)``, both L2-normalised,
-            and ``logit_scale``, the scalar ``exp(clamp(logit_scale, 0, max_logit_scale))``.
+            ``pixel_features`` ``(B, D)`` and ``image_features`` ``(B, D)`` (of ``image``, or of
+            ``rp_view``), both L2-normalised, and ``logit_scale``, the scalar
+            ``exp(clamp(logit_scale, 0, max_logit_scale))``.
         """
+        if (image is None) == (rp_view is None):
+            raise ValueError("pass exactly one of image and rp_view")
+        other = self.encode_image(image) if rp_view is None else self.encode_pixel(rp_view)
         return {
             "pixel_features": self.encode_pixel(rp),
-            "image_features": self.encode_image(image),
+            "image_features": other,
             "logit_scale": self.logit_scale.clamp(0, self.max_logit_scale).exp(),
         }
 

@@ -9,8 +9,8 @@ stages do the work, so the benchmark measures exactly what ``dvc repro`` ships.
 
 Each (seed, label fraction, task) cell writes its ``results.json`` and the config it ran
 with; a re-run reuses a cell whose config is unchanged, so an interrupted benchmark resumes.
-The folder is keyed on the ``pimc`` source code too (``code.json``): after a code change the
-benchmark starts afresh, so its report always comes from one version of the code.
+The folder is keyed on the ``pimc`` source code too (:func:`code_hash`): after a code change
+the benchmark starts afresh, so its report always comes from one version of the code.
 
 Outputs (see :func:`write_outputs`): ``reports/benchmark.csv`` (one row per seed, fraction,
 task and method), ``reports/benchmark.md`` (mean ± sd per method and the paired comparisons of
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,16 +29,16 @@ from typing import Any
 import pandas as pd
 
 from pimc.core.config import Params
-from pimc.core.io import write_json
-from pimc.core.paths import pastis_root
-from pimc.core.task_config import TASK_NAMES
+from pimc.core.io import STAMP, fingerprint, fresh_output_dir, is_stamped, write_text
+from pimc.core.paths import pastis_root, rp_views_out
+from pimc.core.task_config import RP_SSL, TASK_NAMES
 from pimc.stages.data import synthesize
 from pimc.stages.prepare import run_prepare
 from pimc.stages.pretrain import pretrain
 from pimc.stages.recurrence import run_recurrence
 from pimc.tasks.registry import get_task
 
-__all__ = ["COMPARISONS", "cell_params", "run_benchmark", "seed_params"]
+__all__ = ["COMPARISONS", "cell_params", "rp_views_params", "run_benchmark", "seed_params"]
 
 Log = Callable[[str], None]
 
@@ -49,11 +48,22 @@ COMPARISONS: tuple[tuple[str, str, str, str], ...] = (
     ("forecast", "pimc_finetune", "random_init", "pretraining helps (fine-tuned RP encoder)"),
     ("forecast", "pimc_linear", "random_init_linear", "pretrained RP features beat random ones"),
     ("forecast", "pimc_finetune", "cnn1d", "RP + PIMC beats the raw 1-D series"),
+    ("forecast", "rp_ssl_finetune", "random_init", "RP-only self-supervision helps"),
+    ("forecast", "pimc_finetune", "rp_ssl_finetune", "the image tower adds to RP-only SSL"),
+    ("forecast", "pimc_linear", "rp_ssl_linear", "the image tower adds to RP-only SSL (linear)"),
     ("pixel_cls", "pimc_finetune", "random_init", "pretraining helps (fine-tuned RP encoder)"),
     ("pixel_cls", "pimc_linear", "random_init_linear", "pretrained RP features beat random ones"),
     ("pixel_cls", "pimc_finetune", "cnn1d", "RP + PIMC beats the raw 1-D series"),
     ("pixel_cls", "random_init", "cnn1d_nolevel", "an RP beats a level-free 1-D series"),
     ("pixel_cls", "cnn1d", "cnn1d_nolevel", "the series' level carries class information"),
+    ("pixel_cls", "rp_ssl_finetune", "random_init", "RP-only self-supervision helps"),
+    ("pixel_cls", "pimc_finetune", "rp_ssl_finetune", "the image tower adds to RP-only SSL"),
+    ("pixel_cls", "pimc_linear", "rp_ssl_linear", "the image tower adds to RP-only SSL (linear)"),
+    ("pixel_cls", "random_init", "random_init_normalized", "raw RPs beat [0, 1]-normalised ones"),
+    *(
+        ("pixel_cls", "pimc_finetune", f"single_index_{i}", f"three indices beat {i} alone")
+        for i in ("ndvi", "evi", "savi")
+    ),
     ("eurosat", "pimc_finetune", "random_init_finetune", "pretraining helps (image encoder)"),
     ("eurosat", "pimc_linear", "random_init_linear", "pretrained image features beat random"),
 )
@@ -89,40 +99,52 @@ def cell_params(params: Params, task: str, fraction: float) -> Params:
     return replace(params, finetune=replace(params.finetune, **{task: cfg}))
 
 
+def rp_views_params(params: Params) -> Params:
+    """``params`` (of a replicate) for its RP-only self-supervised pretraining: the same
+    pretraining with ``objective: rp_views``, written to :func:`~pimc.core.paths.rp_views_out`
+    (where the ``rp_ssl_*`` methods look)."""
+    out = str(rp_views_out(params.pretrain.out))
+    return replace(params, pretrain=replace(params.pretrain, objective="rp_views", out=out))
+
+
+def _needs_rp_views(params: Params) -> bool:
+    return any(m in RP_SSL for t in TASK_NAMES for m in getattr(params.benchmark, t))
+
+
 def _replicate(params: Params, progress: bool, log: Log) -> None:
-    """Data, prepare, recurrence and pretrain of one replicate; each step resumes."""
-    marker = Path(params.benchmark.out) / f"seed{params.data.seed}" / "data.json"
-    wanted = json.loads(json.dumps(asdict(params.data)))
-    if params.data.source == "synthetic" and not (
-        marker.is_file() and json.loads(marker.read_text()) == wanted
-    ):
+    """Data, prepare, recurrence and pretrain(s) of one replicate; each step resumes."""
+    root, wanted = params.data.root, fingerprint(asdict(params.data))
+    if params.data.source == "synthetic" and not is_stamped(root, wanted):
+        fresh_output_dir(root, f"incomplete {wanted}")  # a kill now leaves no valid stamp
         synthesize(params.data, progress=progress)
-        write_json(marker, wanted)
+        write_text(Path(root) / STAMP, wanted)
     run_prepare(pastis_root(params.data.root), params.prepare, progress=progress)
     gallery = Path(params.recurrence.out) / "gallery.png"
     run_recurrence(params.prepare.out, params.recurrence, gallery, progress=progress)
-    result = pretrain(params, progress=progress)
-    log(
-        f"seed {params.data.seed}: pretrained, best epoch {result['best_epoch']}, val loss "
-        f"{result['val/loss']:.3f}, class top-1 {result['val/class_top1']:.3f}"
-    )
+    runs = [params, rp_views_params(params)] if _needs_rp_views(params) else [params]
+    for run in runs:
+        result = pretrain(run, progress=progress)
+        log(
+            f"seed {params.data.seed}: pretrained ({run.pretrain.objective}), best epoch "
+            f"{result['best_epoch']}, val loss {result['val/loss']:.3f}, class top-1 "
+            f"{result['val/class_top1']:.3f}"
+        )
 
 
 def _cell(params: Params, task: str, fraction: float, progress: bool) -> dict[str, Any]:
     """One task at one label fraction on one replicate: its ``results.json`` (reused when the
     config it was made with is unchanged)."""
     cell = cell_params(params, task, fraction)
-    out = Path(params.benchmark.out) / f"seed{params.data.seed}" / task / f"labels{fraction:g}"
-    config = json.loads(json.dumps({"finetune": asdict(getattr(cell.finetune, task))}))
     upstream = ("data", "prepare", "recurrence", "model", "pretrain")
-    config["upstream"] = {k: asdict(getattr(cell, k)) for k in upstream}
-    config = json.loads(json.dumps(config))
-    done, results = out / "config.json", out / "results.json"
-    if done.is_file() and results.is_file() and json.loads(done.read_text()) == config:
-        return json.loads(results.read_text())
-    done.unlink(missing_ok=True)  # results.json is rewritten below; a kill leaves no marker
-    get_task(task).run(cell, pretrained=None, out_dir=out, progress=progress)
-    write_json(done, config)
+    config = {
+        "finetune": asdict(getattr(cell.finetune, task)),
+        "upstream": {k: asdict(getattr(cell, k)) for k in upstream},
+    }
+    out = Path(params.benchmark.out) / f"seed{params.data.seed}" / task / f"labels{fraction:g}"
+    out = fresh_output_dir(out, fingerprint(config))  # emptied when the config changed
+    results = out / "results.json"  # written last and atomically: present means finished
+    if not results.is_file():
+        get_task(task).run(cell, pretrained=None, out_dir=out, progress=progress)
     return json.loads(results.read_text())
 
 
@@ -135,23 +157,6 @@ def code_hash() -> str:
     return digest.hexdigest()
 
 
-def _own_folder(out: Path) -> None:
-    """Make ``out`` belong to this code: a folder made by other code is removed (only if it is
-    a benchmark folder, i.e. holds ``code.json``; anything else is refused, never deleted)."""
-    marker, code = out / "code.json", {"pimc_sha256": code_hash()}
-    if marker.is_file() and json.loads(marker.read_text()) == code:
-        return
-    if out.exists() and any(out.iterdir()):
-        if not marker.is_file():
-            raise FileExistsError(
-                f"{out} exists but is not a benchmark folder (no code.json); move it away or "
-                "set 'benchmark.out' to another folder"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(marker, code)
-
-
 def run_benchmark(params: Params, progress: bool = True, log: Log = print) -> pd.DataFrame:
     """Run (or resume) every replicate and cell.
 
@@ -159,7 +164,8 @@ def run_benchmark(params: Params, progress: bool = True, log: Log = print) -> pd
         One row per (seed, label_fraction, task, method): ``value`` (the task's headline test
         metric), ``headline``, ``higher_is_better``, ``best_epoch``.
     """
-    _own_folder(Path(params.benchmark.out))
+    # A code change starts afresh, so the report always comes from one version of the code.
+    fresh_output_dir(params.benchmark.out, code_hash())
     rows = []
     for seed in params.benchmark.seeds:
         replicate = seed_params(params, seed)

@@ -29,7 +29,12 @@ from pimc.core.config import Params
 from pimc.core.io import save_checkpoint
 from pimc.core.task_config import TaskConfig
 from pimc.core.typed_config import to_dict
-from pimc.tasks.pretrained import Pretrained, resolve_pretrained, tower_backbone
+from pimc.tasks.pretrained import (
+    Pretrained,
+    resolve_pretrained,
+    resolve_sources,
+    tower_backbone,
+)
 from pimc.training.utils import (
     AUGMENT,
     ORDER,
@@ -48,6 +53,7 @@ __all__ = [
     "fit",
     "index_batches",
     "resolve_pretrained",
+    "resolve_sources",
     "series_stats",
     "tower_backbone",
 ]
@@ -238,8 +244,12 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator) -> list[T
 def epoch_indices(
     n: int, batch_size: int, seed: int, epoch: int, steps: int | None
 ) -> list[Tensor]:
-    """The index batches of one epoch: one pass (``steps`` None) or exactly ``steps`` batches
-    drawn from consecutive passes, each reshuffled by ``(seed, epoch, pass)``."""
+    """The index batches of one epoch, each pass reshuffled by ``(seed, epoch, pass)``.
+
+    ``steps`` None: one pass over the ``n`` rows. Otherwise exactly ``steps`` batches: a
+    small label set is passed over several times within the epoch, while a set of more than
+    ``steps`` batches contributes its first ``steps`` (a new random subset every epoch).
+    """
     batches: list[Tensor] = []
     for k in range(steps or 1):
         order = make_generator(seed, ORDER, epoch * 10_000 + k)
@@ -282,9 +292,7 @@ def fit(
     """
     start, cfg = time.perf_counter(), setup.cfg
     opt = torch.optim.AdamW(_param_groups(model, cfg.lr, cfg.weight_decay, schedule.encoder_lr))
-    per_epoch = cfg.epoch_steps or len(
-        index_batches(objective.n_train, cfg.batch_size, torch.Generator())
-    )
+    per_epoch = len(epoch_indices(objective.n_train, cfg.batch_size, cfg.seed, 0, cfg.epoch_steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, partial(cosine_with_warmup, total=per_epoch * cfg.epochs, warmup=per_epoch)
     )
@@ -318,6 +326,7 @@ def fit(
         epoch=best.epoch,
         metric=objective.metric,
         value=float(best.value),
+        center=model.center,  # not in the state dict: rebuilding the model needs it
         curves=curves,
         **dict(extra or {}),
     )

@@ -45,7 +45,7 @@ from pimc.tasks.common import (
     finish,
     fit,
     pastis_metadata,
-    resolve_pretrained,
+    resolve_sources,
     series_stats,
     tower_backbone,
     transfer,
@@ -263,21 +263,23 @@ def run_forecast(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     setup = Setup(cfg, resolve_device(cfg.device), out_dir, progress, log)
-    source = resolve_pretrained(pretrained, cfg, params)
+    plan = method_plan(cfg)
+    sources = resolve_sources(pretrained, cfg, params, plan)
+    source = sources["pimc"]
     data = load_forecast_data(params, cfg)
     std, names = data["std"], data["names"]
     target, recent, closed = _standardised(data, cfg)
     methods: dict[str, dict[str, float]] = {}
     preds: dict[str, Tensor] = {}
     curves, models = {}, {}
-    for spec in method_plan(cfg):
+    for spec in plan:
         method = spec.name
         if spec.input == "none":
             preds[method] = closed[method]()
             methods[method] = forecast_metrics(preds[method], target["test"], std, names)
             continue
         model, result, preds[method] = _fit_method(
-            spec, source, params, data, Windows({}, target, recent, names), setup
+            spec, sources[spec.weights], params, data, Windows({}, target, recent, names), setup
         )
         methods[method] = forecast_metrics(preds[method], target["test"], std, names)
         methods[method].update(best_epoch=result.best_epoch, train_seconds=result.seconds)

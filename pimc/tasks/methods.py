@@ -25,6 +25,10 @@ class Method:
         channel: Keep only this RP channel (single-index ablation), or None for all.
         level: ``series`` input only: False removes each series' own mean per index, so the
             1-D CNN sees the shape of the season but not its level, as an RP does.
+        weights: With ``pretrained``: ``pimc`` (the pretrain stage's RP <-> image checkpoint)
+            or ``rp_views`` (RP-only self-supervision, :data:`pimc.core.paths.rp_views_out`).
+        normalize_rp: RPs built with this ``recurrence.normalize`` (the normalisation
+            ablation), or None for the pipeline's own plots.
     """
 
     name: str
@@ -33,6 +37,8 @@ class Method:
     input: Literal["encoder", "series", "none"] = "encoder"
     channel: int | None = None
     level: bool = True
+    weights: Literal["pimc", "rp_views"] = "pimc"
+    normalize_rp: bool | None = None
 
 
 METHODS: dict[str, Method] = {
@@ -43,6 +49,9 @@ METHODS: dict[str, Method] = {
         Method("random_init", pretrained=False, frozen=False),
         Method("random_init_linear", pretrained=False, frozen=True),
         Method("random_init_finetune", pretrained=False, frozen=False),
+        Method("random_init_normalized", pretrained=False, frozen=False, normalize_rp=True),
+        Method("rp_ssl_linear", pretrained=True, frozen=True, weights="rp_views"),
+        Method("rp_ssl_finetune", pretrained=True, frozen=False, weights="rp_views"),
         Method("cnn1d", pretrained=False, frozen=False, input="series"),
         Method("cnn1d_nolevel", pretrained=False, frozen=False, input="series", level=False),
         Method("persistence", pretrained=False, frozen=False, input="none"),

@@ -9,9 +9,8 @@ predicted and are left out of the metrics (their count is reported as ``unseen_p
 Metrics: overall accuracy, macro-F1 (headline, higher is better), mIoU and the IoU of every class
 by its PASTIS name (see :mod:`pimc.metrics` for how absent classes are handled).
 
-Methods: ``pimc_linear``, ``pimc_finetune``, ``random_init`` (same architecture, random
-weights, fine-tuned), ``cnn1d`` (1-D CNN on the raw series) and ``single_index_<name>`` (the
-PIMC encoder fine-tuned with only that index's RP channel kept, the others zeroed).
+Methods: see :data:`pimc.tasks.methods.METHODS` (``single_index_<name>``: the PIMC encoder
+fine-tuned with only that index's RP channel kept, the others zeroed).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from pimc.tasks.common import (
     finish,
     fit,
     pastis_metadata,
-    resolve_pretrained,
+    resolve_sources,
     series_stats,
     tower_backbone,
     transfer,
@@ -257,18 +256,22 @@ def run_pixel_cls(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     setup = Setup(cfg, device, out_dir, progress, log)
-    source = resolve_pretrained(pretrained, cfg, params)
     data = load_pixel_data(params, cfg)
     names, index_names = data["class_names"], data["index_names"]
+    plan = method_plan(cfg, index_names)
+    sources = resolve_sources(pretrained, cfg, params, plan)
+    source = sources["pimc"]
     labels = {s: data[s]["y"] for s in ("train", "val", "test")}
     stats = series_stats(data["train"]["series"], data["train"]["valid"])
+    _add_normalised_rps(data, params.recurrence, plan)
 
     methods, curves, models, plots = {}, {}, {}, []
-    for spec in method_plan(cfg, index_names):
+    for spec in plan:
         method = spec.name
         seed_everything(cfg.seed)
-        pretrained_weights = spec.pretrained and source.model is not None
-        model, key = _build(spec, source if pretrained_weights else None, params, data, stats)
+        weights = sources[spec.weights]
+        pretrained_weights = spec.pretrained and weights.model is not None
+        model, key = _build(spec, weights if pretrained_weights else None, params, data, stats)
         model = model.to(device)
         inputs = {s: data[s][key] for s in ("train", "val", "test")}
         metrics, curves[method], cm = train_classifier(
@@ -336,6 +339,29 @@ def decode(
     }
 
 
+def _rp_key(spec: Method, rcfg: RecurrenceConfig) -> str:
+    """The data key of ``spec``'s plots: the pipeline's (``rp``) or its own normalisation's."""
+    if spec.normalize_rp is None or spec.normalize_rp == rcfg.normalize:
+        return "rp"
+    return f"rp_normalize_{spec.normalize_rp}"
+
+
+def _add_normalised_rps(
+    data: dict[str, Any], rcfg: RecurrenceConfig, plan: Sequence[Method]
+) -> None:
+    """Per split, the plots that a method of ``plan`` builds with another
+    ``recurrence.normalize`` (from the same series, in place under :func:`_rp_key`)."""
+    for spec in plan:
+        key = _rp_key(spec, rcfg)
+        if key == "rp" or key in data["train"]:
+            continue
+        cfg = replace(rcfg, normalize=spec.normalize_rp)
+        for split in ("train", "val", "test"):
+            d = data[split]
+            chunks = zip(d["series"].split(1024), d["valid"].split(1024), strict=True)
+            d[key] = torch.cat([build_rps(x, v, cfg) for x, v in chunks])
+
+
 def _build(
     spec: Method,
     source: Pretrained | None,
@@ -344,7 +370,7 @@ def _build(
     stats: tuple[Tensor, Tensor],
 ) -> tuple[TaskModel, str]:
     """One method's classifier (random weights drawn from the seeded global RNG, or copied
-    from ``source``) and the data key it reads (``rp`` or ``series``)."""
+    from ``source``) and the data key it reads (``series``, or see :func:`_rp_key`)."""
     n_idx, n_classes = len(data["index_names"]), len(data["class_names"])
     kw: dict[str, Any] = {"frozen": spec.frozen}
     if spec.input == "series":
@@ -354,7 +380,8 @@ def _build(
         kw.update(in_mean=mean, in_std=stats[1], center=not spec.level)
     else:
         weights = source.model if source is not None else None
-        backbone, key = tower_backbone(weights, "rp_encoder", n_idx, params.model), "rp"
+        backbone = tower_backbone(weights, "rp_encoder", n_idx, params.model)
+        key = _rp_key(spec, params.recurrence)
     if spec.channel is not None:
         kw["channel_mask"] = (torch.arange(n_idx) == spec.channel).float()
     return TaskModel(backbone, n_classes, **kw), key

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from torch import Tensor, nn
 
 from pimc.core.config import ModelConfig, Params
 from pimc.core.errors import ConfigError, DatasetNotFoundError
-from pimc.core.paths import BEST_CHECKPOINT
+from pimc.core.paths import BEST_CHECKPOINT, rp_views_out
 from pimc.core.task_config import TaskConfig
 from pimc.models import PIMC, build_backbone
 from pimc.models.build import load_pretrained_model
+from pimc.tasks.methods import Method
 
 TOWERS = {"rp_encoder": "rp_backbone", "image_encoder": "image_backbone"}
 
@@ -68,6 +70,39 @@ def resolve_pretrained(
     model, ckpt = load_pretrained_model(path)
     label = f"{'stage' if pretrained is None else 'checkpoint'}:{path}"
     return Pretrained(model, ckpt.get("image_mean"), ckpt.get("image_std"), label)
+
+
+def resolve_sources(
+    pretrained: nn.Module | str | Path | None,
+    cfg: TaskConfig,
+    params: Params,
+    plan: Sequence[Method],
+) -> dict[str, Pretrained]:
+    """The weights of each ``Method.weights`` kind that ``plan`` uses.
+
+    ``pimc``: :func:`resolve_pretrained`. ``rp_views`` (``rp_ssl_*`` methods): the
+    ``best.pt`` under :func:`~pimc.core.paths.rp_views_out` (random weights when
+    ``cfg.pretrained`` is ``none``, like every other method).
+    """
+    sources = {"pimc": resolve_pretrained(pretrained, cfg, params)}
+    if not any(m.pretrained and m.weights == "rp_views" for m in plan):
+        return sources
+    if cfg.pretrained == "none":
+        sources["rp_views"] = Pretrained(None)
+        return sources
+    out = rp_views_out(params.pretrain.out)
+    path = out / BEST_CHECKPOINT
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"{path} not found: the rp_ssl_* methods of '{cfg.SECTION}.baselines' start from "
+            "RP-only pretraining; run the pretrain stage with pretrain.objective: rp_views "
+            f"and pretrain.out: {out} (make benchmark does), or drop them from the baselines"
+        )
+    model, ckpt = load_pretrained_model(path)
+    sources["rp_views"] = Pretrained(
+        model, ckpt.get("image_mean"), ckpt.get("image_std"), f"stage:{path}"
+    )
+    return sources
 
 
 def tower_backbone(

@@ -18,7 +18,7 @@ resumed run, or a worker process, reproduces it exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from pimc.core.config import PretrainConfig, RecurrenceConfig
 from pimc.core.errors import ConfigError, DatasetNotFoundError
-from pimc.core.io import fingerprint
+from pimc.core.io import fingerprint, is_stamped
 from pimc.core.paths import MANIFEST, META, SHARDS, rp_shard_name
 from pimc.training.utils import BATCH, make_generator
 from pimc.transforms.recurrence import build_rps
@@ -41,8 +41,10 @@ __all__ = [
     "augment_images",
     "batch_rps",
     "channel_dropout",
+    "contrast_inputs",
     "image_stats",
     "resolve_source",
+    "rp_view",
 ]
 
 
@@ -64,6 +66,8 @@ class PairDataset(Dataset):
         series: float32 ``(N, I, L)``; valid: bool ``(N, L)``.
         labels, parcels, patch_ids, indices: int64 ``(N,)``: class, parcel id (0: none),
             PASTIS patch, row in its shard.
+        groups: int64 ``(N,)``: the parcel id, or ``-1 - row`` for a pixel outside parcels
+            (a group of its own): which pixels are views of the same object.
     """
 
     def __init__(
@@ -108,6 +112,8 @@ class PairDataset(Dataset):
         self.parcels = torch.from_numpy(rows["parcel"].to_numpy().astype(np.int64))
         self.patch_ids = torch.from_numpy(rows["patch_id"].to_numpy().astype(np.int64))
         self.indices = torch.from_numpy(rows["index"].to_numpy().astype(np.int64))
+        own = -1 - torch.arange(len(self.parcels))
+        self.groups = torch.where(self.parcels > 0, self.parcels, own)
         self.rp: Tensor | None = None
         if rp_dir is not None:
             self.rp = self._load_rps(Path(rp_dir), shards, rows, recurrence_cfg)
@@ -121,9 +127,7 @@ class PairDataset(Dataset):
     ) -> Tensor:
         """The materialized plots of ``rows`` (in their order), float16 ``(N, I, S, S)``."""
         if cfg is not None:
-            stamp = rp_dir / ".fingerprint"
-            expected = fingerprint(asdict(cfg), self.meta)
-            if not stamp.is_file() or stamp.read_text() != expected:
+            if not is_stamped(rp_dir, fingerprint(asdict(cfg), self.meta)):
                 raise ConfigError(
                     f"{rp_dir} was not built from these prepared pairs with this recurrence "
                     "config; rerun the recurrence stage (or use pretrain.source: on_the_fly)"
@@ -164,8 +168,8 @@ class PairDataset(Dataset):
                 dataset's own generator.
 
         Returns:
-            ``image`` float32 ``(B, 10, K, K)``, ``label``/``parcel``/``patch_id``/``index``
-            int64 ``(B,)``
+            ``image`` float32 ``(B, 10, K, K)``, ``label``/``parcel`` (the row's
+            :attr:`groups`)/``patch_id``/``index`` int64 ``(B,)``
             and either ``rp`` float32 ``(B, I, S, S)`` or ``series`` float32 ``(B, I, L)`` +
             ``valid`` bool ``(B, L)``.
         """
@@ -176,12 +180,10 @@ class PairDataset(Dataset):
             image = self.image[idx, dates]
         else:
             image = self.image[idx]
-        parcel = self.parcels[idx]
         batch = {
             "image": image.float(),
             "label": self.labels[idx],
-            # Pixels outside parcels (id 0) get an id of their own: -1 - row.
-            "parcel": torch.where(parcel > 0, parcel, -1 - idx),
+            "parcel": self.groups[idx],
             "patch_id": self.patch_ids[idx],
             "index": self.indices[idx],
         }
@@ -284,6 +286,44 @@ def channel_dropout(rp: Tensor, p: float, generator: torch.Generator) -> Tensor:
     none = ~keep.any(1)
     keep[none, u[none].argmax(1)] = True
     return rp * keep.to(rp.device, rp.dtype)[:, :, None, None]
+
+
+def rp_view(
+    batch: dict[str, Tensor],
+    cfg: PretrainConfig,
+    rcfg: RecurrenceConfig,
+    device: torch.device | str,
+    generator: torch.Generator,
+) -> Tensor:
+    """An augmented view ``(B, I, S, S)`` of the batch's RPs: the plots of a random temporal
+    crop (``cfg.temporal_crop``), then :func:`channel_dropout` (``cfg.channel_dropout``)."""
+    rp = batch_rps(batch, rcfg, device, crop=cfg.temporal_crop, generator=generator)
+    return channel_dropout(rp, cfg.channel_dropout, generator)
+
+
+def contrast_inputs(
+    batch: dict[str, Tensor],
+    cfg: PretrainConfig,
+    rcfg: RecurrenceConfig,
+    device: torch.device | str,
+    norm: Callable[[Tensor], Tensor],
+    generator: torch.Generator,
+    train: bool,
+) -> dict[str, Tensor]:
+    """What each RP is contrasted with (``cfg.objective``), as :class:`~pimc.models.PIMC`'s
+    keyword argument.
+
+    ``rp_image``: ``image``, the patches standardised by ``norm`` (and, when training with
+    ``flip_rotate``, flipped and rotated); ``rp_views``: ``rp_view``, a second
+    :func:`rp_view` of the same RPs, also in validation (two identical views would make the
+    val loss meaningless).
+    """
+    if cfg.objective == "rp_views":
+        return {"rp_view": rp_view(batch, cfg, rcfg, device, generator)}
+    image = norm(batch["image"])
+    if train and cfg.flip_rotate:
+        image = augment_images(image, generator)
+    return {"image": image}
 
 
 def resolve_source(cfg: PretrainConfig, materialize: bool) -> str:

@@ -33,26 +33,24 @@ from pimc.models.build import build_model
 from pimc.training.losses import SymmetricInfoNCE
 from pimc.training.pairs import (
     PairDataset,
-    augment_images,
-    batch_rps,
-    channel_dropout,
+    contrast_inputs,
     resolve_source,
+    rp_view,
 )
 from pimc.training.utils import (
     AUGMENT,
-    EVAL,
     DistInfo,
     adamw,
     all_gather_with_grad,
     autocast,
+    batch_count,
     batch_loader,
     cosine_with_warmup,
     epoch_batches,
-    group_retrieval,
     make_generator,
-    retrieval_accuracy,
     seed_everything,
 )
+from pimc.training.validation import evaluate
 
 FINAL, HISTORY = "final_metrics.json", "history.json"
 ENCODERS = ("rp_encoder", "image_encoder")
@@ -95,19 +93,12 @@ class Setup:
     mean: Tensor  # (C,) band mean/std of the train patches; 0/1 without image_norm
     std: Tensor
     norm: Callable[[Tensor], Tensor]  # patches to the device, standardised with mean/std
+    groups: Tensor | None  # what a batch is drawn from (pretrain.batches): a patch, or anywhere
+    steps_per_epoch: int
 
     @property
     def global_batch(self) -> int:
         return self.info.world_size * self.params.pretrain.batch_size
-
-    @property
-    def groups(self) -> Tensor | None:
-        """What a batch is drawn from (``pretrain.batches``): one patch, or anywhere."""
-        return self.train.patch_ids if self.params.pretrain.batches == "by_patch" else None
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return _steps_per_epoch(len(self.train), self.global_batch, self.groups)
 
     @property
     def total(self) -> int:
@@ -116,51 +107,6 @@ class Setup:
     @property
     def config(self) -> dict[str, Any]:
         return resolved_config(self.params, self.source, self.info.world_size)
-
-
-@torch.no_grad()
-def evaluate(
-    model: PIMC,
-    pairs: PairDataset,
-    params: Params,
-    device: torch.device,
-    norm: Callable[[Tensor], Tensor],
-) -> dict[str, float]:
-    """Validation loss and pixel→image retrieval over the whole of ``pairs``.
-
-    ``val/loss`` is the InfoNCE of consecutive batches of ``pretrain.batch_size`` pairs (as the
-    training loss, so the two are comparable); retrieval ranks all N pairs against each other:
-    ``val/top1``/``val/top5`` for the pixel's own patch, ``val/parcel_top1`` for a patch of its
-    parcel (background pixels: their own), ``val/class_top1`` for one of its class.
-    """
-    was_training = model.training
-    model.eval()
-    criterion = SymmetricInfoNCE()
-    gen = make_generator(params.pretrain.seed, EVAL)  # same date picks every epoch
-    size = params.pretrain.batch_size
-    pixels, images, total, counted = [], [], 0.0, 0
-    for start in range(0, len(pairs), size):
-        batch = pairs.get_batch(torch.arange(start, min(start + size, len(pairs))), gen)
-        with autocast(device):
-            out = model(batch_rps(batch, params.recurrence, device), norm(batch["image"]))
-        p, i = out["pixel_features"].float(), out["image_features"].float()
-        if len(p) >= 2:
-            total += float(criterion(p, i, out["logit_scale"].float())) * len(p)
-            counted += len(p)
-        pixels.append(p)
-        images.append(i)
-    model.train(was_training)
-    pixels, images = torch.cat(pixels), torch.cat(images)
-    acc = retrieval_accuracy(pixels, images)
-    own = -1 - torch.arange(len(pairs))  # pixels outside parcels form a group of one
-    parcels = torch.where(pairs.parcels > 0, pairs.parcels, own)
-    return {
-        "val/loss": total / max(counted, 1),
-        "val/top1": acc[1],
-        "val/top5": acc[5],
-        "val/parcel_top1": group_retrieval(pixels, images, parcels),
-        "val/class_top1": group_retrieval(pixels, images, pairs.labels),
-    }
 
 
 def _setup(params: Params, info: DistInfo, device: torch.device) -> Setup:
@@ -172,7 +118,7 @@ def _setup(params: Params, info: DistInfo, device: torch.device) -> Setup:
     val = PairDataset(params.prepare.out, cfg.val_folds, rp_dir, rcfg, seed=cfg.seed)
     global_batch = info.world_size * cfg.batch_size
     groups = train.patch_ids if cfg.batches == "by_patch" else None
-    steps_per_epoch = _steps_per_epoch(len(train), global_batch, groups)
+    steps_per_epoch = batch_count(len(train), global_batch, groups)
     if steps_per_epoch == 0:
         where = "any one patch" if groups is not None else f"folds {list(cfg.train_folds)}"
         raise ConfigError(
@@ -190,13 +136,10 @@ def _setup(params: Params, info: DistInfo, device: torch.device) -> Setup:
     norm = partial(
         _standardise, mean=mean.to(device)[:, None, None], std=std.to(device)[:, None, None]
     )
-    return Setup(params, info, device, source, train, val, model, opt, sched, mean, std, norm)
-
-
-def _steps_per_epoch(n: int, global_batch: int, groups: Tensor | None) -> int:
-    if groups is None:
-        return n // global_batch
-    return int((torch.bincount(groups - groups.min()) // global_batch).sum())
+    return Setup(
+        params, info, device, source, train, val, model, opt, sched, mean, std, norm, groups,
+        steps_per_epoch,
+    )  # fmt: skip
 
 
 def _standardise(image: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -281,13 +224,10 @@ def _train_step(
     """
     cfg, device = setup.params.pretrain, setup.device
     gen = make_generator(int(batch["seed"]), AUGMENT)  # the batch's own stream: replayable
-    rp = batch_rps(batch, setup.params.recurrence, device, crop=cfg.temporal_crop, generator=gen)
-    rp = channel_dropout(rp, cfg.channel_dropout, gen)
-    image = setup.norm(batch["image"])
-    if cfg.flip_rotate:
-        image = augment_images(image, gen)
+    rp = rp_view(batch, cfg, setup.params.recurrence, device, gen)
+    other = contrast_inputs(batch, cfg, setup.params.recurrence, device, setup.norm, gen, True)
     with autocast(device):
-        out = model(rp, image)
+        out = model(rp, **other)
     scale = out["logit_scale"].float()
     groups = batch["parcel"].to(device) if cfg.negatives == "other_parcels" else None
     loss = criterion(out["pixel_features"].float(), out["image_features"].float(), scale, groups)
@@ -346,7 +286,10 @@ def train_loop(
     model, gather = setup.model, None
     if info.distributed:
         ids = [device] if device.type == "cuda" else None
-        model, gather = DistributedDataParallel(model, device_ids=ids), all_gather_with_grad
+        # rp_views leaves the image tower without gradients.
+        unused = params.pretrain.objective == "rp_views"
+        model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
+        gather = all_gather_with_grad
     criterion = SymmetricInfoNCE(gather_fn=gather, rank=info.rank)
     quiet = not (progress and main)
     bar = tqdm(total=total, initial=state.step, desc="pretrain", unit="step", disable=quiet)
@@ -417,8 +360,6 @@ def _write_outputs(setup: Setup, state: TrainState, result: dict[str, Any]) -> N
     encoders, history, metrics."""
     out = Path(setup.params.pretrain.out)
     _save(setup, state)
-    best = PIMC(**setup.model.config)
-    best.load_state_dict(state.best["model"])
     save_checkpoint(
         out / BEST_CHECKPOINT,
         model=state.best["model"],
@@ -428,8 +369,14 @@ def _write_outputs(setup: Setup, state: TrainState, result: dict[str, Any]) -> N
         image_std=setup.std,
         **{k.replace("/", "_"): v for k, v in state.best["entry"].items()},
     )
-    for name in ENCODERS:
+    # rp_views never trains the image tower: it is not an output.
+    towers = ENCODERS[:1] if setup.params.pretrain.objective == "rp_views" else ENCODERS
+    for name in towers:
+        prefix = f"{name}."
+        tower = {
+            k[len(prefix) :]: v for k, v in state.best["model"].items() if k.startswith(prefix)
+        }
         with atomic_path(out / f"{name}.pt") as tmp:
-            torch.save(getattr(best, name).state_dict(), tmp)
+            torch.save(tower, tmp)
     write_json(out / HISTORY, state.history)
     write_json(out / FINAL, result)

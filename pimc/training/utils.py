@@ -215,7 +215,7 @@ def epoch_batches(
     With ``groups`` (``(n,)`` ints, e.g. the patch of each pair) every global batch is drawn
     from one group: each group's shuffled rows are cut into global batches, and the batches of
     all groups are shuffled together. The number of batches is then ``sum(n_g // (W·B))``, the
-    same in every epoch.
+    same in every epoch (:func:`batch_count`).
     """
     gen = make_generator(seed, ORDER, epoch)
     step = world_size * batch_size
@@ -230,6 +230,13 @@ def epoch_batches(
             chunks += [rows[j * step : (j + 1) * step] for j in range(len(rows) // step)]
         chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
     return [c[rank * batch_size : (rank + 1) * batch_size] for c in chunks]
+
+
+def batch_count(n: int, global_batch: int, groups: Tensor | None = None) -> int:
+    """How many global batches :func:`epoch_batches` makes of ``n`` rows (every epoch)."""
+    if groups is None:
+        return n // global_batch
+    return int((torch.bincount(groups - groups.min()) // global_batch).sum())
 
 
 class _Batches(Dataset):

@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	test -d .dvc || dvc init --quiet
-	dvc repro
+	$(BIN)/python -m flows.pipeline   # dvc repro, in one Prefect flow: its stages share one server
 
 test: install
 	$(BIN)/pytest
@@ -45,7 +45,7 @@ bench: install
 	$(BIN)/python benchmarks/recurrence.py
 
 # The multi-seed, multi-label-budget comparison (benchmarks/dvc.yaml; ~40 min on 2 cores): writes
-# reports/benchmark.{md,csv}, plots/label_efficiency.png and metrics/benchmark.json.
+# reports/benchmark.{md,csv}, plots/label_efficiency.png and reports/benchmark.json.
 benchmark: install
 	test -d .dvc || dvc init --quiet
 	dvc repro benchmarks/dvc.yaml

@@ -4,7 +4,7 @@ label budgets, with the paired comparisons that can reject its claims.
     python -m flows.benchmark [--params params.yaml] [-S benchmark.seeds=[0,1,2]]
 
 Writes ``reports/benchmark.{md,csv}``, ``plots/label_efficiency.png`` and
-``metrics/benchmark.json``; logs them to MLflow.
+``reports/benchmark.json``; logs them to MLflow.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import stage_args
+from flows.common import stage_args, stage_main
 from pimc import tracking
 from pimc.core.config import Params, load_params
-from pimc.core.paths import PLOTS_DIR, REPORTS_DIR, metrics_file
+from pimc.core.paths import PLOTS_DIR, REPORTS_DIR, results_file
 from pimc.core.typed_config import parse_overrides
 from pimc.stages.benchmark import run_benchmark
 from pimc.stages.benchmark_report import write_outputs
@@ -39,7 +39,7 @@ def benchmark_flow(
     with tracking.start_run(STAGE, sections) as run:
         rows = run_all(params)
         report = write_outputs(
-            rows, REPORTS_DIR, PLOTS_DIR / "label_efficiency.png", metrics_file(STAGE)
+            rows, REPORTS_DIR, PLOTS_DIR / "label_efficiency.png", results_file(STAGE)
         )
         run.log_metrics(report["metrics"])
         for path in report["files"]:
@@ -50,4 +50,5 @@ def benchmark_flow(
 
 if __name__ == "__main__":
     args = stage_args(__doc__)
-    benchmark_flow(args.params, parse_overrides(args.overrides))
+    with stage_main(STAGE):
+        benchmark_flow(args.params, parse_overrides(args.overrides))

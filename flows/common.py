@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from pimc import tracking
@@ -16,9 +18,14 @@ from pimc.core.typed_config import add_set_argument
 __all__ = [
     "add_override_args",
     "dask_task_runner",
+    "epoch_line",
     "map_in_order",
+    "RUN_STATS",
     "record_metrics",
     "stage_args",
+    "stage_main",
+    "stage_tags",
+    "without_run_stats",
 ]
 
 
@@ -31,17 +38,77 @@ def stage_args(description: str, argv: Sequence[str] | None = None) -> argparse.
     return parser.parse_args(argv)
 
 
+def epoch_line(metrics: dict[str, float], step: int, unit: str = "step") -> None:
+    """One line of per-epoch metrics in the running flow's Prefect log (what operators watch
+    in the dashboard while a stage trains), e.g. ``step 240: val/loss=3.912 val/top1=0.041``."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    text = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if isinstance(v, float))
+    try:
+        get_run_logger().info("%s %d: %s", unit, step, text)
+    except MissingContextError:  # called outside a flow (library use, tests): stay quiet
+        pass
+
+
+def stage_tags(stage: str) -> AbstractContextManager:
+    """Prefect tags for a stage's flow run: ``stage:<stage>`` and, when the pipeline flow
+    started it, ``pipeline:<its flow-run id>``, so the dashboard groups a pipeline's stages."""
+    from prefect import tags
+
+    names = [f"stage:{stage}"]
+    if os.environ.get(tracking.PIPELINE_RUN_ENV):
+        names.append(f"pipeline:{os.environ[tracking.PIPELINE_RUN_ENV]}")
+    return tags(*names)
+
+
+@contextmanager
+def stage_main(stage: str) -> Iterator[None]:
+    """How a stage's ``__main__`` runs its flow: with :func:`stage_tags`, and a pimc error (bad
+    input, bad params, a missing file) ending the process with its one-line message, as the
+    ``pimc`` CLI does, rather than a traceback (Prefect's log above it keeps the details)."""
+    from pimc.core.errors import PimcError
+
+    try:
+        with stage_tags(stage):
+            yield
+    except PimcError as err:
+        raise SystemExit(f"{stage}: {err}") from None
+
+
 def add_override_args(parser: argparse.ArgumentParser) -> None:
     """``-S key=value`` (a ``dvc exp run`` experiment) and ``--force`` of pipeline commands."""
     add_set_argument(parser, "run as `dvc exp run -S KEY=VALUE` (repeatable), e.g. -S data.seed=3")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
 
 
-def record_metrics(run: tracking.TrackedRun, stage: str, stats: dict[str, Any], prefix: str = ""):
-    """The numeric entries of ``stats``: logged to MLflow (keys prefixed) and written as the
-    DVC metrics file ``metrics/<stage>.json``. Returns them."""
-    metrics = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
-    run.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
+#: Run statistics: logged to MLflow, never written to the git-tracked metrics or results (they
+#: change on every run, so `dvc metrics diff` would be timing noise).
+RUN_STATS = frozenset(
+    {"seconds", "train_seconds", "samples_per_second", "rps_per_second", "peak_rss_mib",
+     "resumed_patches", "resumed_from_step", "plots_built", "bytes_written", "world_size"}
+)  # fmt: skip
+
+
+def without_run_stats(results: Any) -> Any:
+    """``results`` (nested dicts) less every :data:`RUN_STATS` key, at any depth."""
+    if not isinstance(results, dict):
+        return results
+    return {k: without_run_stats(v) for k, v in results.items() if k not in RUN_STATS}
+
+
+def record_metrics(
+    run: tracking.TrackedRun,
+    stage: str,
+    stats: dict[str, Any],
+    headline: Sequence[str],
+    prefix: str = "",
+) -> dict[str, float]:
+    """Log the numeric entries of ``stats`` to MLflow (keys prefixed); write the ``headline``
+    ones as the DVC metrics file ``metrics/<stage>.json``. Returns those."""
+    numeric = {k: float(v) for k, v in stats.items() if isinstance(v, int | float)}
+    run.log_metrics({f"{prefix}{k}": v for k, v in numeric.items()})
+    metrics = {k: numeric[k] for k in headline if k in numeric}
     write_json(metrics_file(stage), metrics)
     return metrics
 

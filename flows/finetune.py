@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 
-from flows.common import stage_args
+from flows.common import RUN_STATS, epoch_line, stage_args, stage_main, without_run_stats
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
-from pimc.core.paths import BEST_CHECKPOINT, PLOTS_DIR, metrics_file, task_dir
+from pimc.core.paths import BEST_CHECKPOINT, PLOTS_DIR, metrics_file, results_file, task_dir
 from pimc.core.typed_config import parse_overrides
+from pimc.stages.evaluate import headline_metrics
 from pimc.tasks.registry import TASKS, get_task
 
 
@@ -30,6 +32,11 @@ def fetch_registered_checkpoint(name: str, dest: Path) -> Path:
     """The pretraining checkpoint behind ``models:/<encoder>@champion``."""
     encoder = get_task(name).encoder_model
     return tracking.run_artifact_of(encoder, "champion", f"checkpoint/{BEST_CHECKPOINT}", dest)
+
+
+def _log_epoch(run: tracking.TrackedRun, metrics: dict[str, float], epoch: int) -> None:
+    run.log_metrics(metrics, epoch)
+    epoch_line(metrics, epoch, unit="epoch")
 
 
 @task
@@ -58,6 +65,7 @@ def register(name: str, result: dict[str, Any], params: Params, run: tracking.Tr
             "higher_is_better": spec.higher_is_better,
         },
     )
+    tracking.describe_model(spec.registered_model, version, spec.description())
     tracking.bootstrap_champion(spec.registered_model, version)
     return version
 
@@ -66,7 +74,8 @@ def register(name: str, result: dict[str, Any], params: Params, run: tracking.Tr
 def finetune_flow(
     name: str, params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Run one task; write ``metrics/<task>.json`` and ``plots/<task>/``; register the model."""
+    """Run one task; write ``metrics/<task>.json`` (headline), ``reports/<task>.json`` (every
+    method's metrics), ``plots/<task>/``; register the model."""
     if name not in TASKS:
         raise SystemExit(f"unknown task '{name}'; choose one of {', '.join(TASKS)}")
     params = load_params(params_path, overrides)
@@ -75,7 +84,7 @@ def finetune_flow(
         pretrained = None
         if cfg.pretrained == "registry":
             pretrained = fetch_registered_checkpoint(name, task_dir(name) / "registry")
-        result = run_task(name, params, pretrained, lambda m, step: run.log_metrics(m, step))
+        result = run_task(name, params, pretrained, partial(_log_epoch, run))
         plots = PLOTS_DIR / name
         shutil.rmtree(plots, ignore_errors=True)
         plots.mkdir(parents=True)
@@ -87,10 +96,12 @@ def finetune_flow(
             "higher_is_better": result["higher_is_better"],
             "methods": result["methods"],
         }
-        write_json(metrics_file(name), metrics)
+        write_json(results_file(name), without_run_stats(metrics))
+        write_json(metrics_file(name), headline_metrics(metrics, cfg.mode))
         run.log_metrics(
             {
-                f"{method}/{key}": value
+                # Held-out test metrics under test/ (as val/ per epoch); run stats apart.
+                f"{'run' if key in RUN_STATS else 'test'}/{method}/{key}": value
                 for method, values in result["methods"].items()
                 for key, value in values.items()
                 if isinstance(value, int | float)
@@ -108,4 +119,5 @@ def finetune_flow(
 if __name__ == "__main__":
     name = sys.argv.pop(1) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else ""
     args = stage_args(__doc__)
-    finetune_flow(name, args.params, parse_overrides(args.overrides))
+    with stage_main(f"finetune@{name}"):
+        finetune_flow(name, args.params, parse_overrides(args.overrides))

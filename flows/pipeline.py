@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
 
 from flows.common import add_override_args
+from pimc import tracking
 from pimc.core.errors import CommandError, PimcError
 from pimc.core.paths import METRICS_DIR
 from pimc.core.typed_config import parse_overrides
@@ -34,7 +36,23 @@ TAIL = 4000  # characters of a failed DVC command's output kept in the error
 def _env() -> dict[str, str]:
     # Stage commands say `python`: it must be this interpreter (the project's venv).
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run_id = flow_run.get_id()
+    if run_id:  # the stages' flow and MLflow runs are tagged with it (see flows.common)
+        env[tracking.PIPELINE_RUN_ENV] = str(run_id)
+    api = _ephemeral_api_url()
+    if api and not env.get("PREFECT_API_URL"):
+        env["PREFECT_API_URL"] = api
+    return env
+
+
+def _ephemeral_api_url() -> str | None:
+    """The URL of the temporary Prefect server this process started (no server configured),
+    or None. Handing it to the stages saves each of them starting its own (~10 s each)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer._instances.get(None)  # the default, random-port instance
+    return server.api_url if server is not None and server.running else None
 
 
 def dvc(args: Sequence[str], repo: str | Path, log: Callable[[str], Any] | None = None) -> str:

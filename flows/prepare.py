@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import dask_task_runner, map_in_order, record_metrics, stage_args
+from flows.common import dask_task_runner, map_in_order, record_metrics, stage_args, stage_main
 from pimc import tracking
 from pimc.core.config import ComputeConfig, PrepareConfig, load_params
 from pimc.core.paths import pastis_root
@@ -80,7 +80,7 @@ def prepare_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | N
             stats = fan_out(root, cfg, compute)
         else:
             stats = prepare_pairs(root, cfg)
-        metrics = record_metrics(run, STAGE, stats)
+        metrics = record_metrics(run, STAGE, stats, ("pixels",))
         run.log_dict(stats, "prepare_stats.json")
     print(f"prepare: {metrics}")
     return stats
@@ -88,4 +88,5 @@ def prepare_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | N
 
 if __name__ == "__main__":
     args = stage_args(__doc__)
-    prepare_flow(args.params, parse_overrides(args.overrides))
+    with stage_main(STAGE):
+        prepare_flow(args.params, parse_overrides(args.overrides))

@@ -7,13 +7,14 @@ negatives).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from prefect import flow, task
 
-from flows.common import record_metrics, stage_args
+from flows.common import epoch_line, record_metrics, stage_args, stage_main
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
@@ -22,33 +23,49 @@ from pimc.core.typed_config import parse_overrides
 from pimc.models.build import load_pretrained_model
 from pimc.plots import learning_curves
 from pimc.stages.pretrain import pretrain
+from pimc.training.pretrain_loop import CURVE_EVERY, HISTORY, TRAIN_CURVE
 
 STAGE = "pretrain"
+# What the best checkpoint achieved on the val folds (the rest, with timings, is in MLflow).
+HEADLINE = ("val/loss", "val/class_top1", "best_epoch")
 CURVES_TRAIN = PLOTS_DIR / "pretrain_train.json"
 CURVES_VAL = PLOTS_DIR / "pretrain_val.json"
 CURVES_PNG = PLOTS_DIR / "pretrain_curves.png"
 
 
 class CurveLogger:
-    """``log(metrics, step)`` callback: forwards to MLflow and keeps rows for DVC plots."""
+    """``log(metrics, step)`` callback: forwards to MLflow and, per epoch, to the Prefect log.
 
-    def __init__(self, run: tracking.TrackedRun, every: int = 5) -> None:
+    The DVC plot rows come from the training state instead (``train_curve.json``,
+    ``history.json``): a resumed run has them from the start.
+    """
+
+    def __init__(self, run: tracking.TrackedRun, every: int = CURVE_EVERY) -> None:
         self.run, self.every = run, every
-        self.train: list[dict[str, float]] = []
-        self.val: list[dict[str, float]] = []
 
     def __call__(self, metrics: dict[str, float], step: int) -> None:
         if any(k.startswith("val/") for k in metrics):
-            self.val.append({"step": step, **metrics})
             self.run.log_metrics(metrics, step)
+            epoch_line(metrics, step)
         elif step % self.every == 0:  # per-step MLflow writes to SQLite cost more than a step
-            self.train.append({"step": step, **metrics})
             self.run.log_metrics(metrics, step)
 
 
 @task
 def train(params: Params, logger: CurveLogger) -> dict[str, Any]:
     return pretrain(params, log=logger)
+
+
+ENCODER_CARDS = {  # the registered encoders' MLflow descriptions
+    "rp_encoder": "PIMC recurrence-plot tower (ResNet, torchvision layout). Input: float32 "
+    "(B, I, S, S), the recurrence plots of a pixel's index series (pimc.preprocessing). "
+    "Output: float32 (B, D) embeddings (L2-normalise them to compare). Full checkpoint: "
+    "the run's checkpoint/ artifact.",
+    "image_encoder": "PIMC image-patch tower. Input: float32 (B, C, k, k), the Sentinel-2 "
+    "bands of a k x k patch around the pixel, standardised with the checkpoint's "
+    "image_mean/image_std. Output: float32 (B, D) embeddings (L2-normalise them to compare). "
+    "Full checkpoint: the run's checkpoint/ artifact.",
+}
 
 
 @task
@@ -67,6 +84,7 @@ def register_encoders(
         info = run.log_model(getattr(model, attr), attr, examples[attr].numpy(), name)
         version = str(info.registered_model_version)
         tracking.tag_version(name, version, {"metric.val_top1": result["val/top1"]})
+        tracking.describe_model(name, version, ENCODER_CARDS[attr])
         tracking.bootstrap_champion(name, version)
         versions[name] = version
     return versions
@@ -82,14 +100,16 @@ def pretrain_flow(
     with tracking.start_run(STAGE, sections) as run:
         logger = CurveLogger(run)
         result = train(params, logger)
-        write_json(CURVES_TRAIN, logger.train)
-        write_json(CURVES_VAL, logger.val)
-        learning_curves(logger.train, logger.val, CURVES_PNG, "PIMC contrastive pretraining")
+        out = Path(params.pretrain.out)
+        curve, history = (json.loads((out / f).read_text()) for f in (TRAIN_CURVE, HISTORY))
+        write_json(CURVES_TRAIN, curve)
+        write_json(CURVES_VAL, history)
+        learning_curves(curve, history, CURVES_PNG, "PIMC contrastive pretraining")
         run.log_artifact(CURVES_PNG, "plots")
         # The full checkpoint travels with the run, so `pretrained: registry` can rebuild PIMC.
         run.log_artifact(Path(params.pretrain.out) / BEST_CHECKPOINT, "checkpoint")
         versions = register_encoders(params, run, result)
-        record_metrics(run, STAGE, result, prefix="final/")
+        record_metrics(run, STAGE, result, HEADLINE, prefix="final/")
         run.set_tags({f"registered.{k}": v for k, v in versions.items()})
     print(f"pretrain: top1 {result['val/top1']:.3f} (chance {result['chance_top1']:.4f})")
     return result
@@ -97,4 +117,5 @@ def pretrain_flow(
 
 if __name__ == "__main__":
     args = stage_args(__doc__)
-    pretrain_flow(args.params, parse_overrides(args.overrides))
+    with stage_main(STAGE):
+        pretrain_flow(args.params, parse_overrides(args.overrides))

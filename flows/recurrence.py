@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import dask_task_runner, map_in_order, record_metrics, stage_args
+from flows.common import dask_task_runner, map_in_order, stage_args, stage_main
 from pimc import tracking
 from pimc.core.config import ComputeConfig, RecurrenceConfig, load_params
 from pimc.core.paths import PLOTS_DIR
@@ -75,7 +75,7 @@ def recurrence_fan_out(
 def recurrence_flow(
     params_path: str = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> dict:
-    """Write ``recurrence.out``, ``plots/rp_gallery.png`` and ``metrics/recurrence.json``."""
+    """Write ``recurrence.out`` and ``plots/rp_gallery.png``; log the run's statistics."""
     params = load_params(params_path, overrides)
     cfg, compute = params.recurrence, params.compute
     tags = {"compute.task_runner": compute.task_runner}
@@ -85,12 +85,13 @@ def recurrence_flow(
             stats = fan_out(params.prepare.out, cfg, compute)
         else:
             stats = build_plots(params.prepare.out, cfg)
-        metrics = record_metrics(run, STAGE, stats)
+        run.log_metrics({k: float(v) for k, v in stats.items() if isinstance(v, int | float)})
         run.log_artifact(GALLERY, "plots")
-    print(f"recurrence: {metrics}")
+    print(f"recurrence: {stats}")
     return stats
 
 
 if __name__ == "__main__":
     args = stage_args(__doc__)
-    recurrence_flow(args.params, parse_overrides(args.overrides))
+    with stage_main(STAGE):
+        recurrence_flow(args.params, parse_overrides(args.overrides))

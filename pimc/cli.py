@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pimc import __version__
 from pimc.core.errors import PimcError, UsageError
 
 
@@ -92,6 +93,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pimc", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pimc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write the embedded synthetic PASTIS + EuroSAT")

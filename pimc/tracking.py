@@ -54,21 +54,42 @@ def artifact_location() -> str | None:
     return (Path.cwd() / "mlartifacts").resolve().as_uri()
 
 
-def git_sha() -> str:
-    """Commit of the working tree (``unknown`` outside git), ``-dirty`` when it has changes."""
+#: What a run's results depend on (besides data): a change here, uncommitted, makes the run's
+#: inputs dirty. Outputs the pipeline itself rewrites (dvc.lock, metrics/, plots/) do not.
+GIT_INPUTS = ("pimc", "flows", "params.yaml", "dvc.yaml", "pyproject.toml")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+
+
+def git_tags() -> dict[str, str]:
+    """The commit a run started from (``git.sha``, also MLflow's own ``mlflow.source.git.commit``)
+    and ``git.inputs_dirty``: ``true`` when :data:`GIT_INPUTS` have uncommitted changes.
+    ``unknown`` outside git."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        sha = _git("rev-parse", "HEAD")
+        inputs = _git("rev-parse", "--show-toplevel")
+        dirty = _git("-C", inputs, "status", "--porcelain", "--", *GIT_INPUTS)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha
+        return {"git.sha": "unknown", "git.inputs_dirty": "unknown"}
+    return {
+        "git.sha": sha,
+        "mlflow.source.git.commit": sha,
+        "git.inputs_dirty": "true" if dirty else "false",
+    }
+
+
+def param_value(value: Any) -> str:
+    """How a config value is logged as an MLflow param: lists, booleans and None as JSON
+    (``["ndvi", "evi"]``, ``true``, ``null``, as in params.yaml), the rest as ``str``."""
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return str(value)
 
 
 @functools.cache
@@ -103,11 +124,24 @@ def _not_found(uri: str, err: Exception):
     )
 
 
+#: Set by the pipeline flow for the stages it runs (``flows/pipeline.py``): the Prefect flow-run id
+#: that every stage's MLflow run is tagged with (``pimc.pipeline_run``), linking them.
+PIPELINE_RUN_ENV = "PIMC_PIPELINE_RUN"
+
+#: Opens the experiment in MLflow's model-training view (3.x guesses GenAI for untagged ones).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location())
+    if exp is None:
+        return client.create_experiment(
+            name, artifact_location=artifact_location(), tags=EXPERIMENT_TAGS
+        )
+    for key, value in EXPERIMENT_TAGS.items():
+        if key not in exp.tags:  # experiments made by older pimc; a user's choice is kept
+            client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 @dataclass
@@ -130,7 +164,7 @@ class TrackedRun:
         from mlflow.entities import Param
 
         flat = flatten(params) if is_dataclass(params) or isinstance(params, Mapping) else {}
-        items = [Param(k, str(v)) for k, v in sorted(flat.items())]
+        items = [Param(k, param_value(v)) for k, v in sorted(flat.items())]
         client = self.client
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             client.log_batch(self.run_id, params=items[i : i + _MAX_PARAMS_PER_BATCH])
@@ -197,6 +231,14 @@ def tag_version(name: str, version: str | int, tags: Mapping[str, Any]) -> None:
     client = _client()
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def describe_model(name: str, version: str | int, description: str) -> None:
+    """Set the description of registered model ``name`` and of its ``version`` (MLflow's UI
+    shows both): what goes in, what comes out."""
+    client = _client()
+    client.update_registered_model(name, description=description)
+    client.update_model_version(name, str(version), description=description)
 
 
 def registered_models(prefix: str = "pimc-") -> list[dict[str, Any]]:
@@ -304,19 +346,50 @@ def model_uri(ref: str) -> str:
     return f"models:/{ref}"
 
 
+@contextmanager
+def _pickle_off() -> Iterator[None]:
+    """MLflow's pickle loading switched off (it is on by default): a ``model.pth`` is refused,
+    and a pt2 archive is loaded only if none of its records (weights, constants, sample
+    inputs) carries a pickle payload beyond what ``torch.load(weights_only=True)`` admits."""
+    key, old = (
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION",
+        os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION"),
+    )
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def load_model(uri: str) -> Any:
-    """Load a logged torch model, e.g. ``models:/pimc-rp-encoder@champion``.
+    """Load a logged torch model, e.g. ``models:/pimc-rp-encoder@champion``, never unpickling
+    anything (pimc logs pt2 programs; see :func:`_pickle_off`).
 
     Raises:
         ModelNotFoundError: the URI names no model in the registry / store.
+        UntrustedModelError: the model's files are not a pickle-free pt2 program (tampered,
+            or not logged by pimc); nothing of it was executed.
     """
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 
+    from pimc.core.errors import UntrustedModelError
+
     _use_in_module_api(tracking_uri())
     try:
-        return mlflow.pytorch.load_model(uri)
+        with _pickle_off():
+            return mlflow.pytorch.load_model(uri)
     except MlflowException as err:
+        if "pickle" in str(err).lower():
+            raise UntrustedModelError(
+                f"{uri}: refused to load, its files would run code on load ({err}). pimc logs "
+                "models as pickle-free pt2 programs; re-register the model from a trusted run "
+                "(`dvc repro finetune@<task>`), and check who can write to the artifact store."
+            ) from err
         raise _not_found(uri, err) from err
 
 
@@ -347,8 +420,8 @@ def start_run(
 ) -> Iterator[TrackedRun]:
     """Open an MLflow run for one pipeline stage; params are logged before anything else.
 
-    The run is tagged ``pimc.stage`` (the DVC stage name) and ``git.sha``; it ends FAILED if the
-    body raises, FINISHED otherwise.
+    The run is tagged ``pimc.stage`` (the DVC stage name), :func:`git_tags` and, under the
+    pipeline flow, ``pimc.pipeline_run``; it ends FAILED if the body raises, FINISHED otherwise.
 
     Args:
         stage: DVC stage name, e.g. ``"data"``.
@@ -361,7 +434,9 @@ def start_run(
     uri = tracking_uri()
     client = _client_for(uri)
     exp_id = _experiment_id(client, experiment)
-    all_tags = {"pimc.stage": stage, "git.sha": git_sha(), "mlflow.runName": run_name or stage}
+    all_tags = {"pimc.stage": stage, **git_tags(), "mlflow.runName": run_name or stage}
+    if os.environ.get(PIPELINE_RUN_ENV):
+        all_tags["pimc.pipeline_run"] = os.environ[PIPELINE_RUN_ENV]
     all_tags.update({k: str(v) for k, v in (tags or {}).items()})
     run = client.create_run(exp_id, tags=all_tags, run_name=run_name or stage)
     tracked = TrackedRun(run.info.run_id, exp_id, uri)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pimc.cli import main
 from pimc.data import PASTIS, EuroSAT
 
@@ -46,3 +48,12 @@ def test_download_offline_is_one_clear_line(tmp_path, capsys):
     last = err.strip().splitlines()[-1]  # above it: the progress bar
     assert last.startswith("pimc download: error:") and "127.0.0.1:9" in last
     assert "Traceback" not in err
+
+
+def test_version_is_the_package_version(capsys):
+    import pimc
+    from pimc.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"pimc {pimc.__version__}\n"

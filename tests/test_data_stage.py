@@ -30,25 +30,27 @@ data:
 def test_data_flow_writes_metrics_and_logs_run(
     prefect_harness, tracking_store, tmp_path, monkeypatch
 ):
-    from flows.data import data_flow
+    from flows.data import HEADLINE, data_flow
 
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(TINY)
     stats = data_flow("params.yaml")
+    # DVC metrics: the difficulty card's headline only; counts and the whole card beside it.
     metrics = json.loads(Path("metrics/data.json").read_text())
-    assert metrics["pastis_patches"] == 5 == stats["pastis"]["patches"]
-    assert metrics["eurosat_train_tiles"] + metrics["eurosat_test_tiles"] > 0
-    assert 38 <= metrics["pastis_dates_min"] <= metrics["pastis_dates_max"] <= 42
+    assert set(metrics) == set(HEADLINE)
+    report = json.loads(Path("reports/data.json").read_text())
+    assert report["stats"]["pastis"]["patches"] == 5 == stats["pastis"]["patches"]
+    assert 38 <= report["stats"]["pastis"]["dates_min"] <= report["stats"]["pastis"]["dates_max"]
     (run,) = tracking.search_runs("data")  # this test's own store holds this run only
     assert run.info.status == "FINISHED"
     assert run.data.params["data.source"] == "synthetic"
     assert run.data.metrics["pastis_patches"] == 5
+    assert run.data.metrics["eurosat_train_tiles"] + run.data.metrics["eurosat_test_tiles"] > 0
     assert len(PASTIS("data/raw/PASTIS", folds=PASTIS.all_folds)) == 5
-    # The difficulty card: headline entries as metrics, the whole card as an artifact.
     for key in ("nn1_macro_f1", "centroid_macro_f1", "chance_macro_f1", "cloud_share"):
-        assert 0.0 <= metrics[f"difficulty_{key}"] <= 1.0, key
-        assert run.data.metrics[f"difficulty_{key}"] == metrics[f"difficulty_{key}"]
-    assert any(k.startswith("difficulty_parcels_fold") for k in metrics)
+        assert 0.0 <= run.data.metrics[f"difficulty_{key}"] <= 1.0, key
+        assert report["difficulty"][key] == run.data.metrics[f"difficulty_{key}"]
+    assert any(k.startswith("difficulty_parcels_fold") for k in run.data.metrics)
     card = tracking.load_dict(run.info.run_id, "difficulty.json")
     assert card["nn1_macro_f1"] == metrics["difficulty_nn1_macro_f1"]
 

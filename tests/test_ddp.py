@@ -62,6 +62,7 @@ def test_torchrun_two_processes_share_negatives(tiny_data, tmp_path):
         "image_encoder.pt",
         "last.pt",
         "rp_encoder.pt",
+        "train_curve.json",
     ]
     metrics = json.loads((out / "final_metrics.json").read_text())
     # 96 train pairs / (2 ranks x 8) = 6 steps per epoch; each rank scored 16 candidates.

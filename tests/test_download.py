@@ -399,3 +399,31 @@ def test_truncated_zip_is_corrupt(tmp_path: Path) -> None:
 def test_missing_archive(tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match="nope.zip"):
         extract_archive(tmp_path / "nope.zip", tmp_path / "out")
+
+
+def test_a_decompression_bomb_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("PASTIS/metadata.geojson", "{}")
+        zf.writestr("PASTIS/DATA_S2/S2_1.npy", b"\0" * (50 << 20))  # 50 MiB -> ~50 KiB
+    assert bomb.stat().st_size < 200_000
+    out = tmp_path / "out"
+    with pytest.raises(DatasetCorruptError, match=r"member 'PASTIS/DATA_S2/S2_1.npy' expands"):
+        extract_archive(bomb, out)
+    assert not any(out.rglob("*")) and len(list(tmp_path.iterdir())) == 2  # nothing written
+
+
+def test_total_size_limit_names_the_member_and_the_param(tmp_path: Path) -> None:
+    import numpy as np
+
+    big = tmp_path / "big.tar"  # incompressible members: only the total limit applies
+    with tarfile.open(big, "w") as tf:
+        for i in range(3):
+            data = np.random.default_rng(i).bytes(1 << 20)
+            info = tarfile.TarInfo(f"d/m{i}.bin")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(DatasetCorruptError, match=r"member 'd/m2.bin'.*max_extract_gb"):
+        extract_archive(big, tmp_path / "out", max_bytes=(5 << 20) // 2)
+    assert extract_archive(big, tmp_path / "ok", max_bytes=4 << 20) == tmp_path / "ok"
+    assert (tmp_path / "ok" / "d" / "m2.bin").stat().st_size == 1 << 20

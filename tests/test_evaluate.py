@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from pimc.stages.evaluate import ablation_table, pimc_vs_random, write_report
+from pimc.stages.evaluate import ablation_table, headline_metrics, pimc_vs_random, write_report
 
 RESULTS = {
     "forecast": {
@@ -65,3 +65,10 @@ def test_report_files(tmp_path):
     assert "| pimc_finetune | 0.3000 | 0.8200 |" in text
     assert "- eurosat: PIMC 0.8200 vs random init 0.8500 → PIMC not ahead" in text
     assert "One seed is an anecdote" in text
+
+
+def test_headline_metrics_are_the_same_three_keys_for_every_task():
+    forecast = headline_metrics(RESULTS["forecast"], "finetune")
+    assert forecast == {"pimc": 0.30, "random_init": 0.35, "best_baseline": 0.35}  # lower wins
+    eurosat = headline_metrics(RESULTS["eurosat"], "linear")
+    assert eurosat == {"pimc": 0.80, "random_init": 0.85, "best_baseline": 0.85}

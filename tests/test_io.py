@@ -34,6 +34,29 @@ def test_outputs_get_the_mode_open_would_give(tmp_path: Path, umask: int, mode: 
         assert stat.S_IMODE(f.stat().st_mode) == mode, f
 
 
+def test_the_file_then_its_folder_are_fsynced_around_the_rename(tmp_path: Path, monkeypatch):
+    synced: list[tuple[str, bool]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append((path, (tmp_path / "m.json").exists()))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        synced.append(("replace", True))
+        real_replace(src, dst)
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name the synced descriptors")
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_json(tmp_path / "m.json", {"a": 1})
+    (file, before), (step, _), (folder, after) = synced
+    assert ".m.tmp-" in file and not before  # the data, before the rename
+    assert step == "replace" and folder == str(tmp_path) and after  # the entry, after it
+
+
 def test_fresh_output_dir_never_deletes_a_folder_it_did_not_write(tmp_path: Path) -> None:
     from pimc.core.io import STAMP, fresh_output_dir, is_stamped
 

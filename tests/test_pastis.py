@@ -124,3 +124,25 @@ def test_target_wrong_shape(data_copy):
     np.save(path, np.load(path)[0])
     with pytest.raises(DatasetCorruptError, match=rf"{path.name} has shape.*expected \(3,"):
         ds[0]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ("duplicate", r"ID_PATCH \d+ listed more than once \(folds \[\d, \d\]"),
+        ("fold", r"has Fold 7 \(1 patch\(es\) outside folds \[1, 2, 3, 4, 5\]\)"),
+    ],
+)
+def test_metadata_with_a_patch_twice_or_an_unknown_fold_is_refused(data_copy, change, match):
+    path = data_copy / "PASTIS" / "metadata.geojson"
+    meta = json.loads(path.read_text())
+    feats = meta["features"]
+    if change == "duplicate":  # the same patch again, in another fold (train and test pixels)
+        twin = json.loads(json.dumps(feats[0]))
+        twin["properties"]["Fold"] = 1 + twin["properties"]["Fold"] % 5
+        feats.append(twin)
+    else:
+        feats[1]["properties"]["Fold"] = 7
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetCorruptError, match=match):
+        PASTIS(data_copy / "PASTIS", folds=PASTIS.all_folds)

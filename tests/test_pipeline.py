@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -154,24 +155,31 @@ def test_repro_runs_every_stage(project):
     work, _ = project
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     assert {"data", "prepare", "recurrence", "pretrain"} <= set(lock["stages"])
-    metrics = json.loads((work / "metrics" / "data.json").read_text())
-    assert metrics["pastis_patches"] == 5
+    report = json.loads((work / "reports" / "data.json").read_text())
+    assert report["stats"]["pastis"]["patches"] == 5
     assert (work / "data" / "raw" / "EuroSAT" / "EuroSATallBands.zip").is_file()
     assert json.loads((work / "metrics" / "prepare.json").read_text())["pixels"] == 5 * 32
     assert len(list((work / "data" / "recurrence" / "shards").glob("*.npy"))) == 5
     assert (work / "plots" / "rp_gallery.png").stat().st_size > 1000
     pretrain = json.loads((work / "metrics" / "pretrain.json").read_text())
-    assert pretrain["steps"] > 0 and 0.0 <= pretrain["val/top1"] <= 1.0
+    assert pretrain["best_epoch"] >= 1 and 0.0 <= pretrain["val/class_top1"] <= 1.0
     assert (work / "data" / "models" / "pretrain" / "last.pt").is_file()
     assert json.loads((work / "plots" / "pretrain_val.json").read_text())
+    assert json.loads((work / "plots" / "pretrain_train.json").read_text())
     for task in ("forecast", "pixel_cls", "eurosat"):
-        result = json.loads((work / "metrics" / f"{task}.json").read_text())
+        result = json.loads((work / "reports" / f"{task}.json").read_text())
         assert {"pimc_finetune", "pimc_linear"} <= set(result["methods"])
+        assert "train_seconds" not in result["methods"]["pimc_finetune"]  # MLflow only
+        metrics = json.loads((work / "metrics" / f"{task}.json").read_text())
+        assert set(metrics) == {"pimc", "random_init", "best_baseline"}
         assert any((work / "plots" / task).glob("*.png"))
     table = (work / "reports" / "ablations.md").read_text()
     assert "| pimc_finetune |" in table and "PIMC pretraining vs random" in table
     shown = sh("dvc", "metrics", "show", cwd=work)
     assert "metrics/eurosat.json" in shown and "metrics/pretrain.json" in shown
+    # Results only, few enough columns for a terminal; no run statistics.
+    assert max(map(len, shown.splitlines())) <= 200, shown  # one terminal screen wide
+    assert "seconds" not in shown and "resumed" not in shown
 
 
 def test_pipeline_flow_pushed_every_output_to_the_remote(project):
@@ -187,7 +195,7 @@ def test_pipeline_flow_pushed_every_output_to_the_remote(project):
     assert (work / "data" / "models" / "pretrain" / "last.pt").is_file()
 
 
-def test_stages_are_tracked_and_encoders_registered(project, tmp_path, capsys):
+def test_stages_are_tracked_and_encoders_registered(project, servers, tmp_path, capsys):
     from pimc import tracking
     from pimc.cli import main as cli_main
     from pimc.models.build import load_pretrained_model
@@ -198,6 +206,21 @@ def test_stages_are_tracked_and_encoders_registered(project, tmp_path, capsys):
         assert tracking.get_alias(name, "champion") is not None
     run = tracking.search_runs("pretrain")[0]
     assert run.data.tags["git.sha"] != "unknown" and "train/loss" in run.data.metrics
+    assert run.data.tags["git.inputs_dirty"] == "false"  # the pipeline rewrote only outputs
+    # One pipeline run links its stages: the same id on every MLflow run and Prefect flow run.
+    (pipeline,) = {r.data.tags.get("pimc.pipeline_run") for r in tracking.search_runs()}
+    assert pipeline
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # The settings prefect read at import time may predate the servers fixture: say the URL.
+    with temporary_settings({PREFECT_API_URL: servers["prefect_api"]}), _prefect_client() as c:
+        tagged = c.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"pipeline:{pipeline}"]))
+        )
+    assert {t for r in tagged for t in r.tags if t.startswith("stage:")} >= {
+        "stage:data", "stage:pretrain", "stage:finetune@eurosat", "stage:evaluate"
+    }  # fmt: skip
     for name in ("pimc-rp-encoder", "pimc-image-encoder"):
         assert tracking.get_alias(name, "champion") is not None
     encoder = tracking.load_model("models:/pimc-rp-encoder@champion")
@@ -206,6 +229,14 @@ def test_stages_are_tracked_and_encoders_registered(project, tmp_path, capsys):
     eurosat = rows[("pimc-eurosat-classifier", 1)]
     assert "champion" in eurosat["aliases"] and 0.0 <= float(eurosat["metric.accuracy"]) <= 1.0
     assert "metric.val_top1" in rows[("pimc-rp-encoder", 1)]
+    # Registered models say what goes in and out; held-out metrics sit under test/.
+    client = tracking._client()
+    for name in ("pimc-pastis-classifier", "pimc-rp-encoder"):
+        assert "Input: float32" in client.get_registered_model(name).description
+        assert "Output" in client.get_model_version(name, "1").description
+    eurosat_run = tracking.search_runs("finetune@eurosat")[0]
+    assert any(re.fullmatch(r"test/pimc_\w+/accuracy", k) for k in eurosat_run.data.metrics)
+    assert not any(k.startswith("test/") and "seconds" in k for k in eurosat_run.data.metrics)
     ckpt = tracking.run_artifact_of("pimc-rp-encoder", "champion", "checkpoint/best.pt", tmp_path)
     model, state = load_pretrained_model(ckpt)
     assert state["step"] > 0 and model.config["rp_channels"] == 3

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -117,6 +118,11 @@ def test_kill_and_resume_reaches_the_same_weights(params, tmp_path):
     assert a_state["history"] == b_state["history"]
     assert a_state["best"]["entry"] == b_state["best"]["entry"]  # the best epoch survives a kill
     assert resumed["val/top1"] == full["val/top1"]
+    # The resumed run's curves are complete: the rows before the kill came from last.pt.
+    for name in ("train_curve.json", "history.json"):
+        rows = [json.loads((tmp_path / d / name).read_text()) for d in "ab"]
+        assert rows[0] == rows[1] and rows[0], name
+    assert [r["epoch"] for r in rows[0]] == [1, 2]  # history: one row per epoch
 
     # A finished run re-run with the same config does nothing; a changed config starts afresh.
     again = pretrain(b, progress=False)

@@ -25,6 +25,47 @@ def test_run_tags_params_metrics_and_artifacts(env_root):
     assert str(artifact_dir).startswith(str(env_root))  # hermetic: artifacts stay in tmp
 
 
+def test_params_as_json_experiment_kind_and_pipeline_link(monkeypatch):
+    from pimc.core.task_config import PixelClsConfig
+
+    monkeypatch.setenv(tracking.PIPELINE_RUN_ENV, "flow-run-42")
+    with tracking.start_run(
+        "unit", {"finetune.pixel_cls": PixelClsConfig()}, experiment="kind"
+    ) as r:
+        pass
+    got = tracking.get_run(r.run_id)
+    assert got.data.params["finetune.pixel_cls.train_folds"] == "[1, 2, 3]"  # not "(1, 2, 3)"
+    assert got.data.params["finetune.pixel_cls.keep_background"] == "true"
+    assert got.data.params["finetune.pixel_cls.rotation"] == "null"
+    assert got.data.params["finetune.pixel_cls.lr"] == "0.01"
+    assert got.data.tags["pimc.pipeline_run"] == "flow-run-42"
+    exp = tracking._client().get_experiment(r.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_git_tags_say_whether_the_inputs_not_the_outputs_are_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.lock").write_text("x\n")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+    clean = tracking.git_tags()
+    assert clean["git.inputs_dirty"] == "false" and len(clean["git.sha"]) == 40
+    assert clean["mlflow.source.git.commit"] == clean["git.sha"]
+    (tmp_path / "dvc.lock").write_text("rewritten by the pipeline\n")
+    assert tracking.git_tags() == clean  # an output changed: inputs still clean
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert tracking.git_tags()["git.inputs_dirty"] == "true"
+    monkeypatch.chdir(tmp_path.parent)
+    assert tracking.git_tags()["git.sha"] == "unknown"
+
+
 def test_failed_body_marks_run_failed():
     with pytest.raises(RuntimeError):
         with tracking.start_run("boom", {"x": 1}, experiment="test-tracking") as run:
@@ -91,3 +132,49 @@ def test_unknown_models_raise_model_not_found(tracking_store, tmp_path):
         tracking.run_artifact_of("pimc-nothing", "champion", "checkpoint/last.pt", tmp_path)
     assert tracking.get_alias("pimc-nothing", "champion") is None
     assert tracking.latest_version("pimc-nothing") is None
+
+
+class _Payload:
+    """Unpickling this runs ``open(<marker>, "w")``: proof that code ran on load."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("attack", ["pickled_model", "pt2_sample_inputs"])
+def test_a_tampered_model_is_refused_before_any_code_runs(tracking_store, tmp_path, attack):
+    import pickle
+    import zipfile
+
+    import numpy as np
+    import torch
+
+    from pimc.core.errors import UntrustedModelError
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).eval()
+    example = np.zeros((2, 3, 8, 8), dtype=np.float32)
+    with tracking.start_run("unit", {}, experiment="test-tamper") as run:
+        info = run.log_model(net, "net", example, registered_model_name="pimc-tamper")
+    where = tracking._client().get_logged_model(info.model_id).artifact_location
+    (pt2,) = Path(where.removeprefix("file://")).rglob("model.pt2")  # what an attacker edits
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Payload(str(marker)))
+    if attack == "pickled_model":  # what MLflow's pickle flavour would load: model.pth
+        pt2.unlink()
+        (pt2.parent / "model.pth").write_bytes(payload)
+        (pt2.parent / "pickle_module_info.txt").write_text("pickle")
+    else:  # a valid program whose sample inputs record is swapped for a payload
+        rebuilt = pt2.with_suffix(".new")
+        with zipfile.ZipFile(pt2) as src, zipfile.ZipFile(rebuilt, "w") as dst:
+            names = [n for n in src.namelist() if "sample_inputs" in n and n.endswith(".pt")]
+            assert names, src.namelist()
+            for item in src.infolist():
+                data = payload if item.filename in names else src.read(item.filename)
+                dst.writestr(item, data)
+        rebuilt.replace(pt2)
+    with pytest.raises(UntrustedModelError, match="refused to load"):
+        tracking.load_model("models:/pimc-tamper/1")
+    assert not marker.exists()

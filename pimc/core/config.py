@@ -55,6 +55,10 @@ class MirrorConfig:
 
     url: str | None = None
     md5: str | None = None
+    max_extract_gb: float = 8.0  # most GiB its archive may extract to (a decompression bomb)
+
+    def __post_init__(self) -> None:
+        _check(self.max_extract_gb > 0, "data.<dataset>.max_extract_gb", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,8 @@ class DataConfig:
     seed: int = 0
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     eurosat: MirrorConfig = field(default_factory=MirrorConfig)
-    pastis: MirrorConfig = field(default_factory=MirrorConfig)
+    # Real PASTIS.zip (29 GB) extracts to ~30-40 GB.
+    pastis: MirrorConfig = field(default_factory=lambda: MirrorConfig(max_extract_gb=64.0))
 
 
 @dataclass(frozen=True)

@@ -46,5 +46,9 @@ class ModelNotFoundError(PimcError, LookupError):
     """A model URI or alias names nothing in the MLflow registry / store."""
 
 
+class UntrustedModelError(PimcError, ValueError):
+    """A logged model holds files that would run code on load (pickle); it is not loaded."""
+
+
 class CommandError(PimcError, RuntimeError):
     """An external command (DVC) failed; the message holds the command and its output's tail."""

@@ -28,7 +28,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The suffix is kept (``.tmp-xxxx.npy``) so libraries that infer a format from it still work.
     The file gets the mode a plain ``open`` would give (0666 less the umask), not ``mkstemp``'s
-    0600, so other users and services can read the outputs.
+    0600, so other users and services can read the outputs. It is durable: the data are
+    fsynced before the rename and the folder after it (as databases do), so a power loss
+    leaves the old file or the whole new one, never an empty one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,10 +39,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    is_dir = os.path.isdir(path)
+    if is_dir and os.name == "nt":  # folders cannot be opened (nor need syncing) on Windows
+        return
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if is_dir else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

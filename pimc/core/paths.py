@@ -38,8 +38,15 @@ def eurosat_root(data_root: str | Path) -> Path:
 
 
 def metrics_file(stage: str) -> Path:
-    """``metrics/<stage>.json``: a DVC metrics file (not cached, tracked in git)."""
+    """``metrics/<stage>.json``: a DVC metrics file (not cached, tracked in git) holding the
+    stage's few headline results, so ``dvc metrics show`` fits a terminal."""
     return METRICS_DIR / f"{stage}.json"
+
+
+def results_file(stage: str) -> Path:
+    """``reports/<stage>.json``: a stage's full results (every method and metric; not cached,
+    tracked in git, a plain DVC output). Run statistics (timings, memory) go to MLflow only."""
+    return REPORTS_DIR / f"{stage}.json"
 
 
 def shard_name(patch_id: int) -> str:

@@ -262,8 +262,18 @@ def _failure_message(url: str, dest: Path, error: str) -> str:
     )
 
 
+#: Largest uncompressed / compressed size accepted, for the archive and for each member over
+#: 1 MiB: Sentinel-2 rasters compress ~1.1-3x; a zip bomb, thousands of times.
+MAX_RATIO = 100.0
+_RATIO_FLOOR = 1 << 20
+
+
 def extract_archive(
-    archive: str | Path, dest_dir: str | Path, *, marker: str | None = None
+    archive: str | Path,
+    dest_dir: str | Path,
+    *,
+    marker: str | None = None,
+    max_bytes: int = 64 << 30,
 ) -> Path:
     """Extract a zip or tar archive into ``dest_dir``, once.
 
@@ -276,14 +286,17 @@ def extract_archive(
         dest_dir: Folder to extract into; created if missing.
         marker: Name of the marker file inside ``dest_dir``; defaults to
             ``.extracted-<archive name>``.
+        max_bytes: Most bytes the extraction may write (all members together); with
+            :data:`MAX_RATIO`, checked before anything is written (a decompression bomb).
 
     Returns:
         ``dest_dir`` as a Path.
 
     Raises:
         DatasetNotFoundError: ``archive`` does not exist.
-        DatasetCorruptError: The archive is unreadable, of an unknown format, or has members
-            that would land outside ``dest_dir``.
+        DatasetCorruptError: The archive is unreadable, of an unknown format, has members
+            that would land outside ``dest_dir``, or would extract to more than ``max_bytes``
+            or :data:`MAX_RATIO` times its size.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     marker_path = dest_dir / (marker or f".extracted-{archive.name}")
@@ -296,7 +309,7 @@ def extract_archive(
     dest_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.extracting-", dir=dest_dir.parent))
     try:
-        _extract_to(archive, tmp)
+        _extract_to(archive, tmp, max_bytes)
         for entry in sorted(tmp.iterdir()):
             target = dest_dir / entry.name
             _remove(target)
@@ -307,8 +320,10 @@ def extract_archive(
     return dest_dir
 
 
-def _extract_to(archive: Path, out: Path) -> None:
-    """Unpack ``archive`` into the empty folder ``out``, rejecting unsafe member paths."""
+def _extract_to(archive: Path, out: Path, max_bytes: int) -> None:
+    """Unpack ``archive`` into the empty folder ``out``, rejecting unsafe member paths and
+    sizes (declared sizes: zipfile stops reading a member at its declared size, and a tar
+    member's size is exact)."""
     name = archive.name.lower()
     is_zip = name.endswith(".zip") or (
         not name.endswith(_TAR_SUFFIXES) and zipfile.is_zipfile(archive)
@@ -318,10 +333,17 @@ def _extract_to(archive: Path, out: Path) -> None:
         if is_zip:
             with zipfile.ZipFile(archive) as zf:
                 _check_members(archive, zf.namelist())
+                infos = zf.infolist()
+                _check_sizes(
+                    archive, [(i.filename, i.file_size, i.compress_size) for i in infos], max_bytes
+                )
                 zf.extractall(out)
         elif name.endswith(_TAR_SUFFIXES) or tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as tf:
                 _check_members(archive, tf.getnames())
+                # A tar stream has no per-member compressed size: the archive ratio bounds it.
+                sizes = [(m.name, m.size, None) for m in tf.getmembers()]
+                _check_sizes(archive, sizes, max_bytes)
                 # "data" also refuses links pointing outside, device files and setuid bits.
                 tf.extractall(out, filter="data")
         else:
@@ -356,6 +378,37 @@ def _check_members(archive: Path, names: list[str]) -> None:
                 "extraction folder; refusing to extract it. Delete the archive and download it "
                 "again from a trusted source."
             )
+
+
+def _check_sizes(
+    archive: Path, members: list[tuple[str, int, int | None]], max_bytes: int
+) -> None:
+    """Refuse an archive whose ``(name, size, compressed size)`` members would extract to more
+    than ``max_bytes`` in all, or expand more than :data:`MAX_RATIO` times."""
+    fix = (
+        "If it is the genuine dataset, raise data.<dataset>.max_extract_gb in params.yaml; "
+        "otherwise delete it and download it again from a trusted source."
+    )
+    total = 0
+    for name, size, packed in members:
+        total += size
+        if size > max_bytes or total > max_bytes:
+            raise DatasetCorruptError(
+                f"{archive}: extracting it would write more than {max_bytes / 2**30:.3g} GiB "
+                f"(member {name!r}: {size / 2**30:.3g} GiB, {total / 2**30:.3g} GiB so far); "
+                f"refusing. {fix}"
+            )
+        if packed is not None and size > _RATIO_FLOOR and size > MAX_RATIO * max(packed, 1):
+            raise DatasetCorruptError(
+                f"{archive}: member {name!r} expands {size / max(packed, 1):.0f}x "
+                f"({packed} -> {size} bytes; at most {MAX_RATIO:g}x): a decompression bomb? {fix}"
+            )
+    packed_all = archive.stat().st_size
+    if total > _RATIO_FLOOR and total > MAX_RATIO * max(packed_all, 1):
+        raise DatasetCorruptError(
+            f"{archive}: expands {total / max(packed_all, 1):.0f}x ({packed_all} -> {total} "
+            f"bytes; at most {MAX_RATIO:g}x): a decompression bomb? {fix}"
+        )
 
 
 def _remove(path: Path) -> None:

@@ -37,6 +37,7 @@ class EuroSAT(Dataset):
         download: fetch the zip and split files if missing (md5-checked).
         url: base URL of a mirror (default :attr:`url`).
         md5: md5 of the zip at that mirror (default :attr:`md5`; ``None`` skips the check).
+        max_extract_gb: most GiB the zip may extract to (real EuroSAT-MS: ~2.8).
 
     Samples are dicts: ``image`` float32 (C, 64, 64) reflectance x1e4 in the order of ``bands``;
     ``label`` int, index into :attr:`classes`.
@@ -80,7 +81,9 @@ class EuroSAT(Dataset):
         download: bool = False,
         url: str | None = None,
         md5: str | None = md5,
+        max_extract_gb: float = 8.0,
     ) -> None:
+        self.max_extract_gb = max_extract_gb
         if split not in self.split_filenames:
             raise ConfigError(
                 f"EuroSAT: unknown split '{split}'; choose one of {', '.join(self.split_filenames)}"
@@ -121,7 +124,7 @@ class EuroSAT(Dataset):
                 )
             from pimc.data.download import extract_archive
 
-            extract_archive(archive, self.root)
+            extract_archive(archive, self.root, max_bytes=int(self.max_extract_gb * 2**30))
         if not split_file.is_file():
             raise DatasetNotFoundError(
                 f"EuroSAT split file {split_file} is missing. Download it from "

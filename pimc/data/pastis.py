@@ -39,6 +39,8 @@ class PASTIS(Dataset):
         transforms: optional callable applied to each sample dict.
         download: fetch and extract ``PASTIS.zip`` (29 GB) into ``root``'s parent if missing.
         url: mirror of the zip (default :attr:`url`). md5: its md5 (``None`` skips the check).
+        max_extract_gb: most GiB the zip may extract to (real PASTIS: ~30-40); refuses a
+            decompression bomb before writing anything.
 
     Samples are dicts: ``image`` float32 (T, C, H, W) reflectance x1e4; ``mask`` int64 (H, W)
     semantic class (0 background, 19 void); ``parcels`` int64 (H, W) parcel ids (0 outside
@@ -81,7 +83,9 @@ class PASTIS(Dataset):
         download: bool = False,
         url: str | None = None,
         md5: str | None = md5,
+        max_extract_gb: float = 64.0,
     ) -> None:
+        self.max_extract_gb = max_extract_gb
         bad_folds = [f for f in folds if f not in self.all_folds]
         if bad_folds or not folds:
             raise ConfigError(f"PASTIS: unknown fold(s) {bad_folds or '(none)'}; folds are 1-5")
@@ -110,7 +114,7 @@ class PASTIS(Dataset):
             return
         # The zip's top folder is PASTIS/, so it is extracted beside root.
         archive = download_url(url, self.root.parent / self.filename, md5)
-        extract_archive(archive, self.root.parent)
+        extract_archive(archive, self.root.parent, max_bytes=int(self.max_extract_gb * 2**30))
 
     def _load_metadata(self) -> pd.DataFrame:
         path = self.root / "metadata.geojson"
@@ -271,4 +275,23 @@ def read_metadata(path: str | Path) -> tuple[pd.DataFrame, str | None]:
             f"{path}: not a PASTIS metadata file ({type(err).__name__}: {err}); {_REMEDY}"
         ) from err
     table = pd.DataFrame(rows, columns=["id", "fold", "tile", "dates", "geometry"])
+    _check_metadata(table, path)
     return table.sort_values("id").reset_index(drop=True), crs
+
+
+def _check_metadata(table: pd.DataFrame, path: str | Path) -> None:
+    """A patch listed twice would put the same pixels in two folds (train and test), and a
+    fold outside 1-5 would drop its patch from every split: both are errors, never silent."""
+    dup = table["id"][table["id"].duplicated()].unique()
+    if len(dup):
+        raise DatasetCorruptError(
+            f"{path}: ID_PATCH {', '.join(map(str, dup[:5]))} listed more than once (folds "
+            f"{sorted(set(table['fold'][table['id'] == dup[0]]))} for {dup[0]}); each patch must "
+            f"appear once. {_REMEDY}"
+        )
+    bad = table[~table["fold"].isin(PASTIS.all_folds)]
+    if len(bad):
+        raise DatasetCorruptError(
+            f"{path}: patch {bad['id'].iloc[0]} has Fold {bad['fold'].iloc[0]} ({len(bad)} "
+            f"patch(es) outside folds {list(PASTIS.all_folds)}). {_REMEDY}"
+        )

@@ -14,7 +14,7 @@ the benchmark starts afresh, so its report always comes from one version of the 
 
 Outputs (see :func:`write_outputs`): ``reports/benchmark.csv`` (one row per seed, fraction,
 task and method), ``reports/benchmark.md`` (mean ± sd per method and the paired comparisons of
-:data:`COMPARISONS`), ``plots/label_efficiency.png`` and ``metrics/benchmark.json``.
+:data:`COMPARISONS`), ``plots/label_efficiency.png`` and ``reports/benchmark.json``.
 """
 
 from __future__ import annotations

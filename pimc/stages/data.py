@@ -34,7 +34,13 @@ def synthesize(cfg: DataConfig, progress: bool = True) -> dict[str, Any]:
 def download_eurosat(cfg: DataConfig) -> Path:
     """Download (resuming) and extract real EuroSAT-MS; returns its root."""
     root = eurosat_root(cfg.root)
-    EuroSAT(root, download=True, url=cfg.eurosat.url, md5=cfg.eurosat.md5 or EuroSAT.md5)
+    EuroSAT(
+        root,
+        download=True,
+        url=cfg.eurosat.url,
+        md5=cfg.eurosat.md5 or EuroSAT.md5,
+        max_extract_gb=cfg.eurosat.max_extract_gb,
+    )
     return root
 
 
@@ -47,6 +53,7 @@ def download_pastis(cfg: DataConfig) -> Path:
         download=True,
         url=cfg.pastis.url,
         md5=cfg.pastis.md5 or PASTIS.md5,
+        max_extract_gb=cfg.pastis.max_extract_gb,
     )
     return root
 

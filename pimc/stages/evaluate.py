@@ -1,6 +1,6 @@
 """The ``evaluate`` stage's ablation table: one row per method, one column per task.
 
-Each task's ``metrics/<task>.json`` (written by ``finetune@<task>``) holds its headline
+Each task's ``reports/<task>.json`` (written by ``finetune@<task>``) holds its headline
 metric's name, whether higher is better, and every method's metrics. Methods that a task does
 not run (e.g. ``persistence`` for EuroSAT) are left empty.
 """
@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from pimc.core.errors import DatasetNotFoundError
 from pimc.core.io import atomic_path, write_text
-from pimc.core.paths import metrics_file
+from pimc.core.paths import results_file
 
 # Rows in this order first (the PIMC methods, then the shared baselines); others follow.
 ORDER = (
@@ -30,12 +31,12 @@ ORDER = (
 
 
 def load_results(tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``metrics/<task>.json`` of each task."""
+    """``reports/<task>.json`` of each task."""
     out = {}
     for task in tasks:
-        path = metrics_file(task)
+        path = results_file(task)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; run `dvc repro finetune@{task}` first")
+            raise DatasetNotFoundError(f"{path} is missing; run `dvc repro finetune@{task}` first")
         out[task] = json.loads(path.read_text())
     return out
 
@@ -68,6 +69,23 @@ def pimc_vs_random(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
             "pimc_better": float(sign * (score[pimc] - score[rand]) > 0),
         }
     return out
+
+
+def headline_metrics(result: Mapping[str, Any], mode: str) -> dict[str, float]:
+    """A task's ``dvc metrics``: its headline for the registered PIMC model (``pimc``,
+    ``pimc_<mode>``), the best random-init method and the best non-PIMC method. The same
+    three keys for every task, so ``dvc metrics show`` has three task columns."""
+    head, sign = result["headline"], 1 if result["higher_is_better"] else -1
+    score = {m: v[head] for m, v in result["methods"].items() if v.get(head) is not None}
+
+    def best(names: list[str]) -> float:
+        return max((score[m] for m in names), key=lambda v: sign * v, default=float("nan"))
+
+    return {
+        "pimc": score[f"pimc_{mode}"],
+        "random_init": best([m for m in score if m.startswith("random_init")]),
+        "best_baseline": best([m for m in score if not m.startswith("pimc")]),
+    }
 
 
 def write_report(table: pd.DataFrame, comparison: Mapping[str, Any], out_dir: Path) -> list[Path]:

@@ -9,6 +9,7 @@ folds after every epoch. Rank 0 writes to ``pretrain.out``::
                          what downstream tasks and the registry get
     final_metrics.json   what :func:`pretrain` returns
     history.json         one entry per epoch (train/val loss, val retrieval)
+    train_curve.json     train loss, logit scale and LR every 5 steps (kept in last.pt)
     rp_encoder.pt        state dicts of best.pt's two encoders
     image_encoder.pt
 

@@ -50,6 +50,12 @@ __all__ = ["load_eurosat", "run_eurosat"]
 
 HEADLINE = "accuracy"
 HIGHER_IS_BETTER = True  # direction of HEADLINE
+MODEL_CARD = (  # the registered model's description in MLflow
+    "EuroSAT-MS land-cover classifier. Input: float32 (B, C, R, R), the tile's bands in "
+    "metadata 'bands' order, in EuroSAT-MS's stored units (reflectance x 1e4; the model "
+    "normalises them itself), resized to R = metadata 'resize' (None: 64). "
+    "Output: float32 logits (B, 10); logit k is metadata 'class_names'[k]."
+)
 
 
 def load_eurosat(root: str | Path, cfg: EurosatConfig) -> dict[str, dict[str, Tensor]]:

@@ -59,6 +59,12 @@ __all__ = ["Forecaster", "forecast_metrics", "load_forecast_data", "run_forecast
 
 HEADLINE = "rmse_mean_std"
 HIGHER_IS_BETTER = False  # direction of HEADLINE
+MODEL_CARD = (  # the registered model's description in MLflow
+    "PASTIS pixel forecaster. Input: float32 (B, I, S, S + K): the recurrence plots of the "
+    "first input_len steps of I index series (metadata 'indices'), S x S, with the last K raw "
+    "index values (metadata 'context') repeated in the K extra columns (Forecaster.pack). "
+    "Output: float32 (B, I, horizon), the next 'horizon' values of each index in index units."
+)
 
 
 class Forecaster(TaskModel):

@@ -62,6 +62,12 @@ __all__ = ["classification_metrics", "run_pixel_cls", "train_classifier"]
 
 HEADLINE = "macro_f1"
 HIGHER_IS_BETTER = True  # direction of HEADLINE
+MODEL_CARD = (  # the registered model's description in MLflow
+    "PASTIS pixel crop classifier. Input: float32 (B, I, S, S), the recurrence plots of a "
+    "pixel's full-season index series (metadata 'indices', 'recurrence'). Output: float32 "
+    "logits (B, C); logit k is PASTIS class id metadata 'class_ids'[k] "
+    "('class_names'[k])."
+)
 UNSEEN = -1  # target of val/test pixels whose class has no training pixel
 
 

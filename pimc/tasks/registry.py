@@ -40,6 +40,7 @@ class TaskSpec:
             meta) -> model input``; None for tasks that take tiles.
         decode: PASTIS-patch tasks: ``(outputs (N, ...), valid (N, L), meta, grid, (H, W))
             -> arrays`` written by ``pimc predict``; None for tile tasks.
+        model_card: What the registered model takes and returns (its MLflow description).
     """
 
     name: str
@@ -52,11 +53,21 @@ class TaskSpec:
     deploy_metadata: Callable[..., dict[str, Any]]
     predict_input: Callable[..., Any] | None = None
     decode: Callable[..., dict[str, Any]] | None = None
+    model_card: str = ""
 
     def metadata(self, params: Any, result: dict[str, Any]) -> dict[str, Any]:
         """Deployment metadata logged with the task model (plain YAML-safe values)."""
         meta = {"pimc_task": self.name, **self.deploy_metadata(params, result)}
         return json.loads(json.dumps(meta, default=str))
+
+    def description(self) -> str:
+        """The registered model's MLflow description: its model card and where the
+        preprocessing metadata lives."""
+        return (
+            f"{self.model_card} Metadata (preprocessing, class ids): the MLmodel file's "
+            f"'metadata', e.g. pimc.tracking.model_metadata('models:/{self.registered_model}"
+            "@champion'). Served with `pimc predict`."
+        )
 
     @property
     def encoder_model(self) -> str:
@@ -77,6 +88,7 @@ def _spec(module, name: str, config: type[TaskConfig], registered: str, tower: s
         deploy_metadata=module.deploy_metadata,
         predict_input=getattr(module, "predict_input", None),
         decode=getattr(module, "decode", None),
+        model_card=module.MODEL_CARD,
     )
 
 

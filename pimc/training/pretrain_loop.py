@@ -52,7 +52,8 @@ from pimc.training.utils import (
 )
 from pimc.training.validation import evaluate
 
-FINAL, HISTORY = "final_metrics.json", "history.json"
+FINAL, HISTORY, TRAIN_CURVE = "final_metrics.json", "history.json", "train_curve.json"
+CURVE_EVERY = 5  # steps between train-curve rows (kept in last.pt: a resumed run has them all)
 ENCODERS = ("rp_encoder", "image_encoder")
 VAL_KEYS = ("val/loss", "val/top1", "val/top5", "val/parcel_top1", "val/class_top1")
 Log = Callable[[dict[str, float], int], None]
@@ -75,6 +76,8 @@ class TrainState:
     loss_steps: int = 0
     # The epoch of lowest val loss so far: its history entry and weights (what best.pt gets).
     best: dict[str, Any] = field(default_factory=dict)
+    # ``step``, ``train/loss``, ``train/logit_scale``, ``train/lr`` every CURVE_EVERY steps.
+    curve: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -162,11 +165,12 @@ def _restore(setup: Setup) -> TrainState:
         torch.set_rng_state(ckpt["rng"])
         loss_sum, loss_steps = ckpt["epoch_loss"]
         history, best = list(ckpt["history"]), dict(ckpt["best"])
-        return TrainState(ckpt["step"], history, loss_sum, loss_steps, best)
+        curve = list(ckpt.get("curve", []))
+        return TrainState(ckpt["step"], history, loss_sum, loss_steps, best, curve)
     if setup.info.rank == 0:
         if ckpt is not None:
             print(f"pretrain: {ckpt_file} has another config; starting afresh")
-        for name in (FINAL, HISTORY, BEST_CHECKPOINT, *(f"{e}.pt" for e in ENCODERS)):
+        for name in (FINAL, HISTORY, TRAIN_CURVE, BEST_CHECKPOINT, *(f"{e}.pt" for e in ENCODERS)):
             (out / name).unlink(missing_ok=True)
     return TrainState()
 
@@ -188,6 +192,7 @@ def _save(setup: Setup, state: TrainState) -> None:
         image_std=setup.std,
         history=state.history,
         best=state.best,
+        curve=state.curve,
     )
 
 
@@ -300,8 +305,11 @@ def train_loop(
             loss, scale, lr = _train_step(model, setup, criterion, batch)
             state.step += 1
             state.loss_sum, state.loss_steps = state.loss_sum + loss, state.loss_steps + 1
+            row = {"train/loss": loss, "train/logit_scale": scale, "train/lr": lr}
+            if main and state.step % CURVE_EVERY == 0:
+                state.curve.append({"step": state.step, **row})
             if main and log:
-                log({"train/loss": loss, "train/logit_scale": scale, "train/lr": lr}, state.step)
+                log(row, state.step)
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}")
             if state.step % setup.steps_per_epoch == 0:
@@ -379,4 +387,5 @@ def _write_outputs(setup: Setup, state: TrainState, result: dict[str, Any]) -> N
         with atomic_path(out / f"{name}.pt") as tmp:
             torch.save(tower, tmp)
     write_json(out / HISTORY, state.history)
+    write_json(out / TRAIN_CURVE, state.curve)
     write_json(out / FINAL, result)

@@ -1,0 +1,31 @@
+"""A stage that fails on bad params or a missing input ends with its one-line pimc message."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["flows.prepare", "-S", "prepare.nope=1"], "prepare: "),
+        (["flows.evaluate"], "evaluate: reports/forecast.json is missing; run `dvc repro"),
+    ],
+)
+def test_a_stage_error_ends_with_one_line(tmp_path, argv, message):
+    """What DVC shows a user: the stage's one-line pimc message last, exit status 1."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith(message), proc.stderr[-2000:]

@@ -18,9 +18,12 @@ work pool, deploy with ``prefect deploy`` instead (see infra/README.md).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +34,45 @@ from flows.common import add_override_args
 from flows.pipeline import pipeline_flow, restore_workspace, snapshot_workspace
 from pimc import promotion, tracking
 from pimc.core.config import load_params
-from pimc.core.errors import PimcError
+from pimc.core.errors import PimcError, UsageError
 from pimc.core.typed_config import parse_overrides
 from pimc.tasks.registry import TASKS
 
 DEPLOYMENT = "pimc-retrain"
 DEFAULT_CRON = "0 3 * * 1"
+LOCK = Path(".dvc") / "tmp" / "pimc-retrain.lock"  # in the repo; .dvc/tmp is git-ignored
+
+
+@contextmanager
+def retrain_lock(repo: str | Path) -> Iterator[Path]:
+    """Hold ``<repo>/.dvc/tmp/pimc-retrain.lock`` for one retraining, or fail at once.
+
+    Taken before anything else: a second retraining must not snapshot, run or roll back the
+    workspace under a running one (DVC's own lock would stop it only mid-way, after which its
+    rollback would undo the first run's outputs). ``flock``: released even on ``kill -9``.
+
+    Raises:
+        UsageError: Another retraining holds the lock (its pid is named).
+    """
+    path = Path(repo) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UsageError(
+                f"another retraining is running in {Path(repo).resolve()} (pid {holder}, lock "
+                f"{path}); wait for it to finish, or schedule retraining once (serve limit=1)"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield path
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # Retries only where I/O can fail transiently: the MLflow server. NO_CACHE: every call must
@@ -93,6 +129,14 @@ def retrain_flow(
         ``stages`` that ran and one decision per task (see :class:`pimc.promotion.Decision`).
     """
     repo = str(Path(repo).resolve())
+    with retrain_lock(repo):
+        return _retrain(overrides, repo, params_path, force)
+
+
+def _retrain(
+    overrides: dict[str, Any] | None, repo: str, params_path: str, force: bool
+) -> dict[str, Any]:
+    """:func:`retrain_flow`'s body, under the retrain lock."""
     # The stages log to <repo>/mlflow.db unless told otherwise: read the same registry.
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlflow.db")
     params = load_params(Path(repo) / params_path, overrides)

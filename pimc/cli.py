@@ -7,6 +7,7 @@ pimc models                                # registered versions, aliases, metri
 pimc predict --model pimc-pastis-classifier@champion --patch data/raw/PASTIS/DATA_S2/S2_1.npy \
     --out map.tif                          # + map.png preview
 pimc predict --model pimc-eurosat-classifier@champion --image tile.tif
+pimc predict --model pimc-pastis-classifier --scene my_scene/ --out map.tif  # per-date GeoTIFFs
 """
 
 from __future__ import annotations
@@ -76,9 +77,24 @@ def _models(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from pimc import predict
 
-    if (args.patch is None) == (args.image is None):
-        raise UsageError("give exactly one of --patch (PASTIS) or --image (EuroSAT tile)")
+    if sum(x is not None for x in (args.patch, args.image, args.scene)) != 1:
+        raise UsageError(
+            "give exactly one of --patch (PASTIS), --scene (your GeoTIFFs) or --image (EuroSAT)"
+        )
+    if args.scene is not None:  # open (and check) the scene before loading the model
+        from pimc.scene import open_scene
+        from pimc.scene_predict import predict_scene, provenance
+
+        bands = args.bands.split(",") if args.bands else None
+        scene = open_scene(args.scene, bands)
     model, meta = predict.load_deployed(args.model)
+    if args.scene is not None:
+        summary = predict_scene(
+            model, meta, scene, args.out, window=args.window, batch_size=args.batch_size,
+            progress=not args.quiet, tags=provenance(args.model), resume=args.resume,
+        )  # fmt: skip
+        print(summary)
+        return
     if args.image is not None:
         probs = predict.classify_tile(model, meta, args.image)
         best = next(iter(probs))
@@ -124,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--patch", help="PASTIS DATA_S2/S2_<ID>.npy, or an ID_PATCH with --root")
     pred.add_argument("--root", help="PASTIS folder with metadata.geojson (default: from --patch)")
     pred.add_argument("--image", help="a EuroSAT-MS GeoTIFF tile (13 bands)")
+    pred.add_argument(
+        "--scene",
+        help="your Sentinel-2 scene: a folder of per-date GeoTIFFs (date in each name) or one "
+        "stack with bands described <band>_<date>; writes a tiled COG",
+    )
+    pred.add_argument("--bands", help="--scene: the files' band order, e.g. B02,B03,...,B12")
+    pred.add_argument("--window", type=int, default=256, help="--scene: window side (px)")
+    pred.add_argument(
+        "--resume", action="store_true", help="--scene: keep an interrupted run's windows"
+    )
     pred.add_argument("--out", default="prediction.tif", help="GeoTIFF (default: %(default)s)")
     pred.add_argument("--crs", help="override metadata.geojson's CRS, e.g. EPSG:2154")
     pred.add_argument("--batch-size", type=int, default=2048, help="pixels per forward pass")

@@ -210,7 +210,10 @@ def predict_patch(
         ``(H, W)`` float32 (softmax of the predicted class). Forecaster: ``forecast``
         ``(I, horizon, H, W)`` float32 index values of the ``horizon`` grid steps after the
         first ``input_len`` (NaN for pixels whose input window is not fully observed, which
-        training never saw: ``time_axis: pad``), and ``dates`` of those steps.
+        training never saw: ``time_axis: pad``), and ``dates`` of those steps. Both:
+        ``no_prediction``, the count of pixels left without one (class
+        :data:`CLASS_NODATA` / NaN) because nodata observations (NaN in ``patch.image``)
+        left their series incomplete.
     """
     spec = _task_of(meta)
     if spec.predict_input is None:
@@ -225,14 +228,29 @@ def predict_patch(
         torch.arange(height), torch.arange(width), indexing="ij"
     ))  # fmt: skip
     series, valid = pixel_series(patch.image, patch.dates, rows, cols, prepare, grid)
-    outputs = []
+    # Nodata observations (NaN) the despiking could not fill: those pixels get no prediction.
+    ok = torch.isfinite(series).flatten(1).all(1)
+    kept, outputs = torch.nonzero(ok).flatten(), []
     with torch.no_grad():
         for start in tqdm(
-            range(0, len(series), batch_size), desc="predict", unit="batch", disable=not progress
+            range(0, len(kept), batch_size), desc="predict", unit="batch", disable=not progress
         ):
-            s, v = series[start : start + batch_size], valid[start : start + batch_size]
-            outputs.append(_run(model, spec.predict_input(s, v, rec_cfg, meta)))
-    return spec.decode(torch.cat(outputs), valid, meta, grid, (height, width))
+            take = kept[start : start + batch_size]
+            x = spec.predict_input(series[take], valid[take], rec_cfg, meta)
+            outputs.append(_run(model, x))
+    if not outputs:  # nothing observed well enough: one dummy row gives the output shape
+        x = spec.predict_input(torch.zeros_like(series[:1]), valid[:1], rec_cfg, meta)
+        outputs.append(_run(model, x)[:0])
+    out = torch.cat(outputs)
+    full = out.new_zeros(len(series), *out.shape[1:])
+    full[kept] = out
+    pred = spec.decode(full, valid, meta, grid, (height, width))
+    missing = ~ok.reshape(height, width).numpy()
+    for value in pred.values():
+        if isinstance(value, np.ndarray) and value.shape[-2:] == (height, width):
+            value[..., missing] = CLASS_NODATA if value.dtype == np.uint8 else np.nan
+    pred["no_prediction"] = int(missing.sum())
+    return pred
 
 
 def _task_of(meta: dict[str, Any]):
@@ -323,7 +341,7 @@ def save_prediction(
         plots.class_map(pred["classes"], names, preview, f"patch {patch.patch_id}: classes")
         ids, counts = np.unique(pred["classes"], return_counts=True)
         share = ", ".join(
-            f"{names[int(i)]} {c / pred['classes'].size:.0%}"
+            f"{names.get(int(i), 'no prediction')} {c / pred['classes'].size:.0%}"
             for i, c in sorted(zip(ids, counts, strict=True), key=lambda x: -x[1])[:5]
         )
         summary = f"class map of patch {patch.patch_id}: {share}"

@@ -36,6 +36,9 @@ __all__ = [
     "provenance",
 ]
 
+# Training series start and end a little inside the season grid (the grid's edges are filled
+# with the nearest observation), so a scene may leave up to a month uncovered at each end.
+EDGE_SLACK = np.timedelta64(31, "D")
 COG_TILE = 256  # the map's internal tile side (GDAL's COG driver takes >= 128)
 
 
@@ -75,8 +78,9 @@ def provenance(ref: str) -> dict[str, str]:
 
 
 def check_coverage(dates: np.ndarray, meta: dict[str, Any]) -> None:
-    """The scene's dates must span the model's input window (one grid step of slack at each
-    end): a model never extrapolates a season it was not shown.
+    """The scene's dates must span the model's input window, up to :data:`EDGE_SLACK` (or one
+    grid step, if longer) at each end, as PASTIS's own series do: a model never extrapolates
+    a season it was not shown.
 
     Raises:
         InputError: naming the window and the scene's dates.
@@ -91,6 +95,7 @@ def check_coverage(dates: np.ndarray, meta: dict[str, Any]) -> None:
     else:
         window = grid[: meta["input_len"]] if "input_len" in meta else grid
         step = grid[1] - grid[0] if len(grid) > 1 else np.timedelta64(0, "D")
+    step = max(step, EDGE_SLACK)
     if len(dates) < 3 or dates[0] > window[0] + step or dates[-1] < window[-1] - step:
         raise InputError(
             f"the scene's {len(dates)} dates ({dates[0]} .. {dates[-1]}) do not cover the "

@@ -1,0 +1,162 @@
+"""Scene prediction at growing scene sizes: peak memory must not grow with the scene.
+
+For each side (default 256, 512, 1024 px) a scene of per-date GeoTIFFs is built by tiling a
+synthetic PASTIS patch, and a (random-weight: speed and memory do not depend on training)
+pixel classifier registered in a temporary MLflow store predicts it, each measurement in its
+own process so that its peak RSS is its own:
+
+* ``windowed``: ``pimc predict --scene`` (:func:`pimc.scene_predict.predict_scene`, 256-px
+  windows into a COG);
+* ``whole`` (the peer): the whole scene read into memory and predicted in one
+  :func:`pimc.predict.predict_patch` call, as a patch is.
+
+Printed: pixels per second, peak RSS above the process's start (MiB), and the ratio of peak RSS
+to the smallest scene's. Nothing is asserted; this only measures. Usage::
+
+    python benchmarks/scene.py --sides 256 512 1024 --dates 24 --window 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+MODEL = "pimc-bench-classifier"
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_scene(root: Path, side: int, dates: int) -> Path:
+    """``dates`` per-date GeoTIFFs of ``side`` x ``side`` px, written a block of rows at a
+    time (so building a big scene needs little memory either)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from pimc.core.bands import PASTIS_BANDS
+    from pimc.data.synthetic import SyntheticSpec, write_synthetic
+    from pimc.predict import read_patch
+
+    spec = SyntheticSpec(
+        seed=0, pastis_patches=1, patch_size=64, min_dates=dates, max_dates=dates,
+        eurosat_per_class=5,
+    )  # fmt: skip
+    write_synthetic(root / "raw", spec, progress=False)
+    patch = read_patch(next((root / "raw" / "PASTIS" / "DATA_S2").glob("S2_*.npy")))
+    image = patch.image.numpy().round().astype(np.uint16)  # (T, 10, 64, 64)
+    folder = root / f"scene{side}"
+    folder.mkdir()
+    profile = {"driver": "GTiff", "height": side, "width": side, "count": 10, "dtype": "uint16",
+               "crs": "EPSG:32631", "transform": from_origin(500000, 5000000, 10, 10),
+               "tiled": True, "blockxsize": 256, "blockysize": 256}  # fmt: skip
+    reps = -(-side // 64)
+    for t, date in enumerate(patch.dates):
+        row = np.tile(image[t], (1, 1, reps))[:, :, :side]  # (10, 64, side)
+        with rasterio.open(folder / f"{date}.tif", "w", **profile) as dst:
+            for b, band in enumerate(PASTIS_BANDS, start=1):
+                dst.set_band_description(b, band)
+            for r in range(0, side, 64):
+                h = min(64, side - r)
+                dst.write(row[:, :h], window=rasterio.windows.Window(0, r, side, h))
+    return folder
+
+
+def register(store: Path) -> None:
+    import torch
+
+    from pimc import tracking
+    from pimc.core.config import Params, PrepareConfig
+    from pimc.data.pastis import PASTIS
+    from pimc.tasks.common import TaskModel, tower_backbone
+    from pimc.tasks.registry import TASKS
+
+    params = Params(prepare=PrepareConfig())
+    ids = list(range(10))
+    meta = TASKS["pixel_cls"].metadata(
+        params, {"class_ids": ids, "class_names": [PASTIS.classes[i] for i in ids]}
+    )
+    channels, size = len(params.prepare.indices), params.recurrence.size or 32
+    model = TaskModel(tower_backbone(None, "rp_encoder", channels, params.model), len(ids))
+    example = torch.rand(4, channels, size, size).numpy()
+    with tracking.start_run("benchmark-scene", {}, experiment="benchmark-scene") as run:
+        run.log_model(model.eval(), "pixel_cls", example, MODEL, metadata=meta)
+    tracking.set_alias(MODEL, "champion", tracking.latest_version(MODEL))
+
+
+def measure(mode: str, folder: Path, out: Path, window: int) -> dict[str, float]:
+    """One measurement, in this process: seconds and peak RSS above the start."""
+    from pimc.predict import Patch, load_deployed, predict_patch
+    from pimc.scene import open_scene
+    from pimc.scene_predict import predict_scene
+
+    model, meta = load_deployed(MODEL)
+    scene = open_scene(folder)
+    start_rss, start = _rss_mib(), time.perf_counter()
+    if mode == "windowed":
+        predict_scene(model, meta, scene, out, window=window, progress=False)
+    else:
+        import rasterio
+
+        files = {p: rasterio.open(p) for p, _ in scene.sources}
+        window = rasterio.windows.Window(0, 0, scene.width, scene.height)
+        image = scene.read(window, files)
+        patch = Patch(image, scene.dates, patch_id=0, crs=scene.crs, transform=None)
+        predict_patch(model, meta, patch, progress=False)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "px_per_s": scene.height * scene.width / seconds,
+            "peak_rss_mib": _rss_mib() - start_rss}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sides", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--dates", type=int, default=24)
+    parser.add_argument("--modes", nargs="+", default=["windowed", "whole"])
+    parser.add_argument("--window", type=int, default=256, help="windowed: window side (px)")
+    parser.add_argument("--one", nargs=3, metavar=("MODE", "FOLDER", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(*args.one[:1], Path(args.one[1]), Path(args.one[2]), args.window)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+               "PREFECT_HOME": str(root / "prefect")}  # fmt: skip
+        os.environ.update(env)
+        register(root)
+        rows = []
+        for side in args.sides:
+            folder = build_scene(root, side, args.dates) if side else None
+            for mode in args.modes:
+                cmd = [sys.executable, __file__, "--one", mode, str(folder), str(root / "m.tif"),
+                       "--window", str(args.window)]  # fmt: skip
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if proc.returncode:
+                    raise SystemExit(f"{mode} at {side}^2 px failed:\n{proc.stderr[-3000:]}")
+                rows.append(
+                    {"side": side, "mode": mode, **json.loads(proc.stdout.splitlines()[-1])}
+                )
+                print(f"{side:>5}^2 px  {mode:<8}  {rows[-1]['px_per_s']:>9,.0f} px/s  "
+                      f"peak RSS +{rows[-1]['peak_rss_mib']:>7.1f} MiB", flush=True)  # fmt: skip
+            (root / "m.tif").unlink(missing_ok=True)
+        for mode in args.modes:
+            mine = [r for r in rows if r["mode"] == mode]
+            ratios = ", ".join(f"{r['side']}^2: x{r['peak_rss_mib'] / mine[0]['peak_rss_mib']:.2f}"
+                               for r in mine)  # fmt: skip
+            print(f"{mode}: peak RSS relative to the {mine[0]['side']}^2 scene: {ratios}")
+
+
+if __name__ == "__main__":
+    main()

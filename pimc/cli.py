@@ -102,9 +102,25 @@ def _predict(args: argparse.Namespace) -> None:
         for name, p in probs.items():
             print(f"  {name:<22} {p:.4f}")
         return
-    patch = predict.read_patch(args.patch, args.root, args.crs)
-    pred = predict.predict_patch(model, meta, patch, args.batch_size, progress=not args.quiet)
-    print(predict.save_prediction(pred, meta, patch, args.out))
+    _predict_patches(args, model, meta)
+
+
+def _predict_patches(args: argparse.Namespace, model, meta) -> None:
+    """One patch -> ``--out``; several -> ``--out/S2_<ID>.tif`` each, with one model load
+    (the start-up, ~5 s, is paid once, not per patch)."""
+    from pimc import predict
+
+    patches = [predict.read_patch(p, args.root, args.crs) for p in args.patch]  # check all first
+    outs = [Path(args.out)]
+    if len(patches) > 1:
+        folder = Path(args.out)
+        if folder.suffix.lower() in (".tif", ".tiff"):
+            raise UsageError(f"--out {folder}: with several --patch, name a folder for the maps")
+        folder.mkdir(parents=True, exist_ok=True)
+        outs = [folder / f"S2_{p.patch_id}.tif" for p in patches]
+    for patch, out in zip(patches, outs, strict=True):
+        pred = predict.predict_patch(model, meta, patch, args.batch_size, progress=not args.quiet)
+        print(predict.save_prediction(pred, meta, patch, out))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="registered model: NAME@ALIAS, NAME/VERSION or models:/... (bare NAME = @champion)",
     )
-    pred.add_argument("--patch", help="PASTIS DATA_S2/S2_<ID>.npy, or an ID_PATCH with --root")
+    pred.add_argument(
+        "--patch", nargs="+",
+        help="PASTIS DATA_S2/S2_<ID>.npy, or an ID_PATCH with --root; several: --out is a folder",
+    )  # fmt: skip
     pred.add_argument("--root", help="PASTIS folder with metadata.geojson (default: from --patch)")
     pred.add_argument("--image", help="a EuroSAT-MS GeoTIFF tile (13 bands)")
     pred.add_argument(

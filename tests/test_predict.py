@@ -196,3 +196,20 @@ def test_corrupt_footprint_is_named(data_copy, registered):
     pid = meta["features"][0]["properties"]["ID_PATCH"]
     with pytest.raises(DatasetCorruptError, match="metadata.geojson.*Polygon"):
         read_patch(str(pid), data_copy / "PASTIS")
+
+
+def test_several_patches_in_one_process(registered, tiny_data, tmp_path, capsys):
+    """One model load for many patches; each map is the one a single-patch call writes."""
+    s2 = sorted((tiny_data / "PASTIS" / "DATA_S2").glob("S2_*.npy"))[:3]
+    model = ["predict", "--model", "pimc-test-classifier", "--quiet"]
+    assert main([*model, "--patch", *map(str, s2), "--out", str(tmp_path / "maps")]) == 0
+    assert capsys.readouterr().out.count("class map of patch") == 3
+    single = tmp_path / "one.tif"
+    assert main([*model, "--patch", str(s2[1]), "--out", str(single)]) == 0
+    with (
+        rasterio.open(single) as a,
+        rasterio.open(tmp_path / "maps" / s2[1].name.replace(".npy", ".tif")) as b,
+    ):
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert main([*model, "--patch", *map(str, s2), "--out", str(tmp_path / "m.tif")]) == 2
+    assert "name a folder" in capsys.readouterr().err

@@ -44,7 +44,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/recurrence.py
 
-# The multi-seed, multi-label-budget comparison (benchmarks/dvc.yaml; ~40 min on 2 cores): writes
+# The multi-seed, multi-label-budget comparison (benchmarks/dvc.yaml; ~80 min on 2 cores): writes
 # reports/benchmark.{md,csv}, plots/label_efficiency.png and reports/benchmark.json.
 benchmark: install
 	test -d .dvc || dvc init --quiet

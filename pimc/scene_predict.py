@@ -152,8 +152,10 @@ def predict_windows(
     windows: Sequence[tuple[int, int, int, int]],
     work: Path,
     batch_size: int = 2048,
+    on_window: Callable[[tuple[int, int, int, int]], Any] | None = None,
 ) -> list[str]:
-    """Predict ``windows`` and save each as a part file; returns their paths."""
+    """Predict ``windows`` and save each as a part file (``on_window(window)`` after each,
+    e.g. a progress bar); returns their paths. The date files are opened once for all."""
     import rasterio
     from rasterio.windows import Window
 
@@ -175,6 +177,8 @@ def predict_windows(
             with atomic_path(_part(work, win)) as tmp:
                 np.savez(tmp, array=array, steps=steps, missing=pred["no_prediction"])
             done.append(str(_part(work, win)))
+            if on_window:
+                on_window(win)
     return done
 
 
@@ -296,7 +300,6 @@ def predict_scene(
     plan = plan_scene(scene, meta, out, window, tags, resume)
     pixels = sum(w[2] * w[3] for w in plan.todo)
     with tqdm(total=pixels, desc="scene", unit="px", unit_scale=True, disable=not progress) as bar:
-        for win in plan.todo:
-            predict_windows(model, meta, scene, [win], plan.work, batch_size)
-            bar.update(win[2] * win[3])
+        step = lambda win: bar.update(win[2] * win[3])  # noqa: E731
+        predict_windows(model, meta, scene, plan.todo, plan.work, batch_size, on_window=step)
     return assemble(plan, scene, meta, tags, window)

@@ -202,7 +202,7 @@ def test_killed_scene_run_resumes_to_the_same_file(registered, tiny_data, tmp_pa
     monkeypatch.setattr(
         scene_predict,
         "predict_windows",
-        lambda m, mt, s, w, *a: predicted.extend(w) or real(m, mt, s, w, *a),
+        lambda m, mt, s, w, *a, **kw: predicted.extend(w) or real(m, mt, s, w, *a, **kw),
     )
     scene_predict.predict_scene(model, meta, scene, out, resume=True, **kw)
     assert len(predicted) == 2  # only the unfinished windows
@@ -212,7 +212,7 @@ def test_killed_scene_run_resumes_to_the_same_file(registered, tiny_data, tmp_pa
     real(model, meta, scene, plan.todo[:1], plan.work)
     predicted.clear()
     scene_predict.predict_scene(model, meta, scene, out, **kw)
-    assert len(predicted) == 4 and out.read_bytes() == full.read_bytes()
+    assert len(predicted) == 4 and out.read_bytes() == full.read_bytes()  # in one call
 
 
 def test_dask_flow_writes_the_same_map(registered, tiny_data, tmp_path):

@@ -137,3 +137,58 @@ def test_flows_use_the_library_override_parser():
     assert args.overrides == ["prepare.grid_start=2018-10-01"]
     with pytest.raises(SystemExit):  # argparse's usage error, not a traceback
         common.stage_args("x", ["-S", "no-equals-sign"])
+
+
+# Values that used to pass load_params and fail inside a stage after its outputs were deleted
+# (issue 13), or were accepted silently (a 1-date grid, a capped pixel count, ignore_index 99).
+BAD_PARAMS = [
+    ("prepare.patch_size", -1, "prepare.patch_size"),
+    ("prepare.patch_size", 65, "prepare.patch_size"),
+    ("prepare.despike_window", 2, "prepare.despike_window"),
+    ("prepare.despike_window", 0, "prepare.despike_window"),
+    ("prepare.grid_start", "2020-01-01", "prepare.grid_start/grid_end"),
+    ("prepare.grid_start", "nope", "prepare.grid_start"),
+    ("prepare.patch_date_index", 100, "prepare.patch_date_index"),
+    ("prepare.random_dates", 0, "prepare.random_dates"),
+    ("prepare.grid_step_days", 1000, "finetune.forecast.input_len/horizon"),
+    ("prepare.pixels_per_patch", 100000, "prepare.pixels_per_patch"),
+    ("prepare.exclude_classes", list(range(20)), "prepare.exclude_classes"),
+    ("prepare.exclude_classes", [25], "prepare.exclude_classes"),
+    ("prepare.indices", ["ndvi", "ndvi"], "prepare.indices"),
+    ("prepare.indices", ["foo"], "prepare.indices"),
+    ("prepare.folds", [1, 2], "prepare.folds"),
+    ("prepare.out", "", "prepare.out"),
+    ("prepare.out", ".", "prepare.out"),
+    ("recurrence.dimension", 0, "recurrence.dimension"),
+    ("recurrence.dimension", 100, "recurrence.dimension/time_delay"),
+    ("recurrence.threshold", -1.0, "recurrence.threshold"),
+    ("pretrain.device", "tpu", "pretrain.device"),
+    ("finetune.forecast.device", "tpu", "finetune.forecast.device"),
+    ("finetune.forecast.input_len", 45, "finetune.forecast.input_len/horizon"),
+    ("finetune.pixel_cls.ignore_index", 99, "finetune.pixel_cls.ignore_index"),
+    ("finetune.eurosat.bands", ["B99"], "finetune.eurosat.bands"),
+    ("compute.dask_address", "scheduler", "compute.dask_address"),
+]
+
+
+@pytest.mark.parametrize(
+    "key, value, named", BAD_PARAMS, ids=[f"{k}={v}" for k, v, _ in BAD_PARAMS]
+)
+def test_a_bad_value_is_rejected_at_load_naming_its_key(key, value, named):
+    with pytest.raises(ConfigError, match=f"'{named}'"):
+        load_params(REPO / "params.yaml", {key: value})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"prepare.time_axis": "pad"},
+        {"prepare.patch_date": "fixed", "prepare.patch_date_index": 37},
+        {"prepare.pixels_per_patch": 1024, "prepare.patch_size": 63},
+        {"data.source": "real", "prepare.patch_size": 65, "prepare.pixels_per_patch": 16384},
+        {"recurrence.dimension": 0.25, "recurrence.time_delay": 0.1},
+        {"pretrain.device": "cuda:1", "finetune.eurosat.device": "mps"},
+    ],
+)
+def test_valid_edge_values_still_load(overrides):
+    load_params(REPO / "params.yaml", overrides)

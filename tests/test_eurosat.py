@@ -65,3 +65,25 @@ def test_wrong_band_count_is_named(data_copy):
         dst.write(data[:12])
     with pytest.raises(DatasetCorruptError, match=rf"{path.name} has 12 bands, expected 13"):
         ds[0]
+
+
+def test_a_float_tile_with_nan_is_named(data_copy):
+    """Issue 13: one NaN tile used to give 97,502 NaN weights and a 'successful' stage."""
+    ds = EuroSAT(data_copy / "EuroSAT")
+    path = ds.files[0]
+    with rasterio.open(path) as src:
+        profile, data = src.profile, src.read().astype(np.float32)
+    data[3, 10, 10] = np.nan
+    profile.update(dtype="float32")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    with pytest.raises(DatasetCorruptError, match=rf"{path.name}: 1 NaN/inf value"):
+        ds[0]
+
+
+def test_an_empty_split_file_is_named(data_copy):
+    root = data_copy / "EuroSAT"
+    split_file = root / EuroSAT.split_filenames["val"]
+    split_file.write_text("\n")
+    with pytest.raises(DatasetCorruptError, match=rf"{split_file.name} lists no tile"):
+        EuroSAT(root, split="val")

@@ -146,3 +146,89 @@ def test_metadata_with_a_patch_twice_or_an_unknown_fold_is_refused(data_copy, ch
     path.write_text(json.dumps(meta))
     with pytest.raises(DatasetCorruptError, match=match):
         PASTIS(data_copy / "PASTIS", folds=PASTIS.all_folds)
+
+
+def _edit_s2(ds, edit):
+    path = ds.s2_path(ds[0]["id"])
+    array = np.load(path)
+    np.save(path, edit(array))
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda a: np.where(np.arange(a.shape[-1]) < 8, -5000, a).astype(a.dtype),
+         r"values lie outside the reflectance range 0\.\.30000 \(min -5000"),
+        (lambda a: np.full_like(a, 32767), r"outside the reflectance range.*max 32767"),
+        (lambda a: np.zeros_like(a), r"every value is 0 \(an empty patch\)"),
+        (lambda a: np.where(np.arange(a.shape[-1]) < 1, np.nan, a.astype(np.float32)),
+         r"NaN/inf value"),
+    ],
+    ids=["negative", "saturated", "all_zero", "nan"],
+)  # fmt: skip
+def test_bad_reflectance_names_the_file(data_copy, edit, match):
+    ds = all_folds(data_copy)
+    path = _edit_s2(ds, edit)
+    with pytest.raises(DatasetCorruptError, match=rf"{path.name}: .*{match}"):
+        ds[0]
+
+
+def test_a_few_out_of_range_values_are_clipped_and_counted(data_copy):
+    ds = all_folds(data_copy)
+
+    def poke(a):
+        a = a.copy()
+        a[0, 0, 0, :3] = (-5000, 32767, -1)
+        return a
+
+    _edit_s2(ds, poke)
+    sample = ds[0]
+    assert sample["clipped"] == 3
+    assert sample["image"][0, 0, 0, :3].tolist() == [0.0, 30000.0, 0.0]
+    assert ds[1]["clipped"] == 0
+
+
+@pytest.mark.parametrize("value", [25, 255])
+def test_a_target_class_outside_0_19_names_the_file(data_copy, value):
+    ds = all_folds(data_copy)
+    path = ds.target_path(ds[0]["id"])
+    target = np.load(path)
+    target[0, 0, 0] = value
+    np.save(path, target)
+    with pytest.raises(DatasetCorruptError, match=rf"{path.name}: class {value} in channel 0"):
+        ds[0]
+
+
+def test_a_norm_table_with_std_0_is_refused(data_copy):
+    path = data_copy / "PASTIS" / "NORM_S2_patch.json"
+    table = json.loads(path.read_text())
+    for fold in table.values():
+        fold["std"][3] = 0.0
+    path.write_text(json.dumps(table))
+    with pytest.raises(
+        DatasetCorruptError, match=r"NORM_S2_patch.json: every band needs .* std > 0"
+    ):
+        all_folds(data_copy).norm()
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: dict(list(d.items())[:2]), r"has 2 date\(s\) in 'dates-S2'; at least 3"),
+        (lambda d: {**d, "1": d["0"]}, r"not strictly increasing"),
+        (lambda d: {"0": d["1"], "1": d["0"], **{k: v for k, v in d.items() if k not in "01"}},
+         r"not strictly increasing"),
+    ],
+    ids=["two_dates", "duplicate_date", "unsorted"],
+)  # fmt: skip
+def test_too_few_duplicate_or_unsorted_dates_name_the_patch(data_copy, edit, match):
+    path = data_copy / "PASTIS" / "metadata.geojson"
+    meta = json.loads(path.read_text())
+    props = meta["features"][0]["properties"]
+    dates = props["dates-S2"]
+    dates = json.loads(dates) if isinstance(dates, str) else dates
+    props["dates-S2"] = edit(dates)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetCorruptError, match=rf"patch {props['ID_PATCH']}.*{match}|{match}"):
+        PASTIS(data_copy / "PASTIS", folds=PASTIS.all_folds)

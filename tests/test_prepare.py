@@ -125,3 +125,33 @@ def test_an_edited_dataset_is_read_afresh(data_copy, tmp_path):
     meta.write_text(json.dumps(doc))
     again = run_prepare(data_copy / "PASTIS", cfg, progress=False)
     assert again["patches"] == 4 and again["resumed_patches"] == 0  # new data: fresh folder
+
+
+def test_a_corrupted_patch_file_is_prepared_again_on_resume(data_copy, tmp_path):
+    """Issue 13: resume used to reuse every old shard after an S2_*.npy was changed."""
+    cfg = PrepareConfig(out=str(tmp_path / "prep"), pixels_per_patch=8)
+    run_prepare(data_copy / "PASTIS", cfg, progress=False)
+    ds = PASTIS(data_copy / "PASTIS", folds=PASTIS.all_folds)
+    pid = int(ds.metadata["id"][0])
+    s2 = np.load(ds.s2_path(pid))
+    np.save(ds.s2_path(pid), (s2 // 2).astype(s2.dtype))  # another valid-looking file
+    again = run_prepare(data_copy / "PASTIS", cfg, progress=False)
+    assert again["resumed_patches"] == 4  # only the changed patch was prepared again
+    with np.load(tmp_path / "prep" / "shards" / shard_name(pid)) as z:
+        fresh = PrepareConfig(out=str(tmp_path / "fresh"), pixels_per_patch=8)
+        run_prepare(data_copy / "PASTIS", fresh, progress=False)
+        with np.load(tmp_path / "fresh" / "shards" / shard_name(pid)) as f:
+            assert np.array_equal(z["series"], f["series"], equal_nan=True)
+
+
+def test_clipped_reflectances_are_counted_in_the_stats_and_patch_table(data_copy, tmp_path):
+    ds = PASTIS(data_copy / "PASTIS", folds=PASTIS.all_folds)
+    pid = int(ds.metadata["id"][2])
+    s2 = np.load(ds.s2_path(pid))
+    s2[0, 0, 0, :2] = -5000
+    np.save(ds.s2_path(pid), s2)
+    cfg = PrepareConfig(out=str(tmp_path / "prep"), pixels_per_patch=8)
+    stats = run_prepare(data_copy / "PASTIS", cfg, progress=False)
+    patches = pd.read_parquet(tmp_path / "prep" / PATCHES).set_index("patch_id")
+    assert stats["clipped_values"] == 2 and patches.loc[pid, "clipped_values"] == 2
+    assert patches["clipped_values"].sum() == 2

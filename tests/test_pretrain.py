@@ -3,12 +3,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 import torch
 
 from pimc.core.config import ModelConfig, Params, PrepareConfig, PretrainConfig
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, TrainingDivergedError
 from pimc.core.io import load_checkpoint, save_checkpoint
 from pimc.models.build import load_pretrained_model
 from pimc.stages.pretrain import pretrain, resolved_config
@@ -173,3 +174,27 @@ def test_rp_views_needs_an_augmentation():
 
     with pytest.raises(ConfigError, match="pretrain.objective"):
         load_params(REPO / "params.yaml", {"pretrain.objective": "image"})
+
+
+def test_a_nan_loss_stops_pretraining_naming_the_step(params, tmp_path):
+    """Issue 13: a diverged run used to train on and save NaN weights."""
+    diverging = with_pretrain(params, lr=1e30, warmup_steps=0, out=str(tmp_path))
+    with pytest.raises(TrainingDivergedError, match=r"pretrain: loss is (nan|inf) at step \d+ "):
+        pretrain(diverging, progress=False)
+    if (tmp_path / "last.pt").exists():  # any checkpoint kept is from before the bad step
+        state = load_checkpoint(tmp_path / "last.pt")["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_a_resumed_run_writes_the_same_bytes(params, tmp_path):
+    """Issue 13: equal weights used to give other .pt bytes, so DVC re-ran every fine-tuning."""
+    p = with_pretrain(params, out=str(tmp_path / "m"))
+    pretrain(p, progress=False)
+    first = {f.name: f.read_bytes() for f in (tmp_path / "m").iterdir()}
+    shutil.rmtree(tmp_path / "m")
+    pretrain(p, progress=False, max_steps=9)
+    pretrain(p, progress=False)
+    again = {f.name: f.read_bytes() for f in (tmp_path / "m").iterdir()}
+    assert sorted(first) == sorted(again)
+    for name in first:
+        assert first[name] == again[name], name

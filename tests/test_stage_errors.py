@@ -29,3 +29,29 @@ def test_a_stage_error_ends_with_one_line(tmp_path, argv, message):
     )  # fmt: skip
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and last.startswith(message), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "stage, override, out",
+    [
+        ("prepare", "prepare.despike_window=2", "data/prepared"),
+        ("prepare", "prepare.patch_size=65", "data/prepared"),
+        ("pretrain", "pretrain.device=tpu", "data/models/pretrain"),
+        ("recurrence", "recurrence.dimension=100", "data/recurrence"),
+    ],
+)
+def test_a_bad_param_fails_before_the_stage_touches_its_outputs(tmp_path, stage, override, out):
+    """Issue 13: `dvc exp run -S prepare.despike_window=2` used to empty data/prepared first."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    kept = tmp_path / out / "shards" / "S2_1.npz"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"a finished shard")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", f"flows.{stage}", "-S", override], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last.startswith(f"{stage}: "), proc.stderr[-2000:]
+    assert override.split("=")[0] in last
+    assert kept.read_bytes() == b"a finished shard"

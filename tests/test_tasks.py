@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pimc.core.config import load_params
-from pimc.core.errors import ConfigError, DatasetNotFoundError
+from pimc.core.errors import ConfigError, DatasetNotFoundError, TrainingDivergedError
 from pimc.core.task_config import ForecastConfig, PixelClsConfig
 from pimc.metrics import rmse
 from pimc.models import PIMC, SmallCNN
@@ -370,3 +370,29 @@ def test_config_rejects_bad_task_settings():
         PixelClsConfig(train_folds=(1, 2), val_folds=(2,))
     with pytest.raises(ConfigError, match="rotation"):
         PixelClsConfig(rotation=5)
+
+
+def test_fit_stops_on_a_nan_loss_naming_the_epoch_and_step(tmp_path):
+    """Issue 13: a NaN input used to train on to NaN weights and a 10 %-accuracy 'success'."""
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Linear(2, 4), nn.ReLU())
+    backbone.num_features = 4
+    model = TaskModel(backbone, 1)
+    x, y = torch.randn(16, 2), torch.randn(16, 1)
+    x[5, 1] = float("nan")  # one bad input row
+    cfg = PixelClsConfig(epochs=3, patience=2, batch_size=4, lr=0.05)
+    with pytest.raises(TrainingDivergedError, match=r"toy: training loss is nan at epoch 1, step"):
+        fit(
+            model,
+            name="toy",
+            objective=Objective(
+                lambda m, idx, g: (m(x[idx]) - y[idx]).square().mean(),
+                16,
+                lambda m: {"val/score": 0.0},
+                "val/score",
+                True,
+            ),  # fmt: skip
+            setup=Setup(cfg, torch.device("cpu"), tmp_path, progress=False),
+            schedule=Schedule(encoder_lr=0.05),
+        )
+    assert not (tmp_path / "toy.pt").exists()

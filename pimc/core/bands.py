@@ -1,4 +1,5 @@
-"""Sentinel-2 band facts, stated once: band orders of the datasets and band-name spelling."""
+"""Sentinel-2 and PASTIS facts, stated once: band orders of the datasets, band-name spelling,
+and the PASTIS patch geometry the config is checked against (no torch import here)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ import re
 PASTIS_BANDS: tuple[str, ...] = (
     "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
 )  # fmt: skip
+
+#: PASTIS: semantic classes 0..19 (0 background, 19 void), 128 x 128 px patches, 38-61 dates.
+PASTIS_CLASS_COUNT = 20
+PASTIS_SIDE = 128
+PASTIS_MIN_DATES = 38
+PASTIS_MAX_DATES = 61
 
 #: Band order of the EuroSAT multispectral GeoTIFFs: B01..B12 (with B10), then B8A last.
 EUROSAT_BANDS: tuple[str, ...] = (

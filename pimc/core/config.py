@@ -8,12 +8,22 @@ never raw dicts, so a typo in ``params.yaml`` fails before any work starts.
 
 from __future__ import annotations
 
+import datetime
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pimc.core.task_config import TASK_CONFIGS, TASK_NAMES, FinetuneConfig
+from pimc.core.bands import (
+    EUROSAT_BANDS,
+    PASTIS_CLASS_COUNT,
+    PASTIS_MAX_DATES,
+    PASTIS_MIN_DATES,
+    PASTIS_SIDE,
+)
+from pimc.core.errors import ConfigError
+from pimc.core.task_config import TASK_CONFIGS, TASK_NAMES, FinetuneConfig, check_device
 from pimc.core.typed_config import check as _check
 from pimc.core.typed_config import flatten, from_dict, load_yaml, to_dict
 
@@ -104,9 +114,51 @@ class PrepareConfig:
             "prepare.pixels_per_patch",
             "must be >= 1, or null for every pixel",
         )
-        _check(self.patch_size % 2 == 1, "prepare.patch_size", "must be odd (centred window)")
+        _check(
+            self.patch_size >= 1 and self.patch_size % 2 == 1,
+            "prepare.patch_size",
+            "must be odd and >= 1 (a window centred on the pixel)",
+        )
         _check(self.grid_step_days >= 1, "prepare.grid_step_days", "must be >= 1")
         _check(len(self.indices) >= 1, "prepare.indices", "must name at least one index")
+        _check(
+            len(set(self.indices)) == len(self.indices), "prepare.indices", "lists an index twice"
+        )
+        _check(
+            self.despike_window >= 3 and self.despike_window % 2 == 1,
+            "prepare.despike_window",
+            "must be odd and >= 3 (a running median centred on each date)",
+        )
+        _check(self.blue_threshold > 0, "prepare.blue_threshold", "must be > 0 (reflectance)")
+        _check(self.max_length >= 2, "prepare.max_length", "must be >= 2")
+        _check(self.patch_date_index >= 0, "prepare.patch_date_index", "must be >= 0")
+        _check(self.random_dates >= 1, "prepare.random_dates", "must be >= 1")
+        _check(
+            bool(self.folds) and set(self.folds) <= {1, 2, 3, 4, 5},
+            "prepare.folds",
+            "must name folds among 1..5",
+        )
+        bad = [c for c in self.exclude_classes if not 0 <= c < PASTIS_CLASS_COUNT]
+        _check(not bad, "prepare.exclude_classes", f"has {bad}: PASTIS classes are 0..19")
+        _check(
+            len(set(self.exclude_classes)) < PASTIS_CLASS_COUNT,
+            "prepare.exclude_classes",
+            "excludes every class: no pixel would be sampled",
+        )
+        _check_out("prepare.out", self.out)
+        start, end = (
+            _day("prepare.grid_start", self.grid_start),
+            _day("prepare.grid_end", self.grid_end),
+        )
+        _check(start < end, "prepare.grid_start/grid_end", f"{start} is not before {end}")
+
+    @property
+    def length(self) -> int:
+        """Series length L on the stage's time axis (grid dates, or ``max_length`` padded)."""
+        if self.time_axis == "pad":
+            return self.max_length
+        days = (_day("", self.grid_end) - _day("", self.grid_start)).days
+        return days // self.grid_step_days + 1
 
 
 @dataclass(frozen=True)
@@ -124,6 +176,19 @@ class RecurrenceConfig:
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.percentage <= 100.0, "recurrence.percentage", "must be in [0, 100]")
+        for key in ("dimension", "time_delay"):
+            value = getattr(self, key)
+            _check(
+                value >= 1 if isinstance(value, int) else 0 < value <= 1,
+                f"recurrence.{key}",
+                "must be an int >= 1 or a fraction of the series length in (0, 1]",
+            )
+        _check(
+            not isinstance(self.threshold, float) or self.threshold >= 0,
+            "recurrence.threshold",
+            "must be >= 0 (a distance), 'point', 'distance' or null",
+        )
+        _check_out("recurrence.out", self.out)
         _check(self.size is None or self.size >= 4, "recurrence.size", "must be >= 4 or null")
 
 
@@ -198,6 +263,8 @@ class PretrainConfig:
         _check(0.0 <= self.temporal_crop < 1.0, "pretrain.temporal_crop", "must be in [0, 1)")
         _check(0.0 <= self.channel_dropout < 1.0, "pretrain.channel_dropout", "must be in [0, 1)")
         _check(self.num_workers >= 0, "pretrain.num_workers", "must be >= 0")
+        check_device("pretrain.device", self.device)
+        _check_out("pretrain.out", self.out)
         _check(
             self.objective != "rp_views" or self.temporal_crop > 0 or self.channel_dropout > 0,
             "pretrain.objective",
@@ -259,6 +326,7 @@ class BenchmarkConfig:
             "benchmark.label_fractions",
             "must be a non-empty list of values in (0, 1]",
         )
+        _check_out("benchmark.out", self.out)
         for task in TASK_NAMES:
             valid = TASK_CONFIGS[task].METHODS
             unknown = [m for m in getattr(self, task) if m not in valid]
@@ -282,6 +350,11 @@ class ComputeConfig:
 
     def __post_init__(self) -> None:
         _check(self.dask_workers >= 1, "compute.dask_workers", "must be >= 1")
+        _check(
+            self.dask_address is None or "://" in self.dask_address,
+            "compute.dask_address",
+            "must be a scheduler address like tcp://host:8786, or null for a LocalCluster",
+        )
         _check(self.patches_per_task >= 1, "compute.patches_per_task", "must be >= 1")
 
 
@@ -298,6 +371,103 @@ class Params:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+    def __post_init__(self) -> None:
+        _check_across(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules across fields and sections: checked at load, so a bad value fails before any stage
+# deletes or overwrites its outputs.
+# ---------------------------------------------------------------------------------------------
+
+
+def _day(key: str, text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(str(text))
+    except ValueError:
+        raise ConfigError(f"'{key}' = {text!r} is not a date; write YYYY-MM-DD") from None
+
+
+def _check_out(key: str, path: str) -> None:
+    """Stages empty their output folder when the config changes: never the working directory,
+    one of its parents, or the file-system root."""
+    resolved = Path(path or ".").resolve()
+    _check(
+        bool(path.strip()) and resolved not in (Path.cwd(), *Path.cwd().parents),
+        key,
+        f"= {path!r} would make the stage empty {resolved}; name a folder of its own "
+        "(e.g. data/<stage>)",
+    )
+
+
+def _check_across(p: Params) -> None:
+    prep, syn, fc = p.prepare, p.data.synthetic, p.finetune.forecast
+    side = syn.patch_size if p.data.source == "synthetic" else PASTIS_SIDE
+    _check(
+        prep.patch_size // 2 < side,
+        "prepare.patch_size",
+        f"= {prep.patch_size} does not fit the {side} x {side} px patches (at most {2 * side - 1})",
+    )
+    _check(
+        prep.pixels_per_patch is None or prep.pixels_per_patch <= side * side,
+        "prepare.pixels_per_patch",
+        f"= {prep.pixels_per_patch} exceeds the {side * side} pixels of a {side} x {side} patch; "
+        "use null for every pixel",
+    )
+    min_dates = syn.min_dates if p.data.source == "synthetic" else PASTIS_MIN_DATES
+    max_dates = syn.max_dates if p.data.source == "synthetic" else PASTIS_MAX_DATES
+    _check(
+        prep.patch_date_index < min_dates,
+        "prepare.patch_date_index",
+        f"= {prep.patch_date_index} but the shortest patches have {min_dates} dates",
+    )
+    _check(
+        prep.time_axis != "pad" or prep.max_length >= max_dates,
+        "prepare.max_length",
+        f"= {prep.max_length} would cut patches of up to {max_dates} dates (time_axis: pad)",
+    )
+    length = prep.length
+    _check(
+        fc.input_len + fc.horizon <= length,
+        "finetune.forecast.input_len/horizon",
+        f"= {fc.input_len} + {fc.horizon} needs that many dates but the series have {length} "
+        "(prepare.grid_start/grid_end/grid_step_days)",
+    )
+    rec = p.recurrence
+    shortest = min(fc.input_len, length - int(p.pretrain.temporal_crop * length))
+    # As pimc.transforms.recurrence resolves them: a float is ceil(fraction * T).
+    span = [v if isinstance(v, int) else math.ceil(v * shortest) for v in (rec.dimension,
+            rec.time_delay)]  # fmt: skip
+    _check(
+        (span[0] - 1) * span[1] + 2 <= shortest,
+        "recurrence.dimension/time_delay",
+        f"embed {span[0]} values {span[1]} apart, longer than the shortest series a plot is "
+        f"built from ({shortest} dates)",
+    )
+    used = set(p.pretrain.train_folds) | set(p.pretrain.val_folds)
+    for task in ("forecast", "pixel_cls"):
+        cfg = getattr(p.finetune, task)
+        used |= set(cfg.train_folds) | set(cfg.val_folds) | set(cfg.test_folds)
+    _check(
+        used <= set(prep.folds),
+        "prepare.folds",
+        f"= {list(prep.folds)} leaves out fold(s) {sorted(used - set(prep.folds))} that "
+        "pretrain/finetune use",
+    )
+    pc = p.finetune.pixel_cls
+    _check(
+        0 <= pc.ignore_index < PASTIS_CLASS_COUNT,
+        "finetune.pixel_cls.ignore_index",
+        f"= {pc.ignore_index}: must be a PASTIS class id 0..19 (19 is void)",
+    )
+    from pimc.transforms.indices import INDICES  # imports torch: only when params are loaded
+
+    unknown = [i for i in prep.indices if i not in INDICES]
+    _check(not unknown, "prepare.indices", f"has {unknown}; known: {', '.join(INDICES)}")
+    bad = [b for b in p.finetune.eurosat.bands if b not in EUROSAT_BANDS]
+    _check(not bad, "finetune.eurosat.bands", f"has {bad}; EuroSAT bands: {EUROSAT_BANDS}")
+    _check(bool(p.data.root.strip()), "data.root", "must name the raw-data folder")
 
 
 # ---------------------------------------------------------------------------------------------

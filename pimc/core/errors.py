@@ -50,5 +50,9 @@ class UntrustedModelError(PimcError, ValueError):
     """A logged model holds files that would run code on load (pickle); it is not loaded."""
 
 
+class TrainingDivergedError(PimcError, FloatingPointError):
+    """A training loss became NaN/inf: training stops at that step, before the weights change."""
+
+
 class CommandError(PimcError, RuntimeError):
     """An external command (DVC) failed; the message holds the command and its output's tail."""

@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -125,10 +126,32 @@ def fingerprint(*parts: Any) -> str:
 
 
 def save_checkpoint(path: str | Path, **state: Any) -> Path:
-    """Atomically ``torch.save`` ``state`` to ``path``: a kill mid-write keeps the old file."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Atomically ``torch.save`` ``state`` to ``path``: a kill mid-write keeps the old file.
+
+    Equal ``state`` gives equal bytes: saved through a file object, the archive's inner folder
+    is always ``archive/`` (given a path, torch names it after the temporary file), and
+    :func:`_canonical` makes object sharing the same however the values came to be, so a
+    resumed run's checkpoints hash as an uninterrupted run's and DVC re-runs nothing after it.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(_canonical(state), fh)
     return Path(path)
+
+
+def _canonical(value: Any) -> Any:
+    """Fresh containers and interned strings: pickle writes a repeated object as a reference
+    to its first copy, so state rebuilt from a loaded checkpoint (its strings shared by
+    unpickling) would otherwise give other bytes than state built in one process."""
+    if isinstance(value, dict):  # dict or OrderedDict (a state_dict, with its _metadata)
+        out = type(value)((_canonical(k), _canonical(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):
+            out._metadata = _canonical(value._metadata)
+        return out
+    if type(value) in (list, tuple):
+        return type(value)(_canonical(v) for v in value)
+    if type(value) is str:
+        return sys.intern(value)
+    return value
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal
 
@@ -74,8 +75,19 @@ class TaskConfig:
         _check(self.weight_decay >= 0, f"{key}.weight_decay", "must be >= 0")
         _check(self.patience >= 1, f"{key}.patience", "must be >= 1")
         _check(self.freeze_epochs >= 0, f"{key}.freeze_epochs", "must be >= 0")
+        check_device(f"{key}.device", self.device)
         unknown = [b for b in self.baselines if b not in self.METHODS]
         _check(not unknown, f"{key}.baselines", f"has unknown {unknown}; valid: {self.METHODS}")
+
+
+def check_device(key: str, device: str) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``: anything else fails at load, not
+    after a stage has emptied its outputs."""
+    _check(
+        re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device) is not None,
+        key,
+        f"= {device!r}; choose auto, cpu, cuda, cuda:N or mps",
+    )
 
 
 def _check_folds(key: str, train: tuple, val: tuple, test: tuple) -> None:

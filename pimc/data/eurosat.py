@@ -158,6 +158,11 @@ class EuroSAT(Dataset):
                 missing.append(path)
             files.append(path)
             labels.append(self.classes.index(cls))
+        if not names:
+            raise DatasetCorruptError(
+                f"{split_file} lists no tile; the {self.split} split would be empty. Download "
+                f"the split file again from {self.mirror}{split_file.name}."
+            )
         if missing:
             raise DatasetNotFoundError(
                 f"{len(missing)} tile(s) listed in {split_file} are missing, e.g. {missing[0]}. "
@@ -216,4 +221,10 @@ def read_tile(path: str | Path, bands: Sequence[str] = EuroSAT.all_band_names) -
         raise DatasetCorruptError(
             f"{path}: cannot read GeoTIFF ({err}); re-extract or re-download the archive."
         ) from err
+    if not np.isfinite(data).all():  # a float tile: NaN would silently poison training
+        bad = int((~np.isfinite(data)).sum())
+        raise DatasetCorruptError(
+            f"{path}: {bad} NaN/inf value(s); EuroSAT-MS tiles hold finite digital numbers. "
+            "Re-extract or re-download the archive, or drop the tile from the split files."
+        )
     return data.astype(np.float32)

@@ -64,6 +64,12 @@ class PASTIS(Dataset):
     )  # fmt: skip
     background_index = 0
     void_index = 19
+    # Reflectance x1e4 of L2A surface reflectance; int16's 32767 and negatives are not
+    # reflectances. A few such values (<= max_invalid_share of a patch) are clipped and counted
+    # (``sample["clipped"]``), more make the file corrupt.
+    reflectance_range = (0, 30000)
+    max_invalid_share = 1e-3
+    min_dates = 3  # fewer cannot be resampled or despiked (real PASTIS: 38-61)
     all_folds = (1, 2, 3, 4, 5)
     # The official 5-fold rotations (train, val, test).
     rotations = (
@@ -167,6 +173,15 @@ class PASTIS(Dataset):
     def parcel_path(self, patch_id: int) -> Path:
         return self.root / "ANNOTATIONS" / f"ParcelIDs_{patch_id}.npy"
 
+    def source_signature(self, patch_id: int) -> str:
+        """Size and modification time of the patch's three files: what a cached product of the
+        patch (a prepare shard) was made from."""
+        parts = []
+        for path in (self.s2_path(patch_id), self.target_path(patch_id), self.parcel_path(patch_id)):
+            st = path.stat()
+            parts.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}")
+        return ";".join(parts)
+
     def norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-band (mean, std) of the selected bands, averaged over this dataset's folds."""
         path = self.root / "NORM_S2_patch.json"
@@ -178,8 +193,13 @@ class PASTIS(Dataset):
             raise DatasetNotFoundError(f"{path} is missing; {_REMEDY}") from err
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise DatasetCorruptError(f"{path}: unreadable normalisation table ({err})") from err
-        if mean.shape != (len(self.band_names),):
+        if mean.shape != (len(self.band_names),) or std.shape != mean.shape:
             raise DatasetCorruptError(f"{path}: expected 10 values per fold, got {mean.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise DatasetCorruptError(
+                f"{path}: every band needs a finite mean and a std > 0 (got std {std.tolist()}); "
+                f"standardising by it would give non-finite values. {_REMEDY}"
+            )
         idx = self.band_indices
         return torch.tensor(mean[idx], dtype=torch.float32), torch.tensor(
             std[idx], dtype=torch.float32
@@ -207,11 +227,19 @@ class PASTIS(Dataset):
                 f"{len(dates)} in 'dates-S2' for patch {pid}; the files do not belong together. "
                 f"{_REMEDY}"
             )
+        series, clipped = self._checked_reflectance(series, pid)
         target = self._load_npy(self.target_path(pid))
         if target.shape != (3, *series.shape[2:]):
             raise DatasetCorruptError(
                 f"{self.target_path(pid)} has shape {target.shape}; expected "
                 f"(3, {series.shape[2]}, {series.shape[3]}) to match its S2 patch; {_REMEDY}"
+            )
+        labels = target[0]
+        outside = labels[(labels < 0) | (labels >= len(self.classes))]
+        if outside.size:
+            raise DatasetCorruptError(
+                f"{self.target_path(pid)}: class {int(outside[0])} in channel 0 ({outside.size} "
+                f"pixels); PASTIS classes are 0..{len(self.classes) - 1}. {_REMEDY}"
             )
         parcels = self._load_npy(self.parcel_path(pid))
         if parcels.shape != target.shape[1:]:
@@ -226,8 +254,31 @@ class PASTIS(Dataset):
             "dates": dates,
             "id": pid,
             "fold": int(row["fold"]),
+            "clipped": clipped,
         }
         return self.transforms(sample) if self.transforms is not None else sample
+
+    def _checked_reflectance(self, series: np.ndarray, pid: int) -> tuple[np.ndarray, int]:
+        """``series`` with the few out-of-range values clipped, and how many there were.
+
+        Raises:
+            DatasetCorruptError: non-finite values, an all-zero patch, or more than
+                ``max_invalid_share`` of the values outside ``reflectance_range``.
+        """
+        path, (low, high) = self.s2_path(pid), self.reflectance_range
+        if series.dtype.kind == "f" and not np.isfinite(series).all():
+            bad = int((~np.isfinite(series)).sum())
+            raise DatasetCorruptError(f"{path}: {bad} NaN/inf value(s); {_REMEDY}")
+        if not series.any():
+            raise DatasetCorruptError(f"{path}: every value is 0 (an empty patch); {_REMEDY}")
+        invalid = int(((series < low) | (series > high)).sum())
+        if invalid > self.max_invalid_share * series.size:
+            raise DatasetCorruptError(
+                f"{path}: {invalid} of {series.size} values lie outside the reflectance range "
+                f"{low}..{high} (min {series.min()}, max {series.max()}); PASTIS stores L2A "
+                f"reflectance x 10000. {_REMEDY}"
+            )
+        return (np.clip(series, low, high) if invalid else series), invalid
 
     @staticmethod
     def _load_npy(path: Path) -> np.ndarray:
@@ -289,6 +340,20 @@ def _check_metadata(table: pd.DataFrame, path: str | Path) -> None:
             f"{sorted(set(table['fold'][table['id'] == dup[0]]))} for {dup[0]}); each patch must "
             f"appear once. {_REMEDY}"
         )
+    for pid, dates in zip(table["id"], table["dates"], strict=True):
+        if len(dates) < PASTIS.min_dates:
+            raise DatasetCorruptError(
+                f"{path}: patch {pid} has {len(dates)} date(s) in 'dates-S2'; at least "
+                f"{PASTIS.min_dates} are needed (real PASTIS: 38-61). Drop the patch. {_REMEDY}"
+            )
+        steps = np.diff(dates.astype("datetime64[D]").astype(np.int64))
+        if (steps <= 0).any():
+            at = int(np.flatnonzero(steps <= 0)[0])
+            raise DatasetCorruptError(
+                f"{path}: patch {pid}'s 'dates-S2' are not strictly increasing ({dates[at]} then "
+                f"{dates[at + 1]}, entries {at} and {at + 1}); list each date once, in order. "
+                f"{_REMEDY}"
+            )
     bad = table[~table["fold"].isin(PASTIS.all_folds)]
     if len(bad):
         raise DatasetCorruptError(

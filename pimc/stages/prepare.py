@@ -13,7 +13,8 @@ composite of the patch. Output folder::
     meta.json            index names, bands, time axis (grid dates), window size, config
 
 Each shard is written atomically and a finished shard is skipped on re-run, so an interrupted
-stage resumes; changing the stage's config (or the input data) starts the folder afresh.
+stage resumes; changing the stage's config (or the metadata) starts the folder afresh, and a
+shard whose patch files changed since (size or modification time) is made again.
 
 The stage is three steps, so that an orchestrator can fan the middle one out over processes or
 machines (``compute.task_runner: dask`` in ``flows.prepare``) with results identical to
@@ -31,6 +32,7 @@ a patch), so a caller opens it once and passes it on.
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from collections.abc import Iterable
@@ -50,6 +52,8 @@ from pimc.core.seeds import mix_seed
 from pimc.data.pastis import PASTIS
 from pimc.transforms.sampling import composite, extract_patches, sample_pixels
 from pimc.transforms.series import date_grid, pixel_series
+
+_log = logging.getLogger(__name__)
 
 
 def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray | None) -> dict:
@@ -91,6 +95,7 @@ def prepare_patch(sample: dict[str, Any], cfg: PrepareConfig, grid: np.ndarray |
         "cols": coords[:, 1].astype(np.int16),
         "labels": labels.numpy().astype(np.int16),
         "parcels": sample["parcels"][rows, cols].numpy().astype(np.int32),
+        "clipped": np.int64(sample.get("clipped", 0)),  # out-of-range reflectances (PASTIS)
     }
 
 
@@ -141,7 +146,7 @@ def plan_prepare(dataset: PASTIS, cfg: PrepareConfig) -> PreparePlan:
     )
     (out / SHARDS).mkdir(exist_ok=True)
     ids = tuple(int(pid) for pid in dataset.metadata["id"])
-    todo = tuple(pid for pid in ids if not (out / SHARDS / shard_name(pid)).is_file())
+    todo = tuple(pid for pid in ids if not _shard_is_current(dataset, out, pid))
     return PreparePlan(str(dataset.root), cfg, ids, todo, started)
 
 
@@ -160,7 +165,9 @@ def prepare_one(dataset: PASTIS, cfg: PrepareConfig, patch_id: int) -> dict[str,
         Small stats: ``patch_id``, ``pixels``, ``seconds``, ``peak_rss_mib`` (this process).
     """
     t0 = time.perf_counter()
+    source = dataset.source_signature(patch_id)  # before reading: a later change redoes it
     arrays = prepare_patch(dataset[dataset.index_of(patch_id)], cfg, date_grid(cfg))
+    arrays["source"] = np.asarray(source)
     with atomic_path(Path(cfg.out) / SHARDS / shard_name(patch_id)) as tmp:
         np.savez(tmp, **arrays)
     return {
@@ -220,9 +227,20 @@ def finalize_prepare(
     }
     write_json(out / META, meta)
     counts = manifest["label"].value_counts().sort_index()
+    clipped = int(patches["clipped_values"].sum())
+    if clipped:  # never silent: the count is in the stage's report and patches.parquet
+        n = int((patches["clipped_values"] > 0).sum())
+        _log.warning(
+            "prepare: %d out-of-range reflectance values in %d patch(es) clipped to %s "
+            "(patches.parquet: clipped_values)",
+            clipped,
+            n,
+            PASTIS.reflectance_range,
+        )
     return {
         "patches": len(patches),
         "pixels": len(manifest),
+        "clipped_values": clipped,
         "resumed_patches": plan.resumed,
         "length": meta["length"],
         "class_counts": {int(k): int(v) for k, v in counts.items()},
@@ -251,16 +269,32 @@ def run_prepare(
     return finalize_prepare(dataset, plan, results)
 
 
+def _shard_is_current(dataset: PASTIS, out: Path, patch_id: int) -> bool:
+    """A finished shard is reused only if its patch's files are the ones it was made from
+    (size and modification time, as make and rsync judge it): a replaced or corrupted
+    ``S2_*.npy`` is prepared again on resume instead of keeping the old pixels."""
+    path = out / SHARDS / shard_name(patch_id)
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as z:
+            made_from = str(z["source"]) if "source" in z.files else None
+    except (OSError, ValueError, EOFError):  # unreadable: make it again
+        return False
+    return made_from == dataset.source_signature(patch_id)
+
+
 def _peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _tables(dataset: PASTIS, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The pixel manifest and the patch table, read back from the shards."""
-    parts = []
+    parts, clipped = [], []
     for row in dataset.metadata.itertuples():
         with np.load(out / SHARDS / shard_name(row.id)) as z:
             n = len(z["rows"])
+            clipped.append(int(z["clipped"]) if "clipped" in z.files else 0)
             parts.append(
                 pd.DataFrame(
                     {
@@ -283,6 +317,7 @@ def _tables(dataset: PASTIS, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             "tile": dataset.metadata["tile"].astype(str),
             "n_dates": [len(d) for d in dataset.metadata["dates"]],
             "dates": [list(pd.to_datetime(d).date) for d in dataset.metadata["dates"]],
+            "clipped_values": np.asarray(clipped, dtype=np.int64),
         }
     )
     return manifest, patches

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pimc.core.config import Params
+from pimc.core.errors import TrainingDivergedError
 from pimc.core.io import save_checkpoint
 from pimc.core.task_config import TaskConfig
 from pimc.core.typed_config import to_dict
@@ -304,7 +305,7 @@ def fit(
     for epoch in bar:
         if not probe_only:
             model.freeze(epoch <= schedule.freeze_epochs)  # AdamW skips params without grads
-        loss = _train_epoch(model, objective, cfg, epoch, opt, sched, aug)
+        loss = _train_epoch(model, objective, cfg, epoch, opt, sched, aug, name)
         model.eval()
         with torch.no_grad():
             val = objective.validate(model)
@@ -341,12 +342,24 @@ def _train_epoch(
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
     aug: torch.Generator,
+    name: str = "finetune",
 ) -> float:
-    """One epoch of shuffled batches; returns the mean training loss."""
+    """One epoch of shuffled batches; returns the mean training loss.
+
+    Raises:
+        TrainingDivergedError: a batch's loss is NaN/inf (checked before the step is taken).
+    """
     model.train()
     total, count = 0.0, 0
-    for idx in epoch_indices(objective.n_train, cfg.batch_size, cfg.seed, epoch, cfg.epoch_steps):
+    batches = epoch_indices(objective.n_train, cfg.batch_size, cfg.seed, epoch, cfg.epoch_steps)
+    for step, idx in enumerate(batches, start=1):
         loss = objective.step_loss(model, idx, aug)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"{name}: training loss is {float(loss.detach())} at epoch {epoch}, step {step} (training "
+                f"rows {idx[:4].tolist()}...): the inputs or weights are not finite, or "
+                f"{cfg.SECTION}.lr = {cfg.lr} is too high. Nothing was saved from this run."
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

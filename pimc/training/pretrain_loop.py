@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pimc.core.config import Params
-from pimc.core.errors import ConfigError
+from pimc.core.errors import ConfigError, TrainingDivergedError
 from pimc.core.io import atomic_path, load_checkpoint, save_checkpoint, write_json
 from pimc.core.paths import BEST_CHECKPOINT, CHECKPOINT
 from pimc.core.seeds import mix_seed
@@ -53,6 +53,7 @@ from pimc.training.utils import (
 from pimc.training.validation import evaluate
 
 FINAL, HISTORY, TRAIN_CURVE = "final_metrics.json", "history.json", "train_curve.json"
+RUN_KEYS = ("seconds", "samples_per_second", "resumed_from_step")  # not in FINAL: run-dependent
 CURVE_EVERY = 5  # steps between train-curve rows (kept in last.pt: a resumed run has them all)
 ENCODERS = ("rp_encoder", "image_encoder")
 VAL_KEYS = ("val/loss", "val/top1", "val/top5", "val/parcel_top1", "val/class_top1")
@@ -216,12 +217,20 @@ def _epoch_loader(setup: Setup, step: int) -> DataLoader:
 
 
 def _train_step(
-    model: torch.nn.Module, setup: Setup, criterion: SymmetricInfoNCE, batch: dict[str, Tensor]
+    model: torch.nn.Module,
+    setup: Setup,
+    criterion: SymmetricInfoNCE,
+    batch: dict[str, Tensor],
+    step: int,
 ) -> tuple[float, float, float]:
     """One optimizer step on ``batch`` after its random crop, channel dropout and flips.
 
     Args:
         model: ``setup.model``, DDP-wrapped under torchrun.
+        step: the 1-based number of this step (named if the loss is not finite).
+
+    Raises:
+        TrainingDivergedError: the loss is NaN/inf.
 
     Returns:
         The loss (of the global batch under DDP), the temperature ``exp(logit_scale)`` and
@@ -236,6 +245,13 @@ def _train_step(
     scale = out["logit_scale"].float()
     groups = batch["parcel"].to(device) if cfg.negatives == "other_parcels" else None
     loss = criterion(out["pixel_features"].float(), out["image_features"].float(), scale, groups)
+    if not torch.isfinite(loss):  # before the step: the last checkpoint stays clean
+        patches = sorted(set(batch["patch_id"].tolist()))[:5]
+        raise TrainingDivergedError(
+            f"pretrain: loss is {float(loss.detach())} at step {step} (batch from patch(es) {patches}): "
+            f"the inputs or weights are not finite, or pretrain.lr = {cfg.lr} is too high. "
+            "Checkpoints before this step are kept."
+        )
     temperature, lr = float(scale.detach()), setup.sched.get_last_lr()[0]
     setup.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -302,7 +318,7 @@ def train_loop(
     model.train()
     while state.step < stop:
         for batch in _epoch_loader(setup, state.step):
-            loss, scale, lr = _train_step(model, setup, criterion, batch)
+            loss, scale, lr = _train_step(model, setup, criterion, batch, state.step + 1)
             state.step += 1
             state.loss_sum, state.loss_steps = state.loss_sum + loss, state.loss_steps + 1
             row = {"train/loss": loss, "train/logit_scale": scale, "train/lr": lr}
@@ -384,8 +400,9 @@ def _write_outputs(setup: Setup, state: TrainState, result: dict[str, Any]) -> N
         tower = {
             k[len(prefix) :]: v for k, v in state.best["model"].items() if k.startswith(prefix)
         }
-        with atomic_path(out / f"{name}.pt") as tmp:
-            torch.save(tower, tmp)
+        save_checkpoint(out / f"{name}.pt", **tower)
     write_json(out / HISTORY, state.history)
     write_json(out / TRAIN_CURVE, state.curve)
-    write_json(out / FINAL, result)
+    # The folder is a DVC output: only what the weights determine, so that a resumed run
+    # writes the same bytes as an uninterrupted one (timings go to MLflow via the result).
+    write_json(out / FINAL, {k: v for k, v in result.items() if k not in RUN_KEYS})

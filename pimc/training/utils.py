@@ -277,6 +277,9 @@ def batch_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         worker_init_fn=_drop_inherited_atexit_hooks,
+        # Its own generator: an iterator draws its base seed from it, not from the global RNG,
+        # whose state is checkpointed (a resume starts an iterator mid-epoch; same bytes).
+        generator=torch.Generator().manual_seed(seeds[0] if seeds else 0),
     )
 
 

@@ -356,8 +356,9 @@ def _train_epoch(
         loss = objective.step_loss(model, idx, aug)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
-                f"{name}: training loss is {float(loss.detach())} at epoch {epoch}, step {step} (training "
-                f"rows {idx[:4].tolist()}...): the inputs or weights are not finite, or "
+                f"{name}: training loss is {float(loss.detach())} at epoch {epoch}, step "
+                f"{step} (training rows {idx[:4].tolist()}...): the inputs or weights are not "
+                "finite, or "
                 f"{cfg.SECTION}.lr = {cfg.lr} is too high. Nothing was saved from this run."
             )
         opt.zero_grad(set_to_none=True)

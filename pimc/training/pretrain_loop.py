@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from pimc.core.config import Params
 from pimc.core.errors import ConfigError, TrainingDivergedError
-from pimc.core.io import atomic_path, load_checkpoint, save_checkpoint, write_json
+from pimc.core.io import load_checkpoint, save_checkpoint, write_json
 from pimc.core.paths import BEST_CHECKPOINT, CHECKPOINT
 from pimc.core.seeds import mix_seed
 from pimc.models import PIMC
@@ -248,9 +248,9 @@ def _train_step(
     if not torch.isfinite(loss):  # before the step: the last checkpoint stays clean
         patches = sorted(set(batch["patch_id"].tolist()))[:5]
         raise TrainingDivergedError(
-            f"pretrain: loss is {float(loss.detach())} at step {step} (batch from patch(es) {patches}): "
-            f"the inputs or weights are not finite, or pretrain.lr = {cfg.lr} is too high. "
-            "Checkpoints before this step are kept."
+            f"pretrain: loss is {float(loss.detach())} at step {step} (batch from patch(es) "
+            f"{patches}): the inputs or weights are not finite, or pretrain.lr = {cfg.lr} is "
+            "too high. Checkpoints before this step are kept."
         )
     temperature, lr = float(scale.detach()), setup.sched.get_last_lr()[0]
     setup.opt.zero_grad(set_to_none=True)

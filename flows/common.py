@@ -74,6 +74,26 @@ def stage_main(stage: str) -> Iterator[None]:
             yield
     except PimcError as err:
         raise SystemExit(f"{stage}: {err}") from None
+    except Exception as err:  # a server outage is the user's to fix: say so in one line
+        line = tracking.outage_message(err) or prefect_outage_message(err)
+        if line is None:
+            raise
+        raise SystemExit(f"{stage}: {line}") from None
+
+
+_PREFECT_DOWN = ("Failed to reach API", "ConnectError", "All connection attempts failed")
+
+
+def prefect_outage_message(err: BaseException) -> str | None:
+    """One line for an exception that means "the Prefect API did not answer", else None."""
+    text = f"{type(err).__name__}: {err}"
+    api = os.environ.get("PREFECT_API_URL")
+    if not api or not any(m in text for m in _PREFECT_DOWN):
+        return None
+    return (
+        f"the Prefect API at {api} did not answer ({text.splitlines()[0][:160]}). Start it "
+        "(`make servers-up`), or unset PREFECT_API_URL to run with a temporary server."
+    )
 
 
 def add_override_args(parser: argparse.ArgumentParser) -> None:

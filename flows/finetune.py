@@ -49,14 +49,13 @@ def register(name: str, result: dict[str, Any], params: Params, run: tracking.Tr
     """Log the task's PIMC model with what ``pimc predict`` needs to build its input, tagged
     with its test headline metric; the first registered version becomes ``champion``."""
     spec, mode = get_task(name), getattr(params.finetune, name).mode
-    info = run.log_model(
+    version = run.register_model(
         result["best_model"],
         name,
         result["example_input"],
         spec.registered_model,
         metadata=spec.metadata(params, result),
     )
-    version = str(info.registered_model_version)
     tracking.tag_version(
         spec.registered_model,
         version,

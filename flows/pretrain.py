@@ -81,8 +81,7 @@ def register_encoders(
     }
     versions = {}
     for attr, name in ENCODER_MODELS.items():
-        info = run.log_model(getattr(model, attr), attr, examples[attr].numpy(), name)
-        version = str(info.registered_model_version)
+        version = run.register_model(getattr(model, attr), attr, examples[attr].numpy(), name)
         tracking.tag_version(name, version, {"metric.val_top1": result["val/top1"]})
         tracking.describe_model(name, version, ENCODER_CARDS[attr])
         tracking.bootstrap_champion(name, version)

@@ -55,3 +55,36 @@ def test_a_bad_param_fails_before_the_stage_touches_its_outputs(tmp_path, stage,
     assert proc.returncode == 1 and last.startswith(f"{stage}: "), proc.stderr[-2000:]
     assert override.split("=")[0] in last
     assert kept.read_bytes() == b"a finished shard"
+
+
+def test_a_dead_tracking_server_ends_a_stage_with_one_line_naming_it(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.data"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert last.startswith(f"data: the MLflow tracking server at http://127.0.0.1:{port} did")
+    assert time.monotonic() - start < 120
+
+
+def test_a_dead_prefect_api_ends_a_stage_with_one_line_naming_it(tmp_path):
+    """Issue 13: Prefect down at the start used to print a 106-line traceback."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.data"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("data: the Prefect API at http://127.0.0.1:9/api did not answer")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,68 @@ def test_a_tampered_model_is_refused_before_any_code_runs(tracking_store, tmp_pa
     with pytest.raises(UntrustedModelError, match="refused to load"):
         tracking.load_model("models:/pimc-tamper/1")
     assert not marker.exists()
+
+
+def _net_and_example():
+    import numpy as np
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
+    return net, np.zeros((2, 3, 2, 2), dtype=np.float32)
+
+
+def test_a_retried_registration_returns_the_first_version(tracking_store):
+    """Issue 13: a retried register task must not add a duplicate version of one run."""
+    net, example = _net_and_example()
+    with tracking.start_run("unit", {}, experiment="test-tracking") as run:
+        first = run.register_model(net, "net", example, "pimc-once")
+        again = run.register_model(net, "net", example, "pimc-once")
+    assert first == again == "1"
+    assert [r["version"] for r in tracking.registered_models("pimc-once")] == [1]
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_killed(tracking_store):
+    """Issue 13: 5 kill -9s used to leave 5 runs RUNNING forever (and orphan versions)."""
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    client = tracking._client()
+    exp = tracking._experiment_id(client, "test-killed")
+
+    def leftover(pid):
+        tags = {"pimc.stage": "pretrain", "pimc.host": socket.gethostname(), "pimc.pid": str(pid)}
+        return client.create_run(exp, tags=tags).info.run_id
+
+    killed, alive = leftover(dead.pid), leftover(os.getpid())
+    client.create_registered_model("pimc-orphaned")
+    client.create_model_version("pimc-orphaned", "file:///nowhere", run_id=killed)
+    with tracking.start_run("pretrain", {}, experiment="test-killed") as run:
+        pass
+    assert tracking.get_run(killed).info.status == "KILLED"
+    assert tracking.get_run(alive).info.status == "RUNNING"  # a live process: not touched
+    assert tracking.get_run(run.run_id).info.status == "FINISHED"
+    assert "pimc.orphan" in tracking.version_tags("pimc-orphaned", 1)
+
+
+def test_a_dead_tracking_server_fails_fast_with_one_line(monkeypatch):
+    """Issue 13: a stopped server used to stall a stage for 285-521 s before a traceback."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.monotonic()
+    with pytest.raises(Exception) as caught:
+        with tracking.start_run("unit", {}, experiment="test-outage"):
+            pass
+    assert time.monotonic() - start < 60
+    line = tracking.outage_message(caught.value)
+    assert line is not None and line.startswith(f"the MLflow tracking server at {uri} did not")
+    assert tracking.outage_message(ValueError("Connection refused")) is not None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    assert tracking.outage_message(ValueError("Connection refused")) is None  # not a server

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -92,12 +93,40 @@ def param_value(value: Any) -> str:
     return str(value)
 
 
+#: Bounded HTTP behaviour towards a tracking server (MLflow's defaults: 120 s timeout, 7
+#: retries with exponential backoff, ~10 minutes before a dead server is reported). pimc fails
+#: fast instead: an outage ends the stage within about a minute with one line naming the URI,
+#: and the stage resumes from its checkpoint once the server is back. Training does not buffer
+#: metrics through an outage: a run whose curves have holes would be silently incomplete.
+#: Set any of these in the environment to override.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
 @functools.cache
 def _client_for(uri: str):
     """The one ``MlflowClient`` of tracking URI ``uri`` (tests switch stores between tests)."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     import mlflow  # imported lazily: it costs seconds and most library users never track
 
     return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def outage_message(err: BaseException) -> str | None:
+    """One line for an exception that means "the tracking server did not answer", else None."""
+    text = f"{type(err).__name__}: {err}"
+    markers = ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out")
+    if not any(m in text for m in markers) or not tracking_uri().startswith("http"):
+        return None
+    return (
+        f"the MLflow tracking server at {tracking_uri()} did not answer "
+        f"({text.splitlines()[0][:160]}). Start it (`make servers-up`) or point "
+        "MLFLOW_TRACKING_URI at a running one, then re-run: finished work resumes."
+    )
 
 
 def _client():
@@ -193,6 +222,24 @@ class TrackedRun:
             parent = str(Path(name).parent)
             self.log_artifact(target, None if parent == "." else parent)
 
+    def register_model(
+        self,
+        model: Any,
+        name: str,
+        input_example: Any,
+        registered_model_name: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """:meth:`log_model` and register it, once per run: a retried call returns the version
+        this run registered before instead of adding a duplicate. Returns the version."""
+        from pimc.tracking.registry import version_of_run
+
+        done = version_of_run(registered_model_name, self.run_id)
+        if done is not None:
+            return done
+        info = self.log_model(model, name, input_example, registered_model_name, metadata)
+        return str(info.registered_model_version)
+
     def log_model(
         self,
         model: Any,
@@ -224,81 +271,6 @@ class TrackedRun:
             metadata=dict(metadata) if metadata else None,
             run_id=self.run_id,  # passed on to mlflow.models.Model.log: no active run needed
         )
-
-
-def tag_version(name: str, version: str | int, tags: Mapping[str, Any]) -> None:
-    """Tag a registered model version (e.g. its headline metric, for comparisons)."""
-    client = _client()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, str(value))
-
-
-def describe_model(name: str, version: str | int, description: str) -> None:
-    """Set the description of registered model ``name`` and of its ``version`` (MLflow's UI
-    shows both): what goes in, what comes out."""
-    client = _client()
-    client.update_registered_model(name, description=description)
-    client.update_model_version(name, str(version), description=description)
-
-
-def registered_models(prefix: str = "pimc-") -> list[dict[str, Any]]:
-    """Every version of the registered models named ``prefix*``: one row per version with
-    its aliases, source run, stage and ``metric.*`` tags, newest first."""
-    client = _client()
-    rows = []
-    for model in client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
-        for found in client.search_model_versions(f"name = '{model.name}'"):
-            # search results leave aliases empty; the single-version read fills them
-            v = client.get_model_version(model.name, found.version)
-            rows.append(
-                {
-                    "name": model.name,
-                    "version": int(v.version),
-                    "aliases": ",".join(sorted(v.aliases)),
-                    "run_id": v.run_id,
-                    "created": v.creation_timestamp,
-                    **{k: val for k, val in v.tags.items() if k.startswith("metric.")},
-                }
-            )
-    return sorted(rows, key=lambda r: (r["name"], -r["version"]))
-
-
-def latest_version(name: str) -> str | None:
-    """Newest version number of registered model ``name``; None if it has none (or no model)."""
-    versions = _client().search_model_versions(f"name = '{name}'")
-    return str(max(int(v.version) for v in versions)) if versions else None
-
-
-def version_tags(name: str, version: str | int) -> dict[str, str]:
-    """Tags of one registered model version."""
-    return dict(_client().get_model_version(name, str(version)).tags)
-
-
-def set_alias(name: str, alias: str, version: str | int) -> None:
-    _client().set_registered_model_alias(name, alias, str(version))
-
-
-def bootstrap_champion(name: str, version: str | int) -> bool:
-    """Make ``version`` the ``champion`` of ``name`` if it has none (its first version);
-    afterwards only retraining (:mod:`pimc.promotion`) moves the alias. Returns whether it did."""
-    if get_alias(name, "champion") is not None:
-        return False
-    set_alias(name, "champion", version)
-    return True
-
-
-def delete_alias(name: str, alias: str) -> None:
-    _client().delete_registered_model_alias(name, alias)
-
-
-def get_alias(name: str, alias: str) -> str | None:
-    """Version behind ``models:/name@alias``, or None when the alias is unset."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(_client().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
 
 
 def load_dict(run_id: str, name: str) -> Any:
@@ -336,79 +308,6 @@ def run_artifact_of(name: str, alias: str, artifact: str, dest: str | Path) -> P
     )
 
 
-def model_uri(ref: str) -> str:
-    """``name@alias`` or ``name/version`` -> ``models:/...``; ``models:/`` and ``runs:/`` URIs
-    pass through unchanged."""
-    if ref.startswith(("models:/", "runs:/")):
-        return ref
-    if "@" not in ref and "/" not in ref:
-        ref = f"{ref}@champion"  # a bare name means its champion
-    return f"models:/{ref}"
-
-
-@contextmanager
-def _pickle_off() -> Iterator[None]:
-    """MLflow's pickle loading switched off (it is on by default): a ``model.pth`` is refused,
-    and a pt2 archive is loaded only if none of its records (weights, constants, sample
-    inputs) carries a pickle payload beyond what ``torch.load(weights_only=True)`` admits."""
-    key, old = (
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION",
-        os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION"),
-    )
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
-def load_model(uri: str) -> Any:
-    """Load a logged torch model, e.g. ``models:/pimc-rp-encoder@champion``, never unpickling
-    anything (pimc logs pt2 programs; see :func:`_pickle_off`).
-
-    Raises:
-        ModelNotFoundError: the URI names no model in the registry / store.
-        UntrustedModelError: the model's files are not a pickle-free pt2 program (tampered,
-            or not logged by pimc); nothing of it was executed.
-    """
-    import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
-
-    from pimc.core.errors import UntrustedModelError
-
-    _use_in_module_api(tracking_uri())
-    try:
-        with _pickle_off():
-            return mlflow.pytorch.load_model(uri)
-    except MlflowException as err:
-        if "pickle" in str(err).lower():
-            raise UntrustedModelError(
-                f"{uri}: refused to load, its files would run code on load ({err}). pimc logs "
-                "models as pickle-free pt2 programs; re-register the model from a trusted run "
-                "(`dvc repro finetune@<task>`), and check who can write to the artifact store."
-            ) from err
-        raise _not_found(uri, err) from err
-
-
-def model_metadata(uri: str) -> dict[str, Any]:
-    """The ``metadata`` a model was logged with (empty if none).
-
-    Raises:
-        ModelNotFoundError: the URI names no model in the registry / store.
-    """
-    import mlflow.models
-    from mlflow.exceptions import MlflowException
-
-    _use_in_module_api(tracking_uri())
-    try:
-        return dict(mlflow.models.get_model_info(uri).metadata or {})
-    except (MlflowException, OSError) as err:
-        raise _not_found(uri, err) from err
-
-
 @contextmanager
 def start_run(
     stage: str,
@@ -438,6 +337,8 @@ def start_run(
     if os.environ.get(PIPELINE_RUN_ENV):
         all_tags["pimc.pipeline_run"] = os.environ[PIPELINE_RUN_ENV]
     all_tags.update({k: str(v) for k, v in (tags or {}).items()})
+    all_tags.update({"pimc.host": socket.gethostname(), "pimc.pid": str(os.getpid())})
+    close_killed_runs(client, exp_id, stage)
     run = client.create_run(exp_id, tags=all_tags, run_name=run_name or stage)
     tracked = TrackedRun(run.info.run_id, exp_id, uri)
     status = "FAILED"
@@ -446,7 +347,47 @@ def start_run(
         yield tracked
         status = "FINISHED"
     finally:
-        client.set_terminated(tracked.run_id, status=status)
+        try:
+            client.set_terminated(tracked.run_id, status=status)
+        except Exception:
+            if status == "FINISHED":
+                raise
+            # The body's error (often the same outage) is the one to report, not this one;
+            # the next start of the stage marks the run KILLED.
+
+
+def close_killed_runs(client: Any, experiment_id: str, stage: str) -> list[str]:
+    """Mark ``KILLED`` the runs of ``stage`` left ``RUNNING`` by a process of this host that no
+    longer exists (a ``kill -9``, a power loss), and tag what they registered ``pimc.orphan``.
+
+    Runs of other hosts, of live processes, or without pimc's host/pid tags are left alone.
+    Returns the ids of the runs it closed.
+    """
+    from pimc.tracking.registry import mark_orphans
+
+    host, closed = socket.gethostname(), []
+    query = f"tags.`pimc.stage` = '{stage}' and attributes.status = 'RUNNING'"
+    for run in client.search_runs([experiment_id], filter_string=query):
+        tags = run.data.tags
+        if tags.get("pimc.host") != host or not tags.get("pimc.pid", "").isdigit():
+            continue
+        if _alive(int(tags["pimc.pid"])):
+            continue
+        client.set_terminated(run.info.run_id, status="KILLED")
+        client.set_tag(run.info.run_id, "pimc.closed_by", f"pid {os.getpid()}: process gone")
+        mark_orphans(run.info.run_id, "its run was killed before it finished")
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def get_run(run_id: str):
@@ -464,3 +405,8 @@ def search_runs(stage: str | None = None, experiment: str = DEFAULT_EXPERIMENT) 
     return client.search_runs(
         [exp.experiment_id], filter_string=query, order_by=["start_time DESC"]
     )
+
+
+# The model registry and model loading (pimc/tracking/registry.py), under the same name.
+from pimc.tracking.registry import *  # noqa: E402, F403
+from pimc.tracking.registry import _pickle_off  # noqa: E402, F401

@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 # Absolute, so `dvc exp run --temp` (a temp copy of the repo) logs to this repo's store.
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install run test lint bench benchmark clean servers-up servers-down retrain serve
+.PHONY: install run test lint bench benchmark clean clean-benchmark servers-up servers-down retrain serve
 
 install: $(VENV)/.installed
 
@@ -65,5 +65,14 @@ serve: install
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$${PREFECT_PORT:-4200}/api} \
 	$(BIN)/python -m flows.retrain serve --cron "$${CRON:-0 3 * * 1}"
 
+# Outputs of `make run` (dvc.yaml). The benchmark's (benchmarks/dvc.yaml: ~80 minutes of
+# compute) survive it; `make clean-benchmark` removes those.
+BENCHMARK_OUTS = data/benchmark reports/benchmark.md reports/benchmark.csv \
+	reports/benchmark.json plots/label_efficiency.png
 clean:
-	rm -rf data metrics plots reports mlflow.db mlartifacts
+	rm -rf data/raw data/prepared data/recurrence data/models metrics mlflow.db mlartifacts
+	find plots reports -mindepth 1 -maxdepth 1 $(foreach f,$(BENCHMARK_OUTS),! -path $(f)) \
+		-exec rm -rf {} + 2>/dev/null || true
+
+clean-benchmark:
+	rm -rf $(BENCHMARK_OUTS)

@@ -66,7 +66,33 @@ def register(name: str, result: dict[str, Any], params: Params, run: tracking.Tr
     )
     tracking.describe_model(spec.registered_model, version, spec.description())
     tracking.bootstrap_champion(spec.registered_model, version)
+    if spec.predict_input is not None:  # patch tasks: the REST model of raw observations too
+        register_raw(spec, version, params, run)
     return version
+
+
+def register_raw(spec: Any, version: str, params: Params, run: tracking.TrackedRun) -> str:
+    """Register ``<model>-raw`` (:mod:`pimc.tracking.serving`) around task model ``version``,
+    with two pixels of the first test patch as its input example; returns its version."""
+    from pimc.data.pastis import PASTIS
+    from pimc.tracking.serving import RAW_COLUMNS, RAW_SUFFIX, raw_rows
+
+    uri, raw_name = f"models:/{spec.registered_model}/{version}", spec.registered_model + RAW_SUFFIX
+    cfg = getattr(params.finetune, spec.name)
+    sample = PASTIS(Path(params.data.root) / "PASTIS", folds=cfg.test_folds)[0]
+    example = raw_rows(sample["image"].numpy(), sample["dates"], [(0, 0), (1, 1)])
+    raw = run.register_raw_model(uri, tracking.model_metadata(uri), example, raw_name)
+    tracking.tag_version(raw_name, raw, {"pimc.task_model": uri})
+    columns = "; ".join(f"{k}: {v}" for k, v in list(RAW_COLUMNS.items())[:3])
+    tracking.describe_model(
+        raw_name, raw,
+        f"{spec.registered_model} v{version} behind pimc's own preprocessing. Input: a table, "
+        f"one row per pixel and date ({columns}; then B03..B12 likewise). Output: one answer "
+        "per pixel (classes: class, class_name, confidence, p_<id>; forecasts: one row per "
+        "pixel, index and step). Serve: pimc serve --model NAME@champion.",
+    )  # fmt: skip
+    tracking.bootstrap_champion(raw_name, raw)
+    return raw
 
 
 @flow(name="pimc-finetune", log_prints=True)

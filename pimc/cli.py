@@ -74,6 +74,23 @@ def _models(args: argparse.Namespace) -> None:
     print(table.drop(columns=["run_id"]).fillna("").to_string(index=False))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import os
+
+    from pimc import tracking
+
+    uri = tracking.raw_model_uri(args.model)
+    tracking.model_metadata(uri)  # an unknown model fails here, in one line
+    bin_dir = os.path.dirname(sys.executable)
+    # mlflow starts uvicorn by name: the venv's bin must be on PATH even when not activated.
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    os.environ["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
+    cmd = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", uri, "--env-manager",
+           "local", "--host", args.host, "--port", str(args.port)]  # fmt: skip
+    print(f"serving {uri} on http://{args.host}:{args.port}/invocations", flush=True)
+    os.execv(cmd[0], cmd)
+
+
 def _predict(args: argparse.Namespace) -> None:
     from pimc import predict
 
@@ -146,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="registered models: versions, aliases, metrics")
     models.set_defaults(func=_models)
+
+    serve = sub.add_parser(
+        "serve", help="REST: raw observations (pixel, date, 10 bands) -> answers, via mlflow"
+    )
+    serve.add_argument(
+        "--model", required=True,
+        help="a task model NAME@ALIAS (its NAME-raw twin is served) or a NAME-raw model",
+    )  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
+    serve.add_argument("--port", type=int, default=5001, help="default: %(default)s")
+    serve.set_defaults(func=_serve)
 
     pred = sub.add_parser("predict", help="predict with a registered model -> GeoTIFF / class")
     pred.add_argument(

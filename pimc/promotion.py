@@ -156,10 +156,23 @@ def apply(decision: Decision) -> None:
         if decision.champion and decision.champion != version:
             tags["retrain.replaced"] = decision.champion
         tracking.tag_version(name, version, tags)
+        _follow(name, version, CHAMPION)  # the REST twin first: the alias move is the commit
         tracking.set_alias(name, CHAMPION, version)
         if tracking.get_alias(name, CHALLENGER) is not None:
             tracking.delete_alias(name, CHALLENGER)  # an older challenger lost to this one
     else:
         tags[CHALLENGER] = decision.reason
         tracking.tag_version(name, version, tags)
+        _follow(name, version, CHALLENGER)
         tracking.set_alias(name, CHALLENGER, version)
+
+
+def _follow(name: str, version: str, alias: str) -> None:
+    """Point ``alias`` of ``name``'s raw-observation twin (``<name>-raw``) at the twin the same
+    run registered, so ``pimc serve --model name@champion`` serves the champion."""
+    from pimc.tracking.serving import RAW_SUFFIX
+
+    run_id = tracking.version_run(name, version)
+    twin = tracking.version_of_run(name + RAW_SUFFIX, run_id) if run_id else None
+    if twin is not None:
+        tracking.set_alias(name + RAW_SUFFIX, alias, twin)

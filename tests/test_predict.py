@@ -18,6 +18,7 @@ from pimc import tracking
 from pimc.cli import main
 from pimc.core.config import Params, PrepareConfig, RecurrenceConfig
 from pimc.core.errors import DatasetCorruptError
+from pimc.core.task_config import FinetuneConfig, ForecastConfig
 from pimc.data.pastis import PASTIS
 from pimc.predict import load_deployed, predict_patch, read_patch
 from pimc.tasks.common import TaskModel, tower_backbone
@@ -25,8 +26,9 @@ from pimc.tasks.forecast import Forecaster
 from pimc.tasks.registry import TASKS
 
 PARAMS = Params(
-    prepare=PrepareConfig(grid_step_days=20),  # 23 grid dates
+    prepare=PrepareConfig(grid_step_days=20),  # 23 grid dates: 16 in, 5 forecast
     recurrence=RecurrenceConfig(size=16),
+    finetune=FinetuneConfig(forecast=ForecastConfig(input_len=16, horizon=5)),
 )
 CLASS_IDS = [0, 1, 3, 7]
 

@@ -103,3 +103,26 @@ def test_incomparable_directions_keep_the_champion(champion_higher, candidate_hi
     assert not d.promoted, d.reason
     promotion.apply(d)
     assert tracking.get_alias(name, "champion") == v1
+
+
+def test_promotion_moves_the_raw_twins_aliases_with_the_task_models():
+    """`pimc serve --model NAME@champion` serves NAME-raw@champion: the twin of the champion."""
+    name, twin = "pimc-test-twins", "pimc-test-twins-raw"
+    client = tracking._client()
+    client.create_registered_model(twin)
+
+    def with_twin(value):
+        version = _new_version(name, value)
+        run_id = tracking.version_run(name, version)
+        return version, str(client.create_model_version(twin, "file:///x", run_id).version)
+
+    v1, t1 = with_twin(0.80)
+    tracking.set_alias(twin, "champion", t1)
+    v2, t2 = with_twin(0.90)
+    promotion.apply(promotion.decide(name, v1, margin=0.01))
+    assert tracking.get_alias(name, "champion") == v2 and tracking.get_alias(twin, "champion") == t2
+    _, t3 = with_twin(0.85)
+    promotion.apply(promotion.decide(name, v2, margin=0.01))
+    assert (
+        tracking.get_alias(twin, "champion") == t2 and tracking.get_alias(twin, "challenger") == t3
+    )

@@ -335,13 +335,16 @@ def predict_input(
 def decode(
     out: Tensor, valid: Tensor, meta: dict[str, Any], grid: Any, shape: tuple[int, int]
 ) -> dict[str, Any]:
-    """Logits ``(H*W, C)`` -> ``classes`` ``(H, W)`` uint8 PASTIS ids and ``confidence``
-    ``(H, W)`` float32 (softmax probability of the predicted class)."""
-    confidence, index = F.softmax(out, dim=1).max(1)
+    """Logits ``(H*W, C)`` -> ``classes`` ``(H, W)`` uint8 PASTIS ids, ``confidence``
+    ``(H, W)`` float32 (softmax probability of the predicted class) and ``probabilities``
+    ``(C, H, W)`` float32 (of the classes ``meta["class_ids"]``, in that order)."""
+    probs = F.softmax(out, dim=1)
+    confidence, index = probs.max(1)
     ids = torch.tensor(meta["class_ids"], dtype=torch.uint8)
     return {
         "classes": ids[index].reshape(shape).numpy(),
         "confidence": confidence.reshape(shape).numpy().astype(np.float32),
+        "probabilities": probs.T.reshape(-1, *shape).numpy().astype(np.float32),
     }
 
 

@@ -240,6 +240,63 @@ class TrackedRun:
         info = self.log_model(model, name, input_example, registered_model_name, metadata)
         return str(info.registered_model_version)
 
+    def register_raw_model(
+        self,
+        task_uri: str,
+        metadata: Mapping[str, Any],
+        example: Any,
+        registered_model_name: str,
+        name: str = "raw",
+    ) -> str:
+        """Log and register the raw-observation pyfunc (:mod:`pimc.tracking.serving`) around
+        the task model ``task_uri`` (``models:/<name>/<version>``), once per run.
+
+        Args:
+            task_uri: the registered task model it wraps (copied into the pyfunc).
+            metadata: that model's deployment metadata (it builds the input from it).
+            example: an input table (:func:`pimc.tracking.serving.raw_rows`), logged as the
+                model's input example.
+            registered_model_name: usually ``<task model>-raw``.
+            name: the artifact folder in the run.
+
+        Returns:
+            The registered version.
+        """
+        import mlflow.pyfunc
+        import torch
+
+        import pimc
+        from pimc.tracking import serving
+        from pimc.tracking.registry import version_of_run
+
+        done = version_of_run(registered_model_name, self.run_id)
+        if done is not None:
+            return done
+        _use_in_module_api(self.tracking_uri)
+        client = self.client
+        with tempfile.TemporaryDirectory() as tmp:
+            meta_file = Path(tmp) / "metadata.json"
+            meta_file.write_text(json.dumps(dict(metadata)))
+            with _pickle_off():  # the artifacts are read back to check the example
+                mlflow.pyfunc.save_model(
+                    Path(tmp) / name,
+                    python_model=str(serving.ENTRY),  # a model from code: nothing pickled
+                    artifacts={"model": task_uri, "metadata": str(meta_file)},
+                    signature=serving.raw_signature(),
+                    input_example=example,
+                    pip_requirements=[
+                        f"torch=={torch.__version__.split('+')[0]}",
+                        f"pimc=={pimc.__version__}",
+                    ],
+                    metadata=dict(metadata),
+                )
+            client.log_artifacts(self.run_id, str(Path(tmp) / name), name)
+        if not client.search_registered_models(f"name = '{registered_model_name}'"):
+            client.create_registered_model(registered_model_name)
+        source = f"{client.get_run(self.run_id).info.artifact_uri}/{name}"
+        version = client.create_model_version(registered_model_name, source, self.run_id)
+        return str(version.version)
+
     def log_model(
         self,
         model: Any,

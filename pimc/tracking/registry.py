@@ -14,8 +14,9 @@ from pimc.tracking import _client, _not_found, _use_in_module_api, tracking_uri
 
 __all__ = [
     "bootstrap_champion", "delete_alias", "describe_model", "get_alias", "latest_version",
-    "load_model", "mark_orphans", "model_metadata", "model_uri", "registered_models", "set_alias",
-    "tag_version", "version_of_run", "version_tags",
+    "load_model", "mark_orphans", "model_metadata", "model_uri", "raw_model_uri",
+    "registered_models", "set_alias",
+    "tag_version", "version_of_run", "version_run", "version_tags",
 ]  # fmt: skip
 
 
@@ -39,6 +40,11 @@ def version_of_run(name: str, run_id: str) -> str | None:
     registration returns it instead of adding a duplicate)."""
     found = _client().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     return str(min(int(v.version) for v in found)) if found else None
+
+
+def version_run(name: str, version: str | int) -> str | None:
+    """The id of the run that registered ``name`` ``version``."""
+    return _client().get_model_version(name, str(version)).run_id
 
 
 def mark_orphans(run_id: str, reason: str) -> list[str]:
@@ -119,6 +125,30 @@ def model_uri(ref: str) -> str:
     if "@" not in ref and "/" not in ref:
         ref = f"{ref}@champion"  # a bare name means its champion
     return f"models:/{ref}"
+
+
+def raw_model_uri(ref: str) -> str:
+    """The raw-observation model (``<name>-raw``, :mod:`pimc.tracking.serving`) of ``ref``:
+    ``pimc-pastis-classifier@champion`` -> ``models:/pimc-pastis-classifier-raw@champion``.
+    A ``-raw`` ref is kept; a task model's version number is refused (the twins' numbers differ).
+
+    Raises:
+        UsageError: ``NAME/VERSION`` of a task model.
+    """
+    from pimc.core.errors import UsageError
+    from pimc.tracking.serving import RAW_SUFFIX
+
+    uri = model_uri(ref)
+    body = uri.removeprefix("models:/")
+    name, sep, rest = body.partition("@") if "@" in body else body.partition("/")
+    if name.endswith(RAW_SUFFIX) or not uri.startswith("models:/"):
+        return uri
+    if sep == "/":
+        raise UsageError(
+            f"{ref}: a task model's version does not name its {RAW_SUFFIX} twin; give an alias "
+            f"({name}@champion) or the twin itself ({name}{RAW_SUFFIX}/<version>)"
+        )
+    return f"models:/{name}{RAW_SUFFIX}@{rest}"
 
 
 @contextmanager

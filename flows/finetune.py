@@ -75,13 +75,14 @@ def register_raw(spec: Any, version: str, params: Params, run: tracking.TrackedR
     """Register ``<model>-raw`` (:mod:`pimc.tracking.serving`) around task model ``version``,
     with two pixels of the first test patch as its input example; returns its version."""
     from pimc.data.pastis import PASTIS
-    from pimc.tracking.serving import RAW_COLUMNS, RAW_SUFFIX, raw_rows
+    from pimc.tracking.serving import RAW_COLUMNS, RAW_SUFFIX, raw_rows, register_raw_model
 
     uri, raw_name = f"models:/{spec.registered_model}/{version}", spec.registered_model + RAW_SUFFIX
     cfg = getattr(params.finetune, spec.name)
     sample = PASTIS(Path(params.data.root) / "PASTIS", folds=cfg.test_folds)[0]
     example = raw_rows(sample["image"].numpy(), sample["dates"], [(0, 0), (1, 1)])
-    raw = run.register_raw_model(uri, tracking.model_metadata(uri), example, raw_name)
+    meta = tracking.model_metadata(uri)
+    raw = register_raw_model(run, uri, meta, example, raw_name)
     tracking.tag_version(raw_name, raw, {"pimc.task_model": uri})
     columns = "; ".join(f"{k}: {v}" for k, v in list(RAW_COLUMNS.items())[:3])
     tracking.describe_model(

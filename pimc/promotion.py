@@ -170,9 +170,8 @@ def apply(decision: Decision) -> None:
 def _follow(name: str, version: str, alias: str) -> None:
     """Point ``alias`` of ``name``'s raw-observation twin (``<name>-raw``) at the twin the same
     run registered, so ``pimc serve --model name@champion`` serves the champion."""
-    from pimc.tracking.serving import RAW_SUFFIX
-
+    raw = name + tracking.RAW_SUFFIX
     run_id = tracking.version_run(name, version)
-    twin = tracking.version_of_run(name + RAW_SUFFIX, run_id) if run_id else None
+    twin = tracking.version_of_run(raw, run_id) if run_id else None
     if twin is not None:
-        tracking.set_alias(name + RAW_SUFFIX, alias, twin)
+        tracking.set_alias(raw, alias, twin)

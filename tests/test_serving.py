@@ -21,7 +21,8 @@ import torch
 from pimc import tracking
 from pimc.core.errors import InputError
 from pimc.predict import load_deployed, predict_patch, read_patch
-from pimc.tracking.serving import raw_rows, rows_to_patch
+from pimc.tracking.raw_model import rows_to_patch
+from pimc.tracking.serving import raw_rows, register_raw_model
 from tests import test_predict
 from tests.helpers import REPO
 
@@ -34,11 +35,10 @@ def _raw(name: str, patch) -> str:
     _, meta = load_deployed(f"{name}@champion")
     version = tracking.get_alias(name, "champion")
     with tracking.start_run("finetune@test", {}, experiment="test-serving") as run:
-        raw = run.register_raw_model(
-            f"models:/{name}/{version}", meta, raw_rows(patch.image.numpy(), patch.dates,
-            PIXELS[:2]), f"{name}-raw",
-        )  # fmt: skip
-        again = run.register_raw_model(f"models:/{name}/{version}", meta, None, f"{name}-raw")
+        example = raw_rows(patch.image.numpy(), patch.dates, PIXELS[:2])
+        uri = f"models:/{name}/{version}"
+        raw = register_raw_model(run, uri, meta, example, f"{name}-raw")
+        again = register_raw_model(run, uri, meta, None, f"{name}-raw")
     assert raw == again  # once per run
     tracking.set_alias(f"{name}-raw", "champion", raw)
     return f"{name}-raw"

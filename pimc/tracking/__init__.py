@@ -116,19 +116,6 @@ def _client_for(uri: str):
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
-def outage_message(err: BaseException) -> str | None:
-    """One line for an exception that means "the tracking server did not answer", else None."""
-    text = f"{type(err).__name__}: {err}"
-    markers = ("Max retries exceeded", "Connection refused", "Failed to establish", "timed out")
-    if not any(m in text for m in markers) or not tracking_uri().startswith("http"):
-        return None
-    return (
-        f"the MLflow tracking server at {tracking_uri()} did not answer "
-        f"({text.splitlines()[0][:160]}). Start it (`make servers-up`) or point "
-        "MLFLOW_TRACKING_URI at a running one, then re-run: finished work resumes."
-    )
-
-
 def _client():
     """The client of the current :func:`tracking_uri`."""
     return _client_for(tracking_uri())
@@ -240,63 +227,6 @@ class TrackedRun:
         info = self.log_model(model, name, input_example, registered_model_name, metadata)
         return str(info.registered_model_version)
 
-    def register_raw_model(
-        self,
-        task_uri: str,
-        metadata: Mapping[str, Any],
-        example: Any,
-        registered_model_name: str,
-        name: str = "raw",
-    ) -> str:
-        """Log and register the raw-observation pyfunc (:mod:`pimc.tracking.serving`) around
-        the task model ``task_uri`` (``models:/<name>/<version>``), once per run.
-
-        Args:
-            task_uri: the registered task model it wraps (copied into the pyfunc).
-            metadata: that model's deployment metadata (it builds the input from it).
-            example: an input table (:func:`pimc.tracking.serving.raw_rows`), logged as the
-                model's input example.
-            registered_model_name: usually ``<task model>-raw``.
-            name: the artifact folder in the run.
-
-        Returns:
-            The registered version.
-        """
-        import mlflow.pyfunc
-        import torch
-
-        import pimc
-        from pimc.tracking import serving
-        from pimc.tracking.registry import version_of_run
-
-        done = version_of_run(registered_model_name, self.run_id)
-        if done is not None:
-            return done
-        _use_in_module_api(self.tracking_uri)
-        client = self.client
-        with tempfile.TemporaryDirectory() as tmp:
-            meta_file = Path(tmp) / "metadata.json"
-            meta_file.write_text(json.dumps(dict(metadata)))
-            with _pickle_off():  # the artifacts are read back to check the example
-                mlflow.pyfunc.save_model(
-                    Path(tmp) / name,
-                    python_model=str(serving.ENTRY),  # a model from code: nothing pickled
-                    artifacts={"model": task_uri, "metadata": str(meta_file)},
-                    signature=serving.raw_signature(),
-                    input_example=example,
-                    pip_requirements=[
-                        f"torch=={torch.__version__.split('+')[0]}",
-                        f"pimc=={pimc.__version__}",
-                    ],
-                    metadata=dict(metadata),
-                )
-            client.log_artifacts(self.run_id, str(Path(tmp) / name), name)
-        if not client.search_registered_models(f"name = '{registered_model_name}'"):
-            client.create_registered_model(registered_model_name)
-        source = f"{client.get_run(self.run_id).info.artifact_uri}/{name}"
-        version = client.create_model_version(registered_model_name, source, self.run_id)
-        return str(version.version)
-
     def log_model(
         self,
         model: Any,
@@ -395,6 +325,8 @@ def start_run(
         all_tags["pimc.pipeline_run"] = os.environ[PIPELINE_RUN_ENV]
     all_tags.update({k: str(v) for k, v in (tags or {}).items()})
     all_tags.update({"pimc.host": socket.gethostname(), "pimc.pid": str(os.getpid())})
+    from pimc.tracking.faults import close_killed_runs
+
     close_killed_runs(client, exp_id, stage)
     run = client.create_run(exp_id, tags=all_tags, run_name=run_name or stage)
     tracked = TrackedRun(run.info.run_id, exp_id, uri)
@@ -411,40 +343,6 @@ def start_run(
                 raise
             # The body's error (often the same outage) is the one to report, not this one;
             # the next start of the stage marks the run KILLED.
-
-
-def close_killed_runs(client: Any, experiment_id: str, stage: str) -> list[str]:
-    """Mark ``KILLED`` the runs of ``stage`` left ``RUNNING`` by a process of this host that no
-    longer exists (a ``kill -9``, a power loss), and tag what they registered ``pimc.orphan``.
-
-    Runs of other hosts, of live processes, or without pimc's host/pid tags are left alone.
-    Returns the ids of the runs it closed.
-    """
-    from pimc.tracking.registry import mark_orphans
-
-    host, closed = socket.gethostname(), []
-    query = f"tags.`pimc.stage` = '{stage}' and attributes.status = 'RUNNING'"
-    for run in client.search_runs([experiment_id], filter_string=query):
-        tags = run.data.tags
-        if tags.get("pimc.host") != host or not tags.get("pimc.pid", "").isdigit():
-            continue
-        if _alive(int(tags["pimc.pid"])):
-            continue
-        client.set_terminated(run.info.run_id, status="KILLED")
-        client.set_tag(run.info.run_id, "pimc.closed_by", f"pid {os.getpid()}: process gone")
-        mark_orphans(run.info.run_id, "its run was killed before it finished")
-        closed.append(run.info.run_id)
-    return closed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def get_run(run_id: str):
@@ -465,5 +363,6 @@ def search_runs(stage: str | None = None, experiment: str = DEFAULT_EXPERIMENT) 
 
 
 # The model registry and model loading (pimc/tracking/registry.py), under the same name.
+from pimc.tracking.faults import outage_message  # noqa: E402, F401
 from pimc.tracking.registry import *  # noqa: E402, F403
 from pimc.tracking.registry import _pickle_off  # noqa: E402, F401

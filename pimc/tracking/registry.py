@@ -12,7 +12,11 @@ from typing import Any
 
 from pimc.tracking import _client, _not_found, _use_in_module_api, tracking_uri
 
+#: Registered name of a task model's raw-observation twin: ``<task model>-raw``.
+RAW_SUFFIX = "-raw"
+
 __all__ = [
+    "RAW_SUFFIX",
     "bootstrap_champion", "delete_alias", "describe_model", "get_alias", "latest_version",
     "load_model", "mark_orphans", "model_metadata", "model_uri", "raw_model_uri",
     "registered_models", "set_alias",
@@ -136,7 +140,6 @@ def raw_model_uri(ref: str) -> str:
         UsageError: ``NAME/VERSION`` of a task model.
     """
     from pimc.core.errors import UsageError
-    from pimc.tracking.serving import RAW_SUFFIX
 
     uri = model_uri(ref)
     body = uri.removeprefix("models:/")

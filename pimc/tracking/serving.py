@@ -10,22 +10,25 @@ preprocessing of training and of ``pimc predict``.
 
 It is logged as a *model from code* (:mod:`pimc.tracking.serving_entry`; nothing is pickled) and
 registered as ``<task model>-raw`` by the finetune flow; ``pimc serve`` runs
-``mlflow models serve`` on it.
+``mlflow models serve`` on it. This module holds what logging it needs (the input columns, the
+signature, example rows); :mod:`pimc.tracking.raw_model` the model itself, which imports the
+prediction code (kept apart so that editing it does not re-run training stages).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import torch
 
 from pimc.core.bands import PASTIS_BANDS
-from pimc.core.errors import InputError
+from pimc.tracking.registry import RAW_SUFFIX
+
+__all__ = ["ENTRY", "RAW_COLUMNS", "RAW_SUFFIX", "raw_rows", "raw_signature", "register_raw_model"]
 
 #: The input table, one row per (pixel, date); a pixel's rows need not share dates.
 RAW_COLUMNS: dict[str, str] = {
@@ -34,7 +37,6 @@ RAW_COLUMNS: dict[str, str] = {
     **{b: f"Sentinel-2 L2A reflectance x 10000 of band {b} (NaN: not observed)"
        for b in PASTIS_BANDS},
 }  # fmt: skip
-RAW_SUFFIX = "-raw"  # registered name of the raw-observation model: <task model>-raw
 ENTRY = Path(__file__).with_name("serving_entry.py")
 
 
@@ -60,76 +62,60 @@ def raw_rows(image: np.ndarray, dates: Any, pixels: list[tuple[int, int]]) -> pd
     return pd.concat(frames, ignore_index=True)
 
 
-def rows_to_patch(table: pd.DataFrame) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """A ``(T, 10, 1, N)`` patch (NaN where a pixel has no row for a date), the T dates and the
-    N pixel ids, from an input table.
+def register_raw_model(
+    run: Any,
+    task_uri: str,
+    metadata: dict[str, Any],
+    example: pd.DataFrame | None,
+    registered_model_name: str,
+    name: str = "raw",
+) -> str:
+    """Log into ``run`` (a :class:`~pimc.tracking.TrackedRun`) and register the raw-observation
+    model around the task model ``task_uri`` (``models:/<name>/<version>``), once per run: a
+    retried call returns the version this run registered before.
 
-    Raises:
-        InputError: missing columns, unparsable dates, a (pixel, date) given twice.
+    Args:
+        run: the open stage run.
+        task_uri: the registered task model it wraps (copied in as artifact ``model``).
+        metadata: that model's deployment metadata (artifact ``metadata``, JSON).
+        example: an input table (:func:`raw_rows`), logged as the model's input example.
+        registered_model_name: usually ``<task model>-raw``.
+        name: the artifact folder in the run.
+
+    Returns:
+        The registered version.
     """
-    missing = [c for c in RAW_COLUMNS if c not in table.columns]
-    if missing:
-        raise InputError(f"the input table lacks column(s) {missing}; expected {list(RAW_COLUMNS)}")
-    try:
-        days = pd.to_datetime(table["date"], format="%Y-%m-%d").to_numpy().astype("datetime64[D]")
-    except (ValueError, TypeError) as err:
-        raise InputError(f"column 'date': {err}; write dates as YYYY-MM-DD") from None
-    pixel_ids, pix = np.unique(table["pixel_id"].to_numpy(), return_inverse=True)
-    dates, t = np.unique(days, return_inverse=True)
-    if len(set(zip(pix.tolist(), t.tolist(), strict=True))) != len(table):
-        raise InputError("a (pixel_id, date) pair appears twice; give each observation once")
-    image = np.full((len(dates), len(PASTIS_BANDS), 1, len(pixel_ids)), np.nan, np.float32)
-    image[t, :, 0, pix] = table[list(PASTIS_BANDS)].to_numpy(np.float32)
-    return torch.from_numpy(image), dates, pixel_ids
+    import mlflow.pyfunc
+    import torch
 
+    import pimc
+    from pimc.tracking import _pickle_off, _use_in_module_api
+    from pimc.tracking.registry import version_of_run
 
-def answer(pred: dict[str, Any], meta: dict[str, Any], pixel_ids: np.ndarray) -> pd.DataFrame:
-    """Per-pixel answers from :func:`pimc.predict.predict_patch`'s arrays (over a 1 x N patch).
-
-    Classifier: one row per pixel: ``pixel_id``, ``class`` (255: no prediction), ``class_name``,
-    ``confidence`` and ``p_<class id>`` per class. Forecaster: one row per pixel, index and
-    step: ``pixel_id``, ``index``, ``date``, ``value`` (NaN: no prediction).
-    """
-    if "classes" in pred:
-        names = dict(zip(meta["class_ids"], meta["class_names"], strict=True))
-        classes = pred["classes"][0]
-        out = pd.DataFrame({
-            "pixel_id": pixel_ids,
-            "class": classes.astype(int),
-            "class_name": [names.get(int(c), "no prediction") for c in classes],
-            "confidence": pred["confidence"][0].astype(float),
-        })  # fmt: skip
-        for k, cid in enumerate(meta["class_ids"]):
-            out[f"p_{cid}"] = pred["probabilities"][k, 0].astype(float)
-        return out
-    forecast = pred["forecast"][:, :, 0]  # (I, horizon, N)
-    steps = [str(d) for d in pred["dates"]] or [f"t+{h + 1}" for h in range(forecast.shape[1])]
-    n_idx, horizon, n = forecast.shape
-    return pd.DataFrame({
-        "pixel_id": np.tile(pixel_ids, n_idx * horizon),
-        "index": np.repeat(meta["indices"], horizon * n),
-        "date": np.tile(np.repeat(steps, n), n_idx),
-        "value": forecast.reshape(-1).astype(float),
-    })  # fmt: skip
-
-
-class RawObservationModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc: raw observations in, per-pixel answers out (see the module docstring).
-
-    Artifacts: ``model``, the task model's pt2 folder (loaded with pickle loading off);
-    ``metadata``, its deployment metadata as JSON.
-    """
-
-    def load_context(self, context: Any) -> None:
-        from pimc.tracking.registry import load_model
-
-        self.model = load_model(context.artifacts["model"])
-        self.meta = json.loads(Path(context.artifacts["metadata"]).read_text())
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
-        from pimc.predict import Patch, predict_patch
-
-        image, dates, pixel_ids = rows_to_patch(pd.DataFrame(model_input))
-        patch = Patch(image, dates, 0, None, None)
-        pred = predict_patch(self.model, self.meta, patch, progress=False)
-        return answer(pred, self.meta, pixel_ids)
+    done = version_of_run(registered_model_name, run.run_id)
+    if done is not None:
+        return done
+    _use_in_module_api(run.tracking_uri)
+    client = run.client
+    with tempfile.TemporaryDirectory() as tmp:
+        meta_file = Path(tmp) / "metadata.json"
+        meta_file.write_text(json.dumps(dict(metadata)))
+        with _pickle_off():  # the artifacts are read back to check the example
+            mlflow.pyfunc.save_model(
+                Path(tmp) / name,
+                python_model=str(ENTRY),  # a model from code: nothing pickled
+                artifacts={"model": task_uri, "metadata": str(meta_file)},
+                signature=raw_signature(),
+                input_example=example,
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    f"pimc=={pimc.__version__}",
+                ],
+                metadata=dict(metadata),
+            )
+        client.log_artifacts(run.run_id, str(Path(tmp) / name), name)
+    if not client.search_registered_models(f"name = '{registered_model_name}'"):
+        client.create_registered_model(registered_model_name)
+    source = f"{client.get_run(run.run_id).info.artifact_uri}/{name}"
+    version = client.create_model_version(registered_model_name, source, run.run_id)
+    return str(version.version)

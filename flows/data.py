@@ -59,6 +59,7 @@ def data_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None
         if cfg.source == "synthetic":
             synthesize(cfg)
         else:
+            data_stage.check_disk(cfg)  # before anything is fetched; not retried
             download_eurosat(cfg)
             download_pastis(cfg)
         stats = summarize(cfg)

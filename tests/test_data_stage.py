@@ -15,7 +15,7 @@ import pytest
 
 from pimc import tracking
 from pimc.core.config import load_params
-from pimc.core.errors import ChecksumError, DownloadError
+from pimc.core.errors import ChecksumError, DownloadError, InputError
 from pimc.data import PASTIS, EuroSAT
 from pimc.data.download import md5sum
 from pimc.stages import data as raw_stage
@@ -93,6 +93,10 @@ def test_real_download_path_against_local_mirror(mirror, tmp_path):
     stats = raw_stage.summarize(cfg)
     assert stats["pastis"]["patches"] == 5
     assert stats["eurosat"]["train_tiles"] > 0
+    # Issue 15: an extracted archive does not stay inside the DVC output (keep_archives: false).
+    assert not (tmp_path / "raw" / PASTIS.filename).exists()
+    assert not (tmp_path / "raw" / "EuroSAT" / EuroSAT.filename).exists()
+    assert (tmp_path / "raw" / f".extracted-{PASTIS.filename}").is_file()
     # A second run finds everything in place and downloads nothing (server may be gone).
     raw_stage.download_eurosat(cfg)
 
@@ -107,3 +111,29 @@ def test_zip_failing_md5_is_refused(mirror, tmp_path):
 def test_offline_error_names_url_and_manual_placement(tmp_path):
     with pytest.raises(DownloadError, match=r"127\.0\.0\.1:9/PASTIS\.zip.*place"):
         PASTIS(tmp_path / "PASTIS", download=True, url="http://127.0.0.1:9/PASTIS.zip")
+
+
+def test_keep_archives_keeps_them(mirror, tmp_path):
+    url, site = mirror
+    cfg = load_params(
+        Path(__file__).parents[1] / "params.yaml",
+        {"data.source": "real", "data.root": str(tmp_path / "raw"), "data.keep_archives": True,
+         "data.pastis.url": f"{url}/PASTIS.zip", "data.pastis.md5": md5sum(site / "PASTIS.zip")},
+    ).data  # fmt: skip
+    raw_stage.download_pastis(cfg)
+    assert (tmp_path / "raw" / PASTIS.filename).is_file()
+
+
+def test_a_download_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch, capsys):
+    cfg = load_params(
+        Path(__file__).parents[1] / "params.yaml",
+        {"data.source": "real", "data.root": str(tmp_path / "raw")},
+    ).data
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(raw_stage.shutil, "disk_usage", lambda p: usage._replace(free=int(50e9)))
+    with pytest.raises(InputError, match=r"50.0 GB free but the download needs ~85.8 GB"):
+        raw_stage.check_disk(cfg)
+    assert not (tmp_path / "raw").exists()  # nothing fetched, nothing created
+    monkeypatch.setattr(raw_stage.shutil, "disk_usage", lambda p: usage._replace(free=int(1e12)))
+    assert raw_stage.check_disk(cfg)["needed_gb"] == 85.8
+    assert "need ~85.8 GB at the peak" in capsys.readouterr().out

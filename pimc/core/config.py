@@ -78,6 +78,7 @@ class DataConfig:
     source: Literal["synthetic", "real"] = "synthetic"
     root: str = "data/raw"
     seed: int = 0
+    keep_archives: bool = False  # real: delete each zip once its extraction is complete
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     eurosat: MirrorConfig = field(default_factory=MirrorConfig)
     # Real PASTIS.zip (29 GB) extracts to ~30-40 GB.

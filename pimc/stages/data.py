@@ -32,7 +32,8 @@ def synthesize(cfg: DataConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def download_eurosat(cfg: DataConfig) -> Path:
-    """Download (resuming) and extract real EuroSAT-MS; returns its root."""
+    """Download (resuming) and extract real EuroSAT-MS; returns its root. The zip is deleted
+    once its extraction is complete unless ``data.keep_archives``."""
     root = eurosat_root(cfg.root)
     EuroSAT(
         root,
@@ -41,11 +42,13 @@ def download_eurosat(cfg: DataConfig) -> Path:
         md5=cfg.eurosat.md5 or EuroSAT.md5,
         max_extract_gb=cfg.eurosat.max_extract_gb,
     )
+    _drop_archive(cfg, root / EuroSAT.filename, root)
     return root
 
 
 def download_pastis(cfg: DataConfig) -> Path:
-    """Download (resuming) and extract real PASTIS; returns its root."""
+    """Download (resuming) and extract real PASTIS; returns its root. The 29 GB zip is deleted
+    once its extraction is complete unless ``data.keep_archives``."""
     root = pastis_root(cfg.root)
     PASTIS(
         root,
@@ -55,7 +58,61 @@ def download_pastis(cfg: DataConfig) -> Path:
         md5=cfg.pastis.md5 or PASTIS.md5,
         max_extract_gb=cfg.pastis.max_extract_gb,
     )
+    _drop_archive(cfg, root.parent / PASTIS.filename, root.parent)
     return root
+
+
+def _drop_archive(cfg: DataConfig, archive: Path, extracted_into: Path) -> None:
+    """The archive sits inside the DVC output ``data.root``: kept, DVC would cache it too."""
+    marker = extracted_into / f".extracted-{archive.name}"
+    if not cfg.keep_archives and archive.is_file() and marker.is_file():
+        archive.unlink()
+        print(f"data: deleted {archive} (extracted, marker {marker.name}; keep_archives: false)")
+
+
+#: GB on disk of each real dataset: (archive, extracted). The DVC cache holds a copy of the
+#: extraction unless cache.type allows links (`dvc config cache.type hardlink,symlink`).
+DISK_GB = {"EuroSAT": (2.1, 2.9), "PASTIS": (29.0, 40.0)}
+
+
+def disk_plan(cfg: DataConfig) -> dict[str, float]:
+    """GB the real download needs at its peak (archive + extraction while extracting, then the
+    extraction + its DVC cache copy) for the datasets not extracted yet, and GB free there."""
+    root = Path(cfg.root)
+    todo = [
+        name for name, done in (("EuroSAT", eurosat_root(root) / EuroSAT.base_dir),
+                                ("PASTIS", pastis_root(root) / "metadata.geojson"))
+        if not done.exists()
+    ]  # fmt: skip
+    archives = sum(DISK_GB[n][0] for n in todo)
+    extracted = sum(DISK_GB[n][1] for n in todo)
+    # Deleting the archive after extraction frees it before DVC caches the extraction.
+    peak = archives + 2 * extracted if cfg.keep_archives else max(archives, extracted) + extracted
+    where = next(p for p in (root, *root.resolve().parents) if p.exists())
+    return {"needed_gb": round(peak, 1), "free_gb": round(shutil.disk_usage(where).free / 1e9, 1)}
+
+
+def check_disk(cfg: DataConfig) -> dict[str, float]:
+    """Print :func:`disk_plan`; refuse to start a download that cannot fit.
+
+    Raises:
+        InputError: less free space than the plan needs.
+    """
+    from pimc.core.errors import InputError
+
+    plan = disk_plan(cfg)
+    print(
+        f"data: the real datasets need ~{plan['needed_gb']} GB at the peak in {cfg.root} "
+        f"(archives + extraction, then the DVC cache copy); {plan['free_gb']} GB free"
+    )
+    if plan["needed_gb"] > plan["free_gb"]:
+        raise InputError(
+            f"{cfg.root}: {plan['free_gb']} GB free but the download needs ~{plan['needed_gb']} "
+            "GB (PASTIS.zip 29 GB + ~40 GB extracted, then DVC's cache copy of the extraction). "
+            "Free space, put data.root on a larger disk, or let DVC link instead of copy "
+            "(`dvc config cache.type hardlink,symlink`)."
+        )
+    return plan
 
 
 def summarize(cfg: DataConfig) -> dict[str, Any]:
@@ -87,7 +144,10 @@ def summarize(cfg: DataConfig) -> dict[str, Any]:
         stats["eurosat"]["md5"][EuroSAT.split_filenames[split]] = md5sum(
             eroot / EuroSAT.split_filenames[split]
         )
-    stats["eurosat"]["md5"][EuroSAT.filename] = md5sum(eroot / EuroSAT.filename)
+    archive = eroot / EuroSAT.filename  # deleted after extraction unless keep_archives:
+    stats["eurosat"]["md5"][EuroSAT.filename] = (  # then the md5 it was verified against
+        md5sum(archive) if archive.is_file() else (cfg.eurosat.md5 or EuroSAT.md5)
+    )
     return stats
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import stage_args, stage_main
+from flows.common import stage_args, stage_main, use_threads
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.paths import PLOTS_DIR, REPORTS_DIR, results_file
@@ -36,7 +36,7 @@ def benchmark_flow(
     """Every replicate and cell (resuming finished ones), then the report."""
     params = load_params(params_path, overrides)
     sections = {"benchmark": params.benchmark, "finetune": params.finetune}
-    with tracking.start_run(STAGE, sections) as run:
+    with tracking.start_run(STAGE, sections, tags=use_threads(params)) as run:
         rows = run_all(params)
         report = write_outputs(
             rows, REPORTS_DIR, PLOTS_DIR / "label_efficiency.png", results_file(STAGE)

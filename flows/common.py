@@ -84,6 +84,16 @@ def stage_main(stage: str) -> Iterator[None]:
 _PREFECT_DOWN = ("Failed to reach API", "ConnectError", "All connection attempts failed")
 
 
+def use_threads(params: Any) -> dict[str, str]:
+    """Apply ``compute.torch_threads`` (see :func:`pimc.training.utils.set_threads`); returns
+    the run tag that records it."""
+    from pimc.training.utils import set_threads
+
+    threads = set_threads(params.compute.torch_threads)
+    print(f"torch threads: {threads}")
+    return {"torch.threads": str(threads)}
+
+
 def prefect_outage_message(err: BaseException) -> str | None:
     """One line for an exception that means "the Prefect API did not answer", else None."""
     text = f"{type(err).__name__}: {err}"

@@ -16,7 +16,14 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import RUN_STATS, epoch_line, stage_args, stage_main, without_run_stats
+from flows.common import (
+    RUN_STATS,
+    epoch_line,
+    stage_args,
+    stage_main,
+    use_threads,
+    without_run_stats,
+)
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
@@ -106,7 +113,8 @@ def finetune_flow(
         raise SystemExit(f"unknown task '{name}'; choose one of {', '.join(TASKS)}")
     params = load_params(params_path, overrides)
     cfg = getattr(params.finetune, name)
-    with tracking.start_run(f"finetune@{name}", {f"finetune.{name}": cfg}) as run:
+    tags = use_threads(params)
+    with tracking.start_run(f"finetune@{name}", {f"finetune.{name}": cfg}, tags=tags) as run:
         pretrained = None
         if cfg.pretrained == "registry":
             pretrained = fetch_registered_checkpoint(name, task_dir(name) / "registry")

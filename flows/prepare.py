@@ -14,7 +14,14 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import dask_task_runner, map_in_order, record_metrics, stage_args, stage_main
+from flows.common import (
+    dask_task_runner,
+    map_in_order,
+    record_metrics,
+    stage_args,
+    stage_main,
+    use_threads,
+)
 from pimc import tracking
 from pimc.core.config import ComputeConfig, PrepareConfig, load_params
 from pimc.core.paths import pastis_root
@@ -73,7 +80,7 @@ def prepare_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | N
     params = load_params(params_path, overrides)
     cfg, compute = params.prepare, params.compute
     root = str(pastis_root(params.data.root))
-    tags = {"compute.task_runner": compute.task_runner}
+    tags = {"compute.task_runner": compute.task_runner, **use_threads(params)}
     with tracking.start_run(STAGE, {"prepare": cfg, "data": params.data}, tags=tags) as run:
         if compute.task_runner == "dask":
             fan_out = prepare_fan_out.with_options(task_runner=dask_task_runner(compute))

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from prefect import flow, task
 
-from flows.common import epoch_line, record_metrics, stage_args, stage_main
+from flows.common import epoch_line, record_metrics, stage_args, stage_main, use_threads
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
@@ -96,7 +96,7 @@ def pretrain_flow(
     """Train, write ``metrics/pretrain.json`` + curves, register the encoders in MLflow."""
     params = load_params(params_path, overrides)
     sections = {k: getattr(params, k) for k in ("model", "pretrain", "recurrence")}
-    with tracking.start_run(STAGE, sections) as run:
+    with tracking.start_run(STAGE, sections, tags=use_threads(params)) as run:
         logger = CurveLogger(run)
         result = train(params, logger)
         out = Path(params.pretrain.out)

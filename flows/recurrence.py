@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import dask_task_runner, map_in_order, stage_args, stage_main
+from flows.common import dask_task_runner, map_in_order, stage_args, stage_main, use_threads
 from pimc import tracking
 from pimc.core.config import ComputeConfig, RecurrenceConfig, load_params
 from pimc.core.paths import PLOTS_DIR
@@ -78,7 +78,7 @@ def recurrence_flow(
     """Write ``recurrence.out`` and ``plots/rp_gallery.png``; log the run's statistics."""
     params = load_params(params_path, overrides)
     cfg, compute = params.recurrence, params.compute
-    tags = {"compute.task_runner": compute.task_runner}
+    tags = {"compute.task_runner": compute.task_runner, **use_threads(params)}
     with tracking.start_run(STAGE, {"recurrence": cfg}, tags=tags) as run:
         if compute.task_runner == "dask":
             fan_out = recurrence_fan_out.with_options(task_runner=dask_task_runner(compute))

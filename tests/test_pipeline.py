@@ -207,6 +207,9 @@ def test_stages_are_tracked_and_encoders_registered(project, servers, tmp_path, 
     run = tracking.search_runs("pretrain")[0]
     assert run.data.tags["git.sha"] != "unknown" and "train/loss" in run.data.metrics
     assert run.data.tags["git.inputs_dirty"] == "false"  # the pipeline rewrote only outputs
+    assert int(run.data.tags["torch.threads"]) >= 1  # compute.torch_threads, as resolved
+    for name in ("pimc-pastis-forecaster-raw", "pimc-pastis-classifier-raw"):  # REST twins
+        assert tracking.get_alias(name, "champion") is not None
     # One pipeline run links its stages: the same id on every MLflow run and Prefect flow run.
     (pipeline,) = {r.data.tags.get("pimc.pipeline_run") for r in tracking.search_runs()}
     assert pipeline

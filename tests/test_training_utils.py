@@ -117,3 +117,20 @@ def test_devices_and_single_process_run(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     info = setup_distributed("cpu")
     assert info == DistInfo() and not info.distributed
+
+
+def test_set_threads_uses_the_free_cores_by_default(monkeypatch):
+    import os
+
+    from pimc.training.utils import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        monkeypatch.setattr(os, "getloadavg", lambda: (5.4, 0.0, 0.0))
+        assert set_threads(None) == 3 and torch.get_num_threads() == 3  # 8 cores - load 5
+        monkeypatch.setattr(os, "getloadavg", lambda: (12.0, 0.0, 0.0))
+        assert set_threads(None) == 1  # never 0
+    finally:
+        torch.set_num_threads(before)

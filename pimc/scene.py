@@ -92,7 +92,7 @@ def _date_in(path: Path) -> np.datetime64:
 def _band_order(path: Path, src: Any, bands: Sequence[str] | None) -> list[int]:
     """1-based indexes of the PASTIS bands in ``src``, in PASTIS order."""
     names = list(src.descriptions)
-    if all(n in PASTIS_BANDS for n in names) and sorted(names) == sorted(PASTIS_BANDS):
+    if len(names) == len(PASTIS_BANDS) and set(names) == set(PASTIS_BANDS):  # None: undescribed
         return [names.index(b) + 1 for b in PASTIS_BANDS]
     if bands is None and src.count == len(PASTIS_BANDS):
         return list(range(1, src.count + 1))

@@ -70,10 +70,11 @@ def provenance(ref: str) -> dict[str, str]:
         version = tracking.get_alias(name, alias)
     else:
         name, _, version = uri.removeprefix("models:/").partition("/")
-    rows = tracking.registered_models(name)  # a name prefix: keep this model's rows
-    runs = {str(r["version"]): r["run_id"] for r in rows if r["name"] == name}
-    if version in runs:
-        tags.update(PIMC_MODEL=name, PIMC_MODEL_VERSION=version, PIMC_RUN_ID=runs[version])
+    if version is not None:
+        tags.update(
+            PIMC_MODEL=name, PIMC_MODEL_VERSION=version,
+            PIMC_RUN_ID=tracking.version_run(name, version) or "",
+        )  # fmt: skip
     return tags
 
 

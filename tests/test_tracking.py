@@ -244,3 +244,13 @@ def test_a_dead_tracking_server_fails_fast_with_one_line(monkeypatch):
     assert tracking.outage_message(ValueError("Connection refused")) is not None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
     assert tracking.outage_message(ValueError("Connection refused")) is None  # not a server
+
+
+def test_versions_registered_by_a_failed_run_are_tagged_orphans(tracking_store):
+    net, example = _net_and_example()
+    with pytest.raises(RuntimeError, match="after registering"):
+        with tracking.start_run("unit", {}, experiment="test-tracking") as run:
+            version = run.register_model(net, "net", example, "pimc-failed")
+            raise RuntimeError("the stage failed after registering")
+    assert tracking.get_run(run.run_id).info.status == "FAILED"
+    assert "failed" in tracking.version_tags("pimc-failed", version)["pimc.orphan"]

@@ -338,6 +338,10 @@ def start_run(
     finally:
         try:
             client.set_terminated(tracked.run_id, status=status)
+            if status == "FAILED":  # what it registered before failing is not a result
+                from pimc.tracking.registry import mark_orphans
+
+                mark_orphans(tracked.run_id, "its run failed before it finished")
         except Exception:
             if status == "FINISHED":
                 raise

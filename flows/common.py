@@ -85,9 +85,9 @@ _PREFECT_DOWN = ("Failed to reach API", "ConnectError", "All connection attempts
 
 
 def use_threads(params: Any) -> dict[str, str]:
-    """Apply ``compute.torch_threads`` (see :func:`pimc.training.utils.set_threads`); returns
+    """Apply ``compute.torch_threads`` (see :func:`pimc.core.threads.set_threads`); returns
     the run tag that records it."""
-    from pimc.training.utils import set_threads
+    from pimc.core.threads import set_threads
 
     threads = set_threads(params.compute.torch_threads)
     print(f"torch threads: {threads}")

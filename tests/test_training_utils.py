@@ -122,7 +122,7 @@ def test_devices_and_single_process_run(monkeypatch):
 def test_set_threads_uses_the_free_cores_by_default(monkeypatch):
     import os
 
-    from pimc.training.utils import set_threads
+    from pimc.core.threads import set_threads
 
     before = torch.get_num_threads()
     try:

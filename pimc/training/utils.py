@@ -158,16 +158,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-def set_threads(requested: int | None) -> int:
-    """Set torch's intra-op thread count: ``requested``, or (None) the cores free now, i.e.
-    cores minus the 1-minute load average, at least 1. Returns the count set."""
-    if requested is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        requested = max(1, (os.cpu_count() or 1) - round(load))
-    torch.set_num_threads(requested)
-    return requested
-
-
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` → ``cuda:<local_rank>`` when CUDA is available, else CPU; else as named."""
     if name == "auto":

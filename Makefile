@@ -70,7 +70,7 @@ serve: install
 BENCHMARK_OUTS = data/benchmark reports/benchmark.md reports/benchmark.csv \
 	reports/benchmark.json plots/label_efficiency.png
 clean:
-	rm -rf data/raw data/prepared data/recurrence data/models metrics mlflow.db mlartifacts
+	rm -rf data/raw data/prepared data/recurrence data/models data/cache metrics mlflow.db mlartifacts
 	find plots reports -mindepth 1 -maxdepth 1 $(foreach f,$(BENCHMARK_OUTS),! -path $(f)) \
 		-exec rm -rf {} + 2>/dev/null || true
 

@@ -27,8 +27,16 @@ from flows.common import (
 from pimc import tracking
 from pimc.core.config import Params, load_params
 from pimc.core.io import write_json
-from pimc.core.paths import BEST_CHECKPOINT, PLOTS_DIR, metrics_file, results_file, task_dir
+from pimc.core.paths import (
+    BASELINE_CACHE,
+    BEST_CHECKPOINT,
+    PLOTS_DIR,
+    metrics_file,
+    results_file,
+    task_dir,
+)
 from pimc.core.typed_config import parse_overrides
+from pimc.models.fold import fold_batchnorm
 from pimc.stages.evaluate import headline_metrics
 from pimc.tasks.registry import TASKS, get_task
 
@@ -48,16 +56,21 @@ def _log_epoch(run: tracking.TrackedRun, metrics: dict[str, float], epoch: int) 
 
 @task
 def run_task(name: str, params: Params, pretrained: Path | None, log: Any) -> dict[str, Any]:
-    return get_task(name).run(params, pretrained=pretrained, out_dir=task_dir(name), log=log)
+    return get_task(name).run(
+        params, pretrained=pretrained, out_dir=task_dir(name), log=log, cache=BASELINE_CACHE
+    )
 
 
 @task
 def register(name: str, result: dict[str, Any], params: Params, run: tracking.TrackedRun) -> str:
     """Log the task's PIMC model with what ``pimc predict`` needs to build its input, tagged
-    with its test headline metric; the first registered version becomes ``champion``."""
+    with its test headline metric; the first registered version becomes ``champion``.
+
+    The pt2 program is of the model with BatchNorm folded into its convs (same outputs, less
+    inference time); ``<method>.pt`` keeps the unfolded state dict."""
     spec, mode = get_task(name), getattr(params.finetune, name).mode
     version = run.register_model(
-        result["best_model"],
+        fold_batchnorm(result["best_model"]),
         name,
         result["example_input"],
         spec.registered_model,
@@ -143,7 +156,14 @@ def finetune_flow(
         )
         run.log_dict(metrics, f"{name}_results.json")
         version = register(name, result, params, run)
-        run.set_tags({"registered.version": version, "pretrained": result["pretrained"]})
+        run.set_tags(
+            {
+                "registered.version": version,
+                "pretrained": result["pretrained"],
+                # Methods whose results were reused: their inputs, config and code are unchanged.
+                "finetune.cached": ",".join(result["cached"]) or "none",
+            }
+        )
     headline = result["headline"]
     table = {m: v.get(headline) for m, v in result["methods"].items()}
     print(f"{name}: {headline} per method: {table}")

@@ -39,9 +39,10 @@ def predict_window_batch(
     bands: list[str] | None,
     work: str,
     batch_size: int,
+    mask_dir: str | None = None,
 ) -> list[str]:
     model, meta = _model(ref)
-    scene = open_scene(scene_path, bands)
+    scene = open_scene(scene_path, bands, mask_dir)
     return predict_windows(model, meta, scene, windows, Path(work), batch_size)
 
 
@@ -55,16 +56,19 @@ def predict_scene_flow(
     batch_size: int = 2048,
     resume: bool = False,
     compute: ComputeConfig | None = None,
+    mask_dir: str | None = None,
 ) -> str:
     """Plan here, predict the unfinished windows on the flow's task runner, assemble here."""
     compute = compute or ComputeConfig()
-    opened = open_scene(scene, bands)
+    opened = open_scene(scene, bands, mask_dir)
     _, meta = load_deployed(model)
     tags = provenance(model)
     plan = plan_scene(opened, meta, out, window, tags, resume)
     print(f"{len(plan.todo)} of {len(plan.windows)} windows to predict")
     scene_path, work = str(Path(scene).resolve()), str(plan.work.resolve())
-    fixed = {"ref": model, "scene_path": scene_path, "bands": bands, "work": work}
+    masks = str(Path(mask_dir).resolve()) if mask_dir else None
+    fixed = {"ref": model, "scene_path": scene_path, "bands": bands, "work": work,
+             "mask_dir": masks}  # fmt: skip
     done = map_in_order(predict_window_batch, plan.todo, compute, batch_size=batch_size, **fixed)
     for _ in done:  # raises the first failed window's error
         pass
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> str:
     bands = args.bands.split(",") if args.bands else None
     runner = predict_scene_flow.with_options(task_runner=dask_task_runner(compute))
     return runner(args.model, args.scene, args.out, bands, args.window, args.batch_size,
-                  args.resume, compute)  # fmt: skip
+                  args.resume, compute, args.mask_dir)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scene", required=True, help="per-date GeoTIFF folder or a stack")
     parser.add_argument("--out", required=True, help="the map (.tif, a COG)")
     parser.add_argument("--bands", help="the files' band order when not described")
+    parser.add_argument("--mask-dir", help="per-date cloud masks (1 = cloudy)")
     parser.add_argument("--window", type=int, default=256, help="window side (px)")
     parser.add_argument("--batch-size", type=int, default=2048, help="pixels per forward pass")
     parser.add_argument("--resume", action="store_true", help="keep finished windows")

@@ -103,7 +103,7 @@ def _predict(args: argparse.Namespace) -> None:
         from pimc.scene_predict import predict_scene, provenance
 
         bands = args.bands.split(",") if args.bands else None
-        scene = open_scene(args.scene, bands)
+        scene = open_scene(args.scene, bands, args.mask_dir)
     model, meta = predict.load_deployed(args.model)
     if args.scene is not None:
         summary = predict_scene(
@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         "stack with bands described <band>_<date>; writes a tiled COG",
     )
     pred.add_argument("--bands", help="--scene: the files' band order, e.g. B02,B03,...,B12")
+    pred.add_argument(
+        "--mask-dir",
+        help="--scene: per-date cloud masks (1 = cloudy; one band on the scene's grid, the date "
+        "in each name): cloudy observations are treated as missing, as in training",
+    )
     pred.add_argument("--window", type=int, default=256, help="--scene: window side (px)")
     pred.add_argument(
         "--resume", action="store_true", help="--scene: keep an interrupted run's windows"

@@ -9,8 +9,10 @@ Two layouts are read (``pimc predict --scene PATH``):
 * **one stack** of T x 10 bands described ``<band>_<date>`` (e.g. ``B04_2019-05-14``).
 
 Values are surface reflectance x 1e4, as in PASTIS. A pixel's observation that is nodata (the
-file's nodata value, or 0 in every band) becomes NaN; the pipeline's despiking fills it where
-it can, and pixels whose series stay incomplete get no prediction (counted in the summary).
+file's nodata value, or 0 in every band) or cloudy (``mask_dir``: per-date single-band GeoTIFFs
+on the scene's grid, the date in each name as above, 1 = cloudy; a date without one is taken as
+clear) becomes NaN; the pipeline's despiking fills it where it can, as in training, and pixels
+whose series stay incomplete get no prediction (counted in the summary).
 
 Prediction, window by window into a Cloud-Optimized GeoTIFF, is :mod:`pimc.scene_predict`.
 """
@@ -45,6 +47,7 @@ class Scene:
         sources: Per date, ``(file, 1-based band indexes in PASTIS band order)``.
         crs, transform, height, width: The grid every file shares.
         nodata: Per file, its nodata value (or None).
+        masks: Per date, its cloud mask file (1 = cloudy) or None.
     """
 
     dates: np.ndarray
@@ -54,6 +57,12 @@ class Scene:
     height: int
     width: int
     nodata: dict[Path, float | None] = field(default_factory=dict)
+    masks: list[Path | None] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file a window is read from (the dates', then the masks'), each once."""
+        return list(dict.fromkeys([p for p, _ in self.sources] + [m for m in self.masks if m]))
 
     def windows(self, size: int) -> Iterator[Any]:
         """The ``size`` x ``size`` windows (``rasterio.windows.Window``) covering the scene."""
@@ -64,13 +73,17 @@ class Scene:
                 yield Window(col, row, min(size, self.width - col), min(size, self.height - row))
 
     def read(self, window: Any, files: dict[Path, Any]) -> torch.Tensor:
-        """``(T, 10, h, w)`` float32 reflectance of ``window``; nodata observations are NaN."""
+        """``(T, 10, h, w)`` float32 reflectance of ``window``; nodata and cloudy observations
+        are NaN. ``files``: every path of :attr:`files`, opened."""
         out = []
-        for path, indexes in self.sources:
+        masks = self.masks or [None] * len(self.sources)
+        for (path, indexes), mask in zip(self.sources, masks, strict=True):
             data = files[path].read(indexes, window=window).astype(np.float32)
             missing = (data == 0).all(axis=0)
             if self.nodata.get(path) is not None:
                 missing |= (data == self.nodata[path]).any(axis=0)
+            if mask is not None:
+                missing |= files[mask].read(1, window=window) == 1
             data[:, missing] = np.nan
             out.append(data)
         return torch.from_numpy(np.stack(out))
@@ -109,20 +122,61 @@ def _grid(path: Path, src: Any) -> tuple[Any, Any, int, int]:
     return src.crs, src.transform, src.height, src.width
 
 
-def open_scene(path: str | Path, bands: Sequence[str] | None = None) -> Scene:
-    """Open a folder of per-date GeoTIFFs or a multi-date stack (see the module docstring).
+def open_scene(
+    path: str | Path, bands: Sequence[str] | None = None, mask_dir: str | Path | None = None
+) -> Scene:
+    """Open a folder of per-date GeoTIFFs or a multi-date stack (see the module docstring),
+    with the cloud masks of ``mask_dir`` if given.
 
     Raises:
         InputError: an empty folder, a file without a date, two files of one date, files on
-            different grids, bands that cannot be matched to the 10 PASTIS bands.
+            different grids, bands that cannot be matched to the 10 PASTIS bands; a mask that
+            is not one band on the scene's grid, or whose date is not one of the scene's.
     """
-    import rasterio
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"--scene {path}: no such file or folder")
-    if path.is_file():
-        return _open_stack(path)
+    scene = _open_stack(path) if path.is_file() else _open_folder(path, bands)
+    if mask_dir is not None:
+        scene.masks = _masks(Path(mask_dir), scene, path)
+    return scene
+
+
+def _masks(mask_dir: Path, scene: Scene, scene_path: Path) -> list[Path | None]:
+    """Per scene date, its mask file in ``mask_dir`` (matched by the date in the name)."""
+    import rasterio
+
+    if not mask_dir.is_dir():
+        raise InputError(f"--mask-dir {mask_dir}: no such folder")
+    by_date: dict[np.datetime64, Path] = {}
+    grid = (scene.crs, scene.transform, scene.height, scene.width)
+    for file in sorted(p for p in mask_dir.iterdir() if p.suffix.lower() in SUFFIXES):
+        date = _date_in(file)
+        if date in by_date:
+            raise InputError(f"{by_date[date]} and {file} are both masks of {date}: keep one")
+        if date not in scene.dates:
+            raise InputError(
+                f"{file}: mask of {date}, a date {scene_path} does not have "
+                f"({scene.dates[0]}..{scene.dates[-1]}, {len(scene.dates)} dates); remove it "
+                "or name it with its acquisition's date"
+            )
+        with rasterio.open(file) as src:
+            if src.count != 1 or _grid(file, src) != grid:
+                raise InputError(
+                    f"{file}: a cloud mask must be one band (1 = cloudy) on the scene's grid; "
+                    f"it has {src.count} bands, CRS {src.crs}, shape {src.height}x{src.width} "
+                    f"(scene {scene.crs}, {scene.height}x{scene.width})"
+                )
+        by_date[date] = file
+    if not by_date:
+        raise InputError(f"--mask-dir {mask_dir}: no .tif/.tiff masks in the folder")
+    return [by_date.get(d) for d in scene.dates]
+
+
+def _open_folder(path: Path, bands: Sequence[str] | None) -> Scene:
+    """A folder of per-date GeoTIFFs."""
+    import rasterio
+
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
     if not files:
         raise InputError(f"--scene {path}: no .tif/.tiff files in the folder")

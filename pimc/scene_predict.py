@@ -127,9 +127,10 @@ def plan_scene(
     check_coverage(scene.dates, meta)
     if not out.parent.is_dir():
         raise PimcError(f"cannot write {out}: folder {out.parent} does not exist")
-    files = sorted({str(p) for p, _ in scene.sources})
+    files = sorted(str(p) for p in scene.files)  # the dates' and the cloud masks'
     stats = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
-    key = fingerprint(meta, tags, window, stats, [(str(p), i) for p, i in scene.sources])
+    layout = [(str(p), i) for p, i in scene.sources], [str(m) for m in scene.masks]
+    key = fingerprint(meta, tags, window, stats, layout)
     work = out.with_name(f".{out.name}.parts")
     if not resume and (work / STAMP).is_file():
         shutil.rmtree(work)  # a previous run's parts (pimc's: stamped), no --resume: afresh
@@ -156,7 +157,7 @@ def predict_windows(
     on_window: Callable[[tuple[int, int, int, int]], Any] | None = None,
 ) -> list[str]:
     """Predict ``windows`` and save each as a part file (``on_window(window)`` after each,
-    e.g. a progress bar); returns their paths. The date files are opened once for all."""
+    e.g. a progress bar); returns their paths. The date and mask files are opened once."""
     import rasterio
     from rasterio.windows import Window
 
@@ -164,7 +165,7 @@ def predict_windows(
 
     done = []
     with ExitStack() as stack:
-        files = {p: stack.enter_context(rasterio.open(p)) for p, _ in scene.sources}
+        files = {p: stack.enter_context(rasterio.open(p)) for p in scene.files}
         for win in windows:
             image = scene.read(Window(*win), files)
             patch = Patch(image, scene.dates, patch_id=0, crs=scene.crs, transform=None)

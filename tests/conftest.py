@@ -92,3 +92,37 @@ def data_copy(tiny_data, tmp_path) -> Path:
     dest = tmp_path / "raw"
     shutil.copytree(tiny_data, dest)
     return dest
+
+
+#: Fine-tuning settings of :func:`task_params`: 2 epochs, small batches.
+TASK_FAST = {"epochs": 2, "batch_size": 32, "patience": 5, "freeze_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def task_params(tiny_data, tmp_path_factory):
+    """Params of a tiny task run: prepared pairs (32 px per patch, one patch per fold), RP
+    shards, a 1-epoch pretrain and 2-epoch fine-tuning (one copy per test module)."""
+    from pimc.core.config import load_params
+    from pimc.core.paths import pastis_root
+    from pimc.stages.prepare import run_prepare
+    from pimc.stages.pretrain import pretrain
+    from pimc.stages.recurrence import run_recurrence
+
+    root = tmp_path_factory.mktemp("tasks")
+    overrides = {
+        "data.root": str(tiny_data),
+        "prepare.pixels_per_patch": 32,
+        "prepare.out": str(root / "prepared"),
+        "recurrence.out": str(root / "recurrence"),
+        "pretrain.out": str(root / "pretrain"),
+        "pretrain.epochs": 1,
+        "pretrain.batch_size": 32,
+        "pretrain.warmup_steps": 1,
+    }
+    for task in ("forecast", "pixel_cls", "eurosat"):
+        overrides.update({f"finetune.{task}.{k}": v for k, v in TASK_FAST.items()})
+    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml", overrides)
+    run_prepare(pastis_root(tiny_data), p.prepare, progress=False)
+    run_recurrence(p.prepare.out, p.recurrence, root / "gallery.png", progress=False)
+    pretrain(p, progress=False)
+    return p

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pimc.tasks.budget import label_subset, row_subset
-from pimc.tasks.common import epoch_indices
+from pimc.tasks.fit import epoch_indices
 
 
 def test_stratified_budget_keeps_every_class():

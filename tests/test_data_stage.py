@@ -129,11 +129,19 @@ def test_a_download_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkey
         Path(__file__).parents[1] / "params.yaml",
         {"data.source": "real", "data.root": str(tmp_path / "raw")},
     ).data
+    copying = tmp_path / "copying.dvc"  # a DVC folder with the default cache (reflink, copy)
+    copying.mkdir()
+    (copying / "config").write_text("[core]\n    analytics = false\n")
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(raw_stage.shutil, "disk_usage", lambda p: usage._replace(free=int(50e9)))
     with pytest.raises(InputError, match=r"50.0 GB free but the download needs ~85.8 GB"):
-        raw_stage.check_disk(cfg)
+        raw_stage.check_disk(cfg, copying)
     assert not (tmp_path / "raw").exists()  # nothing fetched, nothing created
     monkeypatch.setattr(raw_stage.shutil, "disk_usage", lambda p: usage._replace(free=int(1e12)))
-    assert raw_stage.check_disk(cfg)["needed_gb"] == 85.8
+    assert raw_stage.check_disk(cfg, copying)["needed_gb"] == 85.8
     assert "need ~85.8 GB at the peak" in capsys.readouterr().out
+    # The repository's own DVC config links its cache: the extraction is not stored twice,
+    # and full PASTIS + EuroSAT fit in 80 GB (issue 15).
+    plan = raw_stage.check_disk(cfg, Path(__file__).parents[1] / ".dvc")
+    assert plan["dvc_links"] and plan["needed_gb"] == 74.0 <= 80
+    assert "DVC links its cache" in capsys.readouterr().out

@@ -57,6 +57,28 @@ def test_items_shapes_and_fold_filtering(data):
     assert item["series"].shape == (3, 46) and item["valid"].shape == (46,) and "rp" not in item
 
 
+def test_fine_tuning_can_skip_the_image_patches(data):
+    """Issue 15: fine-tuning on plots or series never loads the 1.6 KB/px image patches."""
+    prepared, _, _ = data
+    full, lean = PairDataset(prepared, (1, 2)), PairDataset(prepared, (1, 2), images=False)
+    assert lean.image is None and full.image is not None
+    assert torch.equal(lean.series, full.series) and torch.equal(lean.labels, full.labels)
+    batch = lean.get_batch(torch.tensor([0, 3]))
+    assert "image" not in batch and torch.equal(batch["series"], full.series[[0, 3]])
+
+
+def test_more_pairs_than_ram_holds_is_a_clear_error(data, monkeypatch):
+    """Issue 15: every pixel of full PASTIS (~40M pairs) would not fit; say so, name the fix."""
+    import pimc.training.pairs as pairs
+
+    prepared, _, _ = data
+    monkeypatch.setattr(pairs, "available_memory", lambda: 10_000)
+    with pytest.raises(ConfigError, match=r"need ~.* GB of RAM.*prepare.pixels_per_patch"):
+        PairDataset(prepared, (1, 2))
+    monkeypatch.setattr(pairs, "available_memory", lambda: None)  # unknown: no check
+    assert len(PairDataset(prepared, (1, 2))) == 2 * PIXELS
+
+
 def test_materialized_and_on_the_fly_rps_agree(data):
     prepared, rp_dir, rcfg = data
     stored = PairDataset(prepared, (1, 2, 3, 4, 5), rp_dir, rcfg)

@@ -66,3 +66,7 @@ def test_each_command_works_without_the_venv_on_path(command, tmp_path):
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"{cmd}: {proc.stdout[-1500:]}{proc.stderr[-1500:]}"
         assert "usage" in (proc.stdout + proc.stderr).lower(), cmd
+        # Each documented option exists (a launcher's, e.g. torchrun's, up to its -m module).
+        own = part if exe.name.startswith("python") else part.split(" -m ")[0]
+        for option in re.findall(r"(?<!\S)(--[\w-]+)", own):
+            assert option in proc.stdout + proc.stderr, f"{part}: {option} is not an option"

@@ -119,6 +119,76 @@ def test_nodata_pixels_get_no_prediction_and_are_counted(registered, tiny_data, 
     assert classes[0, 0] == CLASS_NODATA and (classes != CLASS_NODATA).sum() == 1023
 
 
+def _masks(folder, masks_dir, cloudy):
+    """Per-date uint8 masks (1 = cloudy) of ``folder``'s files; ``cloudy[t]`` (H, W) bool."""
+    masks_dir.mkdir()
+    for t, file in enumerate(sorted(folder.iterdir(), key=lambda f: str(_date_of(f)))):
+        _write(masks_dir / file.name, cloudy[t][None].astype(np.uint8), ["cloud"])
+    return masks_dir
+
+
+def _date_of(file):
+    from pimc.scene import _date_in
+
+    return _date_in(file)
+
+
+def test_cloud_masks_are_missing_observations_as_nodata_is(registered, tiny_data, tmp_path, capsys):
+    """Issue 14: --mask-dir; a cloudy observation is handled exactly as a nodata one."""
+    patch = _patch(tiny_data)
+    masked = per_date_folder(patch, tmp_path / "masked")
+    files = sorted(masked.iterdir(), key=lambda f: str(_date_of(f)))
+    rng = np.random.default_rng(0)
+    with rasterio.open(files[0]) as src:
+        shape = (src.height, src.width)
+    cloudy = rng.random((len(files), *shape)) < 0.3  # 30 % of observations, scattered
+    cloudy[:, 0, 0] = True  # and one pixel never seen clear
+    masks = _masks(masked, tmp_path / "masks", cloudy)
+    zeroed = per_date_folder(patch, tmp_path / "zeroed")
+    for t, file in enumerate(sorted(zeroed.iterdir(), key=lambda f: str(_date_of(f)))):
+        with rasterio.open(file, "r+") as src:
+            data = src.read()
+            data[:, cloudy[t]] = 0  # the same observations as nodata
+            src.write(data)
+    maps = {}
+    for name, args in {"masked": ["--scene", str(masked), "--mask-dir", str(masks)],
+                       "zeroed": ["--scene", str(zeroed)],
+                       "clear": ["--scene", str(masked)]}.items():  # fmt: skip
+        out = tmp_path / f"{name}.tif"
+        assert _predict("pimc-test-classifier", *args, "--out", str(out)) == 0
+        with rasterio.open(out) as src:
+            maps[name] = src.read(1)
+    assert "without a prediction" in capsys.readouterr().out
+    np.testing.assert_array_equal(maps["masked"], maps["zeroed"])
+    assert maps["masked"][0, 0] == CLASS_NODATA and maps["clear"][0, 0] != CLASS_NODATA
+    assert (maps["masked"] != maps["clear"]).any()  # the masks changed the map
+
+
+def test_bad_cloud_masks_are_one_clear_line(registered, tiny_data, tmp_path, capsys):
+    patch = _patch(tiny_data)
+    folder = per_date_folder(patch, tmp_path / "scene")
+    with rasterio.open(next(folder.iterdir())) as src:
+        shape = (src.height, src.width)
+    clear = np.zeros((1, *shape), dtype=np.uint8)
+    cases = {}
+    for name in ("grid", "bands", "date", "empty"):
+        (tmp_path / name).mkdir()
+        cases[name] = tmp_path / name
+    first = sorted(folder.iterdir())[0].name
+    _write(cases["grid"] / first, clear, ["cloud"], transform=from_origin(0, 0, 10, 10))
+    _write(cases["bands"] / first, np.zeros((2, *shape), np.uint8), ["a", "b"])
+    _write(cases["date"] / "mask_2030-01-01.tif", clear, ["cloud"])
+    messages = {"grid": "on the scene's grid", "bands": "it has 2 bands",
+                "date": "a date", "empty": "no .tif/.tiff masks"}  # fmt: skip
+    for name, masks in cases.items():
+        out = tmp_path / f"out_{name}.tif"
+        argv = ["--scene", str(folder), "--mask-dir", str(masks), "--out", str(out)]
+        assert _predict("pimc-test-classifier", *argv) == 1
+        err = capsys.readouterr().err
+        assert messages[name] in err and str(masks) in err and "Traceback" not in err, name
+        assert not out.exists()
+
+
 def _bad_scenes(patch, root):
     """name -> (scene path, expected message); each broken in one way."""
     good = per_date_folder(patch, root / "good")

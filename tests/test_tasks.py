@@ -12,54 +12,19 @@ import pytest
 import torch
 from torch import nn
 
-from pimc.core.config import load_params
 from pimc.core.errors import ConfigError, DatasetNotFoundError, TrainingDivergedError
 from pimc.core.task_config import ForecastConfig, PixelClsConfig
 from pimc.metrics import rmse
 from pimc.models import PIMC, SmallCNN
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
-from pimc.tasks.common import (
-    Objective,
-    Schedule,
-    Setup,
-    TaskModel,
-    fit,
-    index_batches,
-    resolve_pretrained,
-    tower_backbone,
-)
+from pimc.tasks.common import TaskModel, resolve_pretrained, tower_backbone
+from pimc.tasks.fit import Objective, Schedule, Setup, fit, index_batches
 from pimc.training.pairs import PairDataset
-
-REPO = Path(__file__).resolve().parents[1]
-FAST = {"epochs": 2, "batch_size": 32, "patience": 5, "freeze_epochs": 1}
 
 
 @pytest.fixture(scope="module")
-def params(tiny_data, tmp_path_factory):
-    """Prepared pairs (32 px per patch, one patch per fold), RP shards and a 1-epoch pretrain."""
-    from pimc.core.paths import pastis_root
-    from pimc.stages.prepare import run_prepare
-    from pimc.stages.pretrain import pretrain
-    from pimc.stages.recurrence import run_recurrence
-
-    root = tmp_path_factory.mktemp("tasks")
-    overrides = {
-        "data.root": str(tiny_data),
-        "prepare.pixels_per_patch": 32,
-        "prepare.out": str(root / "prepared"),
-        "recurrence.out": str(root / "recurrence"),
-        "pretrain.out": str(root / "pretrain"),
-        "pretrain.epochs": 1,
-        "pretrain.batch_size": 32,
-        "pretrain.warmup_steps": 1,
-    }
-    for task in ("forecast", "pixel_cls", "eurosat"):
-        overrides.update({f"finetune.{task}.{k}": v for k, v in FAST.items()})
-    p = load_params(REPO / "params.yaml", overrides)
-    run_prepare(pastis_root(tiny_data), p.prepare, progress=False)
-    run_recurrence(p.prepare.out, p.recurrence, root / "gallery.png", progress=False)
-    pretrain(p, progress=False)
-    return p
+def params(task_params):
+    return task_params
 
 
 def _check_outputs(result: dict, out: Path, methods: list[str]) -> None:
@@ -263,12 +228,23 @@ def test_eurosat_without_pretraining_uses_its_own_band_stats(params, tmp_path):
     assert list(result["methods"]) == ["pimc_linear"]
 
 
-def test_fit_keeps_the_best_epoch_and_stops_early(tmp_path):
+def _toy_regressor() -> tuple[TaskModel, torch.Tensor, torch.Tensor]:
+    """A seeded Linear-ReLU regressor and its 16 training rows ``x`` (16, 2), ``y`` (16, 1)."""
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Linear(2, 4), nn.ReLU())
     backbone.num_features = 4
-    model = TaskModel(backbone, 1)
-    x, y = torch.randn(16, 2), torch.randn(16, 1)
+    return TaskModel(backbone, 1), torch.randn(16, 2), torch.randn(16, 1)
+
+
+def _mse(x: torch.Tensor, y: torch.Tensor, validate) -> Objective:
+    """MSE on rows of ``x``/``y``; ``validate`` scores ``val/score`` (higher wins)."""
+    return Objective(
+        lambda m, idx, g: (m(x[idx]) - y[idx]).square().mean(), len(x), validate, "val/score", True
+    )
+
+
+def test_fit_keeps_the_best_epoch_and_stops_early(tmp_path):
+    model, x, y = _toy_regressor()
     scripted = iter([0.5, 0.9, 0.7, 0.6, 0.95])  # best at epoch 2; 0.95 is never reached
     seen = []
 
@@ -280,9 +256,7 @@ def test_fit_keeps_the_best_epoch_and_stops_early(tmp_path):
     result = fit(
         model,
         name="toy",
-        objective=Objective(
-            lambda m, idx, g: (m(x[idx]) - y[idx]).square().mean(), 16, validate, "val/score", True
-        ),
+        objective=_mse(x, y, validate),
         setup=Setup(cfg, torch.device("cpu"), tmp_path, progress=False),
         schedule=Schedule(encoder_lr=0.05),
     )
@@ -374,24 +348,14 @@ def test_config_rejects_bad_task_settings():
 
 def test_fit_stops_on_a_nan_loss_naming_the_epoch_and_step(tmp_path):
     """Issue 13: a NaN input used to train on to NaN weights and a 10 %-accuracy 'success'."""
-    torch.manual_seed(0)
-    backbone = nn.Sequential(nn.Linear(2, 4), nn.ReLU())
-    backbone.num_features = 4
-    model = TaskModel(backbone, 1)
-    x, y = torch.randn(16, 2), torch.randn(16, 1)
+    model, x, y = _toy_regressor()
     x[5, 1] = float("nan")  # one bad input row
     cfg = PixelClsConfig(epochs=3, patience=2, batch_size=4, lr=0.05)
     with pytest.raises(TrainingDivergedError, match=r"toy: training loss is nan at epoch 1, step"):
         fit(
             model,
             name="toy",
-            objective=Objective(
-                lambda m, idx, g: (m(x[idx]) - y[idx]).square().mean(),
-                16,
-                lambda m: {"val/score": 0.0},
-                "val/score",
-                True,
-            ),  # fmt: skip
+            objective=_mse(x, y, lambda m: {"val/score": 0.0}),
             setup=Setup(cfg, torch.device("cpu"), tmp_path, progress=False),
             schedule=Schedule(encoder_lr=0.05),
         )

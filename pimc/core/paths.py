@@ -8,6 +8,9 @@ METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
 MODELS_DIR = Path("data/models")  # finetune@<task> outputs; pretrain's is pretrain.out
+# Results of fine-tuning methods that do not depend on pretraining (pimc.tasks.cache); not a
+# DVC output, so a stage re-run does not delete it; `make clean` does.
+BASELINE_CACHE = Path("data/cache/baselines")
 
 # Inside the prepare stage's output folder (prepare.out).
 META = "meta.json"  # index names, bands, time axis, window size, config

@@ -75,9 +75,31 @@ def _drop_archive(cfg: DataConfig, archive: Path, extracted_into: Path) -> None:
 DISK_GB = {"EuroSAT": (2.1, 2.9), "PASTIS": (29.0, 40.0)}
 
 
-def disk_plan(cfg: DataConfig) -> dict[str, float]:
-    """GB the real download needs at its peak (archive + extraction while extracting, then the
-    extraction + its DVC cache copy) for the datasets not extracted yet, and GB free there."""
+def dvc_links_cache(data_root: str | Path, dvc_dir: str | Path = ".dvc") -> bool:
+    """Whether DVC caches outputs under ``data_root`` by hard or symbolic links (no second
+    copy): its ``cache.type`` allows one, and the cache is on the same filesystem."""
+    from dvc.config import Config
+
+    dvc_dir = Path(dvc_dir)
+    if not dvc_dir.is_dir():
+        return False
+    cache = Config(dvc_dir=str(dvc_dir), validate=False)["cache"]
+    types = cache.get("type", ["reflink", "copy"])  # a list, or "a,b" in an unvalidated file
+    types = {t.strip() for t in (types.split(",") if isinstance(types, str) else types)}
+    if not types & {"hardlink", "symlink"}:
+        return False  # reflink is a copy on ext4 (no reflinks): count it as one
+    cache_dir = Path(cache.get("dir", dvc_dir / "cache"))
+
+    def device(path: Path) -> int:
+        return next(p for p in (path, *path.resolve().parents) if p.exists()).stat().st_dev
+
+    return "symlink" in types or device(cache_dir) == device(Path(data_root))
+
+
+def disk_plan(cfg: DataConfig, dvc_dir: str | Path = ".dvc") -> dict[str, float]:
+    """GB the real download needs at its peak for the datasets not extracted yet, and GB free
+    there: archive + extraction while extracting; then, unless DVC links its cache
+    (:func:`dvc_links_cache`), the extraction + DVC's cache copy of it."""
     root = Path(cfg.root)
     todo = [
         name for name, done in (("EuroSAT", eurosat_root(root) / EuroSAT.base_dir),
@@ -86,13 +108,19 @@ def disk_plan(cfg: DataConfig) -> dict[str, float]:
     ]  # fmt: skip
     archives = sum(DISK_GB[n][0] for n in todo)
     extracted = sum(DISK_GB[n][1] for n in todo)
+    copy = 0.0 if dvc_links_cache(root, dvc_dir) else extracted
     # Deleting the archive after extraction frees it before DVC caches the extraction.
-    peak = archives + 2 * extracted if cfg.keep_archives else max(archives, extracted) + extracted
+    after = copy + (archives if cfg.keep_archives else 0.0)
+    peak = extracted + max(archives, after)
     where = next(p for p in (root, *root.resolve().parents) if p.exists())
-    return {"needed_gb": round(peak, 1), "free_gb": round(shutil.disk_usage(where).free / 1e9, 1)}
+    return {
+        "needed_gb": round(peak, 1),
+        "free_gb": round(shutil.disk_usage(where).free / 1e9, 1),
+        "dvc_links": copy == 0.0,
+    }
 
 
-def check_disk(cfg: DataConfig) -> dict[str, float]:
+def check_disk(cfg: DataConfig, dvc_dir: str | Path = ".dvc") -> dict[str, float]:
     """Print :func:`disk_plan`; refuse to start a download that cannot fit.
 
     Raises:
@@ -100,17 +128,18 @@ def check_disk(cfg: DataConfig) -> dict[str, float]:
     """
     from pimc.core.errors import InputError
 
-    plan = disk_plan(cfg)
+    plan = disk_plan(cfg, dvc_dir)
+    cache = "DVC links its cache" if plan["dvc_links"] else "then DVC's cache copy"
     print(
         f"data: the real datasets need ~{plan['needed_gb']} GB at the peak in {cfg.root} "
-        f"(archives + extraction, then the DVC cache copy); {plan['free_gb']} GB free"
+        f"(archives + extraction; {cache}); {plan['free_gb']} GB free"
     )
     if plan["needed_gb"] > plan["free_gb"]:
         raise InputError(
             f"{cfg.root}: {plan['free_gb']} GB free but the download needs ~{plan['needed_gb']} "
-            "GB (PASTIS.zip 29 GB + ~40 GB extracted, then DVC's cache copy of the extraction). "
-            "Free space, put data.root on a larger disk, or let DVC link instead of copy "
-            "(`dvc config cache.type hardlink,symlink`)."
+            "GB (PASTIS.zip 29 GB + ~40 GB extracted, plus DVC's cache copy of the extraction "
+            "when its cache cannot link). Free space, put data.root on a larger disk, or keep "
+            "DVC's cache on the same filesystem so it hard-links (.dvc/config cache.type)."
         )
     return plan
 

@@ -31,16 +31,9 @@ from pimc.data.eurosat import EuroSAT
 from pimc.plots import confusion_matrix as plot_confusion_matrix
 from pimc.plots import task_curves
 from pimc.tasks.budget import label_subset
-from pimc.tasks.common import (
-    Log,
-    Pretrained,
-    Setup,
-    TaskModel,
-    finish,
-    resolve_pretrained,
-    tower_backbone,
-    transfer,
-)
+from pimc.tasks.cache import Cached, MethodCache
+from pimc.tasks.common import Pretrained, TaskModel, finish, resolve_pretrained, tower_backbone
+from pimc.tasks.fit import Log, Setup, transfer
 from pimc.tasks.methods import method_plan
 from pimc.tasks.pixel_cls import Labelled, train_classifier
 from pimc.training.pairs import augment_images, image_stats
@@ -103,6 +96,7 @@ def run_eurosat(
     out_dir: Path,
     progress: bool = True,
     log: Log | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     """Train and compare the four EuroSAT methods; see :func:`pimc.tasks.common.finish`.
 
@@ -112,6 +106,8 @@ def run_eurosat(
         out_dir: Checkpoints ``<method>.pt``, figures and ``results.json`` go here.
         progress: Show progress bars.
         log: ``log(metrics, epoch)`` with ``<method>/train/loss``, ``<method>/val/...``.
+        cache: A :class:`~pimc.tasks.cache.MethodCache` folder for the random-init methods,
+            or None.
     """
     start, cfg = time.perf_counter(), params.finetune.eurosat
     out_dir = Path(out_dir)
@@ -127,30 +123,36 @@ def run_eurosat(
     labels = {s: data[s]["label"] for s in data}
     names = list(EuroSAT.classes)
 
+    store = MethodCache(cache, "eurosat", params, [eurosat_root(params.data.root)], device)
     methods, curves, models, plots, norms = {}, {}, {}, [], {}
     for spec in method_plan(cfg):
         method = spec.name
-        seed_everything(cfg.seed)
-        use_pretrained = spec.pretrained and source.model is not None
-        # A pretrained tower reads bands as it was pretrained (its first layer expects that
-        # scale); a random one gets EuroSAT's own statistics, so neither is handicapped.
-        mean, std, norm = _normalisation(source if use_pretrained else Pretrained(None),
-                                         data["train"]["image"])  # fmt: skip
-        weights = source.model if use_pretrained else None
-        backbone = tower_backbone(weights, "image_encoder", bands, params.model)
-        model = TaskModel(backbone, len(names), frozen=spec.frozen, in_mean=mean, in_std=std)
-        norms[method] = norm
-        metrics, curves[method], cm = train_classifier(
-            model.to(device),
-            method=method,
-            data=Labelled(inputs, labels, names),
-            setup=setup,
-            schedule=transfer(cfg, use_pretrained),
-            augment=augment_images,
-            select=HEADLINE,
-            extra={"band_mean": mean, "band_std": std, "bands": list(cfg.bands)},
-        )
-        methods[method], models[method] = metrics, model
+        done = store.get(spec)
+        if done is None:  # train it
+            seed_everything(cfg.seed)
+            use_pretrained = spec.pretrained and source.model is not None
+            # A pretrained tower reads bands as it was pretrained (its first layer expects that
+            # scale); a random one gets EuroSAT's own statistics, so neither is handicapped.
+            mean, std, norms[method] = _normalisation(
+                source if use_pretrained else Pretrained(None), data["train"]["image"]
+            )
+            weights = source.model if use_pretrained else None
+            backbone = tower_backbone(weights, "image_encoder", bands, params.model)
+            model = TaskModel(backbone, len(names), frozen=spec.frozen, in_mean=mean, in_std=std)
+            metrics, curve, cm = train_classifier(
+                model.to(device),
+                method=method,
+                data=Labelled(inputs, labels, names),
+                setup=setup,
+                schedule=transfer(cfg, use_pretrained),
+                augment=augment_images,
+                select=HEADLINE,
+                extra={"band_mean": mean, "band_std": std, "bands": list(cfg.bands)},
+            )
+            models[method], done = model, Cached(metrics, curve, {"confusion": cm.numpy()})
+            store.put(spec, done)
+        methods[method], curves[method] = done.metrics, done.curves
+        cm = torch.from_numpy(done.arrays["confusion"])
         plots.append(plot_confusion_matrix(cm, names, out_dir / f"confusion_{method}.png", method))
 
     plots.append(task_curves(curves, f"val/{HEADLINE}", out_dir / "eurosat_curves.png", "EuroSAT"))
@@ -166,6 +168,7 @@ def run_eurosat(
         example_input=inputs["test"][:4].numpy(),
         source=source,
         seconds=time.perf_counter() - start,
+        cached=store.hits,
     )
     return {**result, "normalisation": norms[f"pimc_{cfg.mode}"]}
 

@@ -34,22 +34,18 @@ from pimc.metrics import mae, rmse
 from pimc.plots import forecast_examples, task_curves
 from pimc.tasks.baselines import CNN1d, climatology, linear_extrapolation, persistence
 from pimc.tasks.budget import label_subset, row_subset
+from pimc.tasks.cache import Cached, MethodCache
 from pimc.tasks.common import (
-    FitResult,
-    Log,
-    Objective,
     Pretrained,
-    Schedule,
-    Setup,
     TaskModel,
     finish,
-    fit,
     pastis_metadata,
     resolve_sources,
     series_stats,
     tower_backbone,
-    transfer,
 )
+from pimc.tasks.fit import FitResult, Log, Objective, Schedule, Setup, fit, transfer
+from pimc.tasks.lazy import PlotRows
 from pimc.tasks.methods import Method, method_plan
 from pimc.training.pairs import PairDataset
 from pimc.training.utils import resolve_device, seed_everything
@@ -138,7 +134,8 @@ def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
 
     Returns:
         ``names`` (index names), ``mean``/``std`` ``(I,)`` (training folds, all valid values),
-        and per split ``{"x": (N, I, input_len), "y": (N, I, H), "rp": (N, I, S, S)}``.
+        and per split ``{"x": (N, I, input_len), "y": (N, I, H), "rp": (N, I, S, S)}`` (``rp`` a
+        :class:`~pimc.tasks.lazy.PlotRows`: built per batch).
     """
     need = cfg.input_len + cfg.horizon
     splits: dict[str, Any] = {}
@@ -147,7 +144,7 @@ def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
         ("val", cfg.val_folds),
         ("test", cfg.test_folds),
     ):
-        pairs = PairDataset(params.prepare.out, folds)
+        pairs = PairDataset(params.prepare.out, folds, images=False)
         length = pairs.series.shape[-1]
         if need > length:
             raise ConfigError(
@@ -164,8 +161,8 @@ def load_forecast_data(params: Params, cfg: ForecastConfig) -> dict[str, Any]:
         elif split == "val":
             series = series[row_subset(len(series), cfg.val_pixels, cfg.seed)]
         x, y = series[..., : cfg.input_len], series[..., cfg.input_len : need]
-        rp = torch.cat([build_rps(c, None, params.recurrence) for c in x.split(1024)])
-        splits[split] = {"x": x.contiguous(), "y": y.contiguous(), "rp": rp}
+        x = x.contiguous()  # plots of the input windows are built per batch (PlotRows)
+        splits[split] = {"x": x, "y": y.contiguous(), "rp": PlotRows(x, None, params.recurrence)}
     return splits
 
 
@@ -232,7 +229,7 @@ class Windows:
     series ``(N, I, T)``), standardised ``target`` ``(N, I, H)`` and ``recent`` values
     ``(N, I, K)``; and the I index ``names``."""
 
-    inputs: dict[str, Tensor]
+    inputs: dict[str, Tensor | PlotRows]
     target: dict[str, Tensor]
     recent: dict[str, Tensor]
     names: list[str]
@@ -255,8 +252,10 @@ def run_forecast(
     out_dir: Path,
     progress: bool = True,
     log: Log | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Train and compare every forecasting method; see :func:`pimc.tasks.common.finish`.
+    """Train and compare every forecasting method; see :func:`pimc.tasks.common.finish`
+    (plus ``cached``: the methods whose result came from ``cache``).
 
     Args:
         params: Uses ``prepare.out``, ``recurrence``, ``model`` and ``finetune.forecast``.
@@ -264,6 +263,8 @@ def run_forecast(
         out_dir: Checkpoints ``<method>.pt``, figures and ``results.json`` go here.
         progress: Show progress bars.
         log: ``log(metrics, epoch)`` with ``<method>/train/loss``, ``<method>/val/...``.
+        cache: A :class:`~pimc.tasks.cache.MethodCache` folder for the pretraining-free
+            methods, or None.
     """
     start, cfg = time.perf_counter(), params.finetune.forecast
     out_dir = Path(out_dir)
@@ -275,6 +276,7 @@ def run_forecast(
     data = load_forecast_data(params, cfg)
     std, names = data["std"], data["names"]
     target, recent, closed = _standardised(data, cfg)
+    store = MethodCache(cache, "forecast", params, [Path(params.prepare.out)], setup.device)
     methods: dict[str, dict[str, float]] = {}
     preds: dict[str, Tensor] = {}
     curves, models = {}, {}
@@ -284,12 +286,19 @@ def run_forecast(
             preds[method] = closed[method]()
             methods[method] = forecast_metrics(preds[method], target["test"], std, names)
             continue
-        model, result, preds[method] = _fit_method(
-            spec, sources[spec.weights], params, data, Windows({}, target, recent, names), setup
-        )
-        methods[method] = forecast_metrics(preds[method], target["test"], std, names)
-        methods[method].update(best_epoch=result.best_epoch, train_seconds=result.seconds)
-        curves[method], models[method] = result.curves, model
+        done = store.get(spec)
+        if done is None:  # train it
+            windows = Windows({}, target, recent, names)
+            model, fit_result, pred = _fit_method(
+                spec, sources[spec.weights], params, data, windows, setup
+            )
+            metrics = forecast_metrics(pred, target["test"], std, names)
+            metrics.update(best_epoch=fit_result.best_epoch, train_seconds=fit_result.seconds)
+            models[method] = model
+            done = Cached(metrics, fit_result.curves, {"pred": pred.numpy()})
+            store.put(spec, done)
+        methods[method], curves[method] = done.metrics, done.curves
+        preds[method] = torch.from_numpy(done.arrays["pred"])
 
     best, te = f"pimc_{cfg.mode}", data["test"]
     examples = out_dir / "forecast_examples.png"
@@ -310,6 +319,7 @@ def run_forecast(
         example_input=example,
         source=source,
         seconds=time.perf_counter() - start,
+        cached=store.hits,
     )
 
 

@@ -1,10 +1,11 @@
 """Pixel classification: a PASTIS pixel's crop type from the RP of its whole season.
 
-Input: the full-season RP ``(I, S, S)`` (the recurrence stage's shards when it materialised
-them, else built here from the prepared series). The void label (``ignore_index``) is never a
-target; background is kept or dropped (``keep_background``). Classes are re-indexed to those
-present in the training folds; val/test pixels of a class never seen in training cannot be
-predicted and are left out of the metrics (their count is reported as ``unseen_pixels``).
+Input: the full-season RP ``(I, S, S)``, built per batch from the prepared series
+(:class:`pimc.tasks.lazy.PlotRows`; the ``recurrence`` stage's stored plots are not read).
+The void label (``ignore_index``) is never a target; background is kept or dropped
+(``keep_background``). Classes are re-indexed to those present in the training folds; val/test
+pixels of a class never seen in training cannot be predicted and are left out of the metrics
+(their count is reported as ``unseen_pixels``).
 
 Metrics: overall accuracy, macro-F1 (headline, higher is better), mIoU and the IoU of every class
 by its PASTIS name (see :mod:`pimc.metrics` for how absent classes are handled).
@@ -30,7 +31,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pimc.core.config import Params, RecurrenceConfig
-from pimc.core.paths import SHARDS
 from pimc.core.task_config import PixelClsConfig
 from pimc.data.pastis import PASTIS
 from pimc.metrics import confusion_matrix, macro_f1, miou, overall_accuracy, per_class_iou
@@ -38,21 +38,18 @@ from pimc.plots import confusion_matrix as plot_confusion_matrix
 from pimc.plots import task_curves
 from pimc.tasks.baselines import CNN1d
 from pimc.tasks.budget import label_subset, row_subset
+from pimc.tasks.cache import Cached, MethodCache
 from pimc.tasks.common import (
-    Log,
-    Objective,
     Pretrained,
-    Schedule,
-    Setup,
     TaskModel,
     finish,
-    fit,
     pastis_metadata,
     resolve_sources,
     series_stats,
     tower_backbone,
-    transfer,
 )
+from pimc.tasks.fit import Log, Objective, Schedule, Setup, fit, transfer
+from pimc.tasks.lazy import PlotRows
 from pimc.tasks.methods import Method, method_plan
 from pimc.training.pairs import PairDataset
 from pimc.training.utils import resolve_device, seed_everything
@@ -94,12 +91,13 @@ class Labelled:
     """The splits a classifier trains, validates and tests on.
 
     Attributes:
-        inputs: ``train``/``val``/``test`` raw inputs ``(N, ...)`` (CPU).
+        inputs: ``train``/``val``/``test`` raw inputs ``(N, ...)`` (CPU; plots as
+            :class:`~pimc.tasks.lazy.PlotRows`).
         labels: The same splits' class indices ``(N,)``, ``UNSEEN`` allowed in val/test.
         names: The C class names.
     """
 
-    inputs: dict[str, Tensor]
+    inputs: dict[str, Tensor | PlotRows]
     labels: dict[str, Tensor]
     names: Sequence[str]
 
@@ -179,20 +177,13 @@ def _validation_metrics(out: Tensor, y: Tensor, names: Sequence[str]) -> dict[st
 
 def _load_split(
     params: Params, folds: Sequence[int], select: Callable[[Tensor], Tensor]
-) -> dict[str, Tensor]:
-    """The rows ``select(labels)`` of ``folds``; their RPs are built (or read) only for those."""
-    rcfg = params.recurrence
-    materialized = rcfg.materialize and (Path(rcfg.out) / SHARDS).is_dir()
-    pairs = PairDataset(params.prepare.out, folds, rcfg.out if materialized else None, rcfg)
+) -> dict[str, Any]:
+    """The rows ``select(labels)`` of ``folds``: series in RAM, plots built per batch."""
+    pairs = PairDataset(params.prepare.out, folds, images=False)
     rows = select(pairs.labels)
     series, valid = pairs.series[rows], pairs.valid[rows]
-    if pairs.rp is not None:
-        rp = pairs.rp[rows].float()
-    else:  # no shards: the same function the recurrence stage uses, on this process
-        chunks = zip(series.split(1024), valid.split(1024), strict=True)
-        rp = torch.cat([build_rps(s, v, rcfg) for s, v in chunks])
     return {
-        "rp": rp,
+        "rp": PlotRows(series, valid, params.recurrence),
         "series": series,
         "valid": valid,
         "labels": pairs.labels[rows],
@@ -254,9 +245,11 @@ def run_pixel_cls(
     out_dir: Path,
     progress: bool = True,
     log: Log | None = None,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     """Train and compare every pixel-classification method; see
-    :func:`pimc.tasks.common.finish` for the result (plus ``class_ids``/``class_names``)."""
+    :func:`pimc.tasks.common.finish` for the result (plus ``class_ids``/``class_names`` and
+    ``cached``: the methods whose result came from ``cache``, a :class:`MethodCache` folder)."""
     start, cfg = time.perf_counter(), params.finetune.pixel_cls
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,25 +263,30 @@ def run_pixel_cls(
     labels = {s: data[s]["y"] for s in ("train", "val", "test")}
     stats = series_stats(data["train"]["series"], data["train"]["valid"])
     _add_normalised_rps(data, params.recurrence, plan)
+    store = MethodCache(cache, "pixel_cls", params, [Path(params.prepare.out)], device)
 
     methods, curves, models, plots = {}, {}, {}, []
     for spec in plan:
         method = spec.name
-        seed_everything(cfg.seed)
-        weights = sources[spec.weights]
-        pretrained_weights = spec.pretrained and weights.model is not None
-        model, key = _build(spec, weights if pretrained_weights else None, params, data, stats)
-        model = model.to(device)
-        inputs = {s: data[s][key] for s in ("train", "val", "test")}
-        metrics, curves[method], cm = train_classifier(
-            model,
-            method=method,
-            data=Labelled(inputs, labels, names),
-            setup=setup,
-            schedule=transfer(cfg, pretrained_weights),
-            extra={"class_ids": data["class_ids"]},
-        )
-        methods[method], models[method] = metrics, model
+        done = store.get(spec)
+        if done is None:  # train it
+            seed_everything(cfg.seed)
+            weights = sources[spec.weights]
+            pretrained_weights = spec.pretrained and weights.model is not None
+            model, key = _build(spec, weights if pretrained_weights else None, params, data, stats)
+            inputs = {s: data[s][key] for s in ("train", "val", "test")}
+            metrics, curve, cm = train_classifier(
+                model.to(device),
+                method=method,
+                data=Labelled(inputs, labels, names),
+                setup=setup,
+                schedule=transfer(cfg, pretrained_weights),
+                extra={"class_ids": data["class_ids"]},
+            )
+            models[method], done = model, Cached(metrics, curve, {"confusion": cm.numpy()})
+            store.put(spec, done)
+        methods[method], curves[method] = done.metrics, done.curves
+        cm = torch.from_numpy(done.arrays["confusion"])
         plots.append(plot_confusion_matrix(cm, names, out_dir / f"confusion_{method}.png", method))
 
     title, path = "Pixel classification", out_dir / "pixel_cls_curves.png"
@@ -306,6 +304,7 @@ def run_pixel_cls(
         example_input=data["test"]["rp"][:4].numpy(),
         source=source,
         seconds=time.perf_counter() - start,
+        cached=store.hits,
     )
     return {
         **result,
@@ -359,7 +358,7 @@ def _add_normalised_rps(
     data: dict[str, Any], rcfg: RecurrenceConfig, plan: Sequence[Method]
 ) -> None:
     """Per split, the plots that a method of ``plan`` builds with another
-    ``recurrence.normalize`` (from the same series, in place under :func:`_rp_key`)."""
+    ``recurrence.normalize`` (from the same series, under :func:`_rp_key`; built per batch)."""
     for spec in plan:
         key = _rp_key(spec, rcfg)
         if key == "rp" or key in data["train"]:
@@ -367,8 +366,7 @@ def _add_normalised_rps(
         cfg = replace(rcfg, normalize=spec.normalize_rp)
         for split in ("train", "val", "test"):
             d = data[split]
-            chunks = zip(d["series"].split(1024), d["valid"].split(1024), strict=True)
-            d[key] = torch.cat([build_rps(x, v, cfg) for x, v in chunks])
+            d[key] = PlotRows(d["series"], d["valid"], cfg)
 
 
 def _build(

@@ -31,7 +31,7 @@ class TaskSpec:
         headline: The test metric that ranks methods and decides promotion.
         higher_is_better: Direction of ``headline``.
         config: The ``finetune.<name>`` config class.
-        run: ``run(params, *, pretrained, out_dir, progress, log) -> result dict``.
+        run: ``run(params, *, pretrained, out_dir, progress, log, cache) -> result dict``.
         registered_model: MLflow registered name of the task's PIMC model.
         tower: The PIMC tower it fine-tunes (``rp_encoder`` / ``image_encoder``).
         deploy_metadata: ``(params, result) -> dict`` logged with the model: what

@@ -59,9 +59,12 @@ class PairDataset(Dataset):
         recurrence_cfg: The config the plots were (or will be) built with. With ``rp_dir`` it
             is checked against the folder's fingerprint, so stale plots are never used.
         seed: Seeds the generator that :meth:`__getitem__` uses to pick random dates.
+        images: Load the image patches; fine-tuning on plots or series does not need them
+            (1.6 KB per pixel of RAM at K = 9, more than the series).
 
     Attributes:
-        image: float16 ``(N, 10, K, K)``, or ``(N, R, 10, K, K)`` for ``patch_date: random``.
+        image: float16 ``(N, 10, K, K)``, or ``(N, R, 10, K, K)`` for ``patch_date: random``;
+            ``None`` without ``images``.
         rp: float16 ``(N, I, S, S)`` (materialized) or ``None``.
         series: float32 ``(N, I, L)``; valid: bool ``(N, L)``.
         labels, parcels, patch_ids, indices: int64 ``(N,)``: class, parcel id (0: none),
@@ -77,6 +80,7 @@ class PairDataset(Dataset):
         rp_dir: str | Path | None = None,
         recurrence_cfg: RecurrenceConfig | None = None,
         seed: int = 0,
+        images: bool = True,
     ) -> None:
         prepared = Path(prepared_dir)
         if not (prepared / MANIFEST).is_file():
@@ -96,7 +100,9 @@ class PairDataset(Dataset):
         self.materialized = rp_dir is not None
         self.generator = make_generator(seed, BATCH)
         shards = list(dict.fromkeys(rows["shard"]))
-        parts: dict[str, list[np.ndarray]] = {"series": [], "valid": [], "image": []}
+        keys = ("series", "valid", "image") if images else ("series", "valid")
+        _check_memory(prepared, shards[0], keys, len(rows), folds)
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
         for name in shards:
             local = rows.loc[rows["shard"] == name, "index"].to_numpy()
             with np.load(prepared / SHARDS / name) as z:
@@ -104,7 +110,7 @@ class PairDataset(Dataset):
                     parts[key].append(z[key][local])
         self.series = torch.from_numpy(np.concatenate(parts["series"]))
         self.valid = torch.from_numpy(np.concatenate(parts["valid"]))
-        self.image = torch.from_numpy(np.concatenate(parts["image"]))
+        self.image = torch.from_numpy(np.concatenate(parts["image"])) if images else None
         # Rows are regrouped by shard above; reorder the manifest columns the same way.
         order = np.concatenate([np.flatnonzero(rows["shard"].to_numpy() == s) for s in shards])
         rows = rows.iloc[order]
@@ -168,25 +174,24 @@ class PairDataset(Dataset):
                 dataset's own generator.
 
         Returns:
-            ``image`` float32 ``(B, 10, K, K)``, ``label``/``parcel`` (the row's
-            :attr:`groups`)/``patch_id``/``index`` int64 ``(B,)``
+            ``image`` float32 ``(B, 10, K, K)`` (loaded with ``images``),
+            ``label``/``parcel`` (the row's :attr:`groups`)/``patch_id``/``index`` int64 ``(B,)``
             and either ``rp`` float32 ``(B, I, S, S)`` or ``series`` float32 ``(B, I, L)`` +
             ``valid`` bool ``(B, L)``.
         """
         idx = torch.as_tensor(idx, dtype=torch.long)
-        if self.image.ndim == 5:
-            gen = self.generator if generator is None else generator
-            dates = torch.randint(self.image.shape[1], (len(idx),), generator=gen)
-            image = self.image[idx, dates]
-        else:
-            image = self.image[idx]
         batch = {
-            "image": image.float(),
             "label": self.labels[idx],
             "parcel": self.groups[idx],
             "patch_id": self.patch_ids[idx],
             "index": self.indices[idx],
         }
+        if self.image is not None and self.image.ndim == 5:
+            gen = self.generator if generator is None else generator
+            dates = torch.randint(self.image.shape[1], (len(idx),), generator=gen)
+            batch["image"] = self.image[idx, dates].float()
+        elif self.image is not None:
+            batch["image"] = self.image[idx].float()
         if self.materialized:
             batch["rp"] = self.rp[idx].float()
         else:
@@ -324,6 +329,31 @@ def contrast_inputs(
     if train and cfg.flip_rotate:
         image = augment_images(image, generator)
     return {"image": image}
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available to new allocations (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            line = next(x for x in f if x.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) * 1024
+
+
+def _check_memory(
+    prepared: Path, shard: str, keys: Sequence[str], rows: int, folds: Sequence[int]
+) -> None:
+    """Refuse to load more pairs than RAM holds (a clear error instead of the OOM killer)."""
+    with np.load(prepared / SHARDS / shard) as z:
+        per_row = sum(z[k].itemsize * int(np.prod(z[k].shape[1:])) for k in keys) + 5 * 8
+    need, free = 2 * rows * per_row, available_memory()  # 2x: the parts, then their concat
+    if free is not None and need > free:
+        raise ConfigError(
+            f"{prepared}: the {rows:,} pairs of folds {list(folds)} need ~{need / 1e9:.1f} GB of "
+            f"RAM to load ({per_row / 1e3:.1f} KB each) but {free / 1e9:.1f} GB is available; "
+            "sample fewer pixels per patch (prepare.pixels_per_patch) or use more memory"
+        )
 
 
 def resolve_source(cfg: PretrainConfig, materialize: bool) -> str:

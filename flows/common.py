@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -75,7 +76,13 @@ def stage_main(stage: str) -> Iterator[None]:
     except PimcError as err:
         raise SystemExit(f"{stage}: {err}") from None
     except Exception as err:  # a server outage is the user's to fix: say so in one line
-        line = tracking.outage_message(err) or prefect_outage_message(err)
+        prefect_down = prefect_outage_message(err)
+        if prefect_down is not None and tracking.finished_here():
+            # The work is done and recorded in MLflow; only Prefect's record of the flow run
+            # is incomplete. Failing would make DVC run the whole stage again.
+            print(f"{stage}: finished, but {prefect_down}", file=sys.stderr)
+            return
+        line = tracking.outage_message(err) or prefect_down
         if line is None:
             raise
         raise SystemExit(f"{stage}: {line}") from None

@@ -101,6 +101,9 @@ def register_raw(spec: Any, version: str, params: Params, run: tracking.TrackedR
     cfg = getattr(params.finetune, spec.name)
     sample = PASTIS(Path(params.data.root) / "PASTIS", folds=cfg.test_folds)[0]
     example = raw_rows(sample["image"].numpy(), sample["dates"], [(0, 0), (1, 1)])
+    reused = tracking.version_tagged(raw_name, "pimc.task_model", uri)
+    if reused is not None:  # this task model version has its twin (a re-run that reused it)
+        return reused
     meta = tracking.model_metadata(uri)
     raw = register_raw_model(run, uri, meta, example, raw_name)
     tracking.tag_version(raw_name, raw, {"pimc.task_model": uri})

@@ -199,6 +199,29 @@ def test_a_retried_registration_returns_the_first_version(tracking_store):
     assert [r["version"] for r in tracking.registered_models("pimc-once")] == [1]
 
 
+def test_a_rerun_logging_the_same_model_reuses_its_version(tracking_store):
+    """Issue 13: a stage DVC re-runs after an outage used to register its models again."""
+    import torch
+
+    net, example = _net_and_example()
+    digest = tracking.weights_digest(net, {"a": 1})
+    versions = []
+    for _ in range(2):  # two runs, e.g. a stage and its re-run, with identical weights
+        with tracking.start_run("unit", {}, experiment="test-tracking") as run:
+            versions.append(run.register_model(net, "net", example, "pimc-rerun", {"a": 1}))
+    with tracking.start_run("unit", {}, experiment="test-tracking") as run:
+        other_meta = run.register_model(net, "net", example, "pimc-rerun", {"a": 2})
+    with torch.no_grad():
+        net[1].bias += 1
+    with tracking.start_run("unit", {}, experiment="test-tracking") as run:
+        other_weights = run.register_model(net, "net", example, "pimc-rerun", {"a": 1})
+    assert versions == ["1", "1"] and (other_meta, other_weights) == ("2", "3")
+    assert tracking.version_tags("pimc-rerun", 1)["pimc.weights"] == digest
+    tracking.tag_version("pimc-rerun", 3, {"pimc.orphan": "its run was killed"})
+    with tracking.start_run("unit", {}, experiment="test-tracking") as run:
+        assert run.register_model(net, "net", example, "pimc-rerun", {"a": 1}) == "4"
+
+
 def test_runs_left_running_by_a_dead_process_are_marked_killed(tracking_store):
     """Issue 13: 5 kill -9s used to leave 5 runs RUNNING forever (and orphan versions)."""
     import socket

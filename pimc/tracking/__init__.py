@@ -217,15 +217,28 @@ class TrackedRun:
         registered_model_name: str,
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
-        """:meth:`log_model` and register it, once per run: a retried call returns the version
-        this run registered before instead of adding a duplicate. Returns the version."""
-        from pimc.tracking.registry import version_of_run
+        """:meth:`log_model` and register it, once per model: a retried call returns the
+        version this run registered before, and a re-run that logs the same weights and
+        metadata (:func:`weights_digest`; e.g. a stage DVC re-runs after an orchestration
+        outage) returns that version, instead of adding a duplicate. Returns the version."""
+        from pimc.tracking.registry import (
+            WEIGHTS_TAG,
+            tag_version,
+            version_of_run,
+            version_tagged,
+            weights_digest,
+        )
 
-        done = version_of_run(registered_model_name, self.run_id)
+        digest = weights_digest(model, metadata)
+        done = version_of_run(registered_model_name, self.run_id) or version_tagged(
+            registered_model_name, WEIGHTS_TAG, digest
+        )
         if done is not None:
             return done
         info = self.log_model(model, name, input_example, registered_model_name, metadata)
-        return str(info.registered_model_version)
+        version = str(info.registered_model_version)
+        tag_version(registered_model_name, version, {WEIGHTS_TAG: digest})
+        return version
 
     def log_model(
         self,
@@ -367,6 +380,6 @@ def search_runs(stage: str | None = None, experiment: str = DEFAULT_EXPERIMENT) 
 
 
 # The model registry and model loading (pimc/tracking/registry.py), under the same name.
-from pimc.tracking.faults import outage_message  # noqa: E402, F401
+from pimc.tracking.faults import finished_here, outage_message  # noqa: E402, F401
 from pimc.tracking.registry import *  # noqa: E402, F403
 from pimc.tracking.registry import _pickle_off  # noqa: E402, F401

@@ -49,6 +49,27 @@ def close_killed_runs(client: Any, experiment_id: str, stage: str) -> list[str]:
     return closed
 
 
+def finished_here() -> bool:
+    """Whether this process completed an MLflow run (status ``FINISHED``, tagged with this
+    host and pid): a stage's tracked work (outputs, metrics, models) is then done, whatever
+    happens to its Prefect flow run afterwards. False when the store cannot be asked."""
+    from pimc.tracking import _client, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        return False  # no store yet (asking would create one): nothing was recorded
+    query = (
+        f"tags.`pimc.pid` = '{os.getpid()}' and tags.`pimc.host` = '{socket.gethostname()}' "
+        "and attributes.status = 'FINISHED'"
+    )
+    try:
+        client = _client()
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return bool(ids and client.search_runs(ids, filter_string=query, max_results=1))
+    except Exception:  # noqa: BLE001 - the store is down too: nothing is known to be done
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -15,8 +15,12 @@ from pimc.tracking import _client, _not_found, _use_in_module_api, tracking_uri
 #: Registered name of a task model's raw-observation twin: ``<task model>-raw``.
 RAW_SUFFIX = "-raw"
 
+#: Version tag holding :func:`weights_digest`: a re-run that logs the same model reuses it.
+WEIGHTS_TAG = "pimc.weights"
+ORPHAN_TAG = "pimc.orphan"  # a version whose run never finished (see mark_orphans)
+
 __all__ = [
-    "RAW_SUFFIX",
+    "ORPHAN_TAG", "RAW_SUFFIX", "WEIGHTS_TAG", "version_tagged", "weights_digest",
     "bootstrap_champion", "delete_alias", "describe_model", "get_alias", "latest_version",
     "load_model", "mark_orphans", "model_metadata", "model_uri", "raw_model_uri",
     "registered_models", "set_alias",
@@ -46,6 +50,30 @@ def version_of_run(name: str, run_id: str) -> str | None:
     return str(min(int(v.version) for v in found)) if found else None
 
 
+def version_tagged(name: str, key: str, value: str) -> str | None:
+    """The first version of ``name`` tagged ``key = value`` that is not an orphan, if any."""
+    found = _client().search_model_versions(f"name = '{name}' and tags.`{key}` = '{value}'")
+    kept = [int(v.version) for v in found if ORPHAN_TAG not in v.tags]
+    return str(min(kept)) if kept else None
+
+
+def weights_digest(model: Any, metadata: Mapping[str, Any] | None = None) -> str:
+    """sha256 of a module's class, state dict (names, dtypes, shapes, bytes) and deployment
+    metadata: equal for the same model however often it is logged."""
+    import hashlib
+    import json
+
+    import torch
+
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for key, value in sorted(model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps(dict(metadata or {}), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
 def version_run(name: str, version: str | int) -> str | None:
     """The id of the run that registered ``name`` ``version``."""
     return _client().get_model_version(name, str(version)).run_id
@@ -56,7 +84,7 @@ def mark_orphans(run_id: str, reason: str) -> list[str]:
     finished: its metrics and artifacts may be incomplete). Returns ``name/version`` of each."""
     client, marked = _client(), []
     for v in client.search_model_versions(f"run_id = '{run_id}'"):
-        client.set_model_version_tag(v.name, v.version, "pimc.orphan", reason)
+        client.set_model_version_tag(v.name, v.version, ORPHAN_TAG, reason)
         marked.append(f"{v.name}/{v.version}")
     return marked
 

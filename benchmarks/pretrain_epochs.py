@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from pimc.core.config import load_params  # noqa: E402
 from pimc.stages.benchmark import run_benchmark  # noqa: E402
+from pimc.stats import paired_comparison  # noqa: E402
 
 KEY = ["seed", "label_fraction", "task", "method"]
 
@@ -41,14 +41,13 @@ def run_arm(epochs: int, out: Path, seeds: list[int], fractions: list[float]) ->
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, na: int, nb: int) -> None:
     """Print arm ``nb`` vs arm ``na`` per task, label budget and method, paired by seed."""
-    m = a.merge(b, on=KEY, suffixes=("_a", "_b"))
+    m = a.merge(b, on=KEY, suffixes=("_a", "_b")).sort_values(KEY)
     for (task, frac, method), g in m.groupby(["task", "label_fraction", "method"]):
-        d = (g["value_b"] - g["value_a"]).to_numpy()
-        p = stats.ttest_rel(g["value_b"], g["value_a"]).pvalue if d.std() > 0 else float("nan")
-        wins = int(((d > 0) if g["higher_is_better_a"].iloc[0] else (d < 0)).sum())
+        c = paired_comparison(g["value_b"], g["value_a"], bool(g["higher_is_better_a"].iloc[0]))
         print(f"{task:9} {frac:<5g} {method:14} {na}: {g.value_a.mean():.4f} ± "
               f"{g.value_a.std():.4f}  {nb}: {g.value_b.mean():.4f} ± {g.value_b.std():.4f}  "
-              f"{nb}-{na}: {d.mean():+.4f}, p {p:.3f}, {nb} better {wins}/{len(d)}")  # fmt: skip
+              f"{nb}-{na}: {c['diff_mean']:+.4f}, p {c['p']:.3f}, {nb} better "
+              f"{c['wins']}/{c['n']}")  # fmt: skip
 
 
 def main() -> None:

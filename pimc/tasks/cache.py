@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -143,3 +143,15 @@ class MethodCache:
         with atomic_path(folder / "arrays.npz") as tmp:
             np.savez(tmp, **result.arrays)
         write_json(folder / "result.json", {"metrics": result.metrics, "curves": result.curves})
+
+    def result(
+        self, spec: Method, train: Callable[[Method], tuple[Cached, Any]]
+    ) -> tuple[Cached, Any | None]:
+        """``spec``'s stored result (and no model), or ``train(spec)``'s result and model,
+        stored for the next run when ``spec`` is cacheable."""
+        done = self.get(spec)
+        if done is not None:
+            return done, None
+        done, model = train(spec)
+        self.put(spec, done)
+        return done, model

@@ -28,14 +28,13 @@ from pimc.core.errors import ConfigError
 from pimc.core.paths import eurosat_root
 from pimc.core.task_config import EurosatConfig
 from pimc.data.eurosat import EuroSAT
-from pimc.plots import confusion_matrix as plot_confusion_matrix
 from pimc.plots import task_curves
 from pimc.tasks.budget import label_subset
 from pimc.tasks.cache import Cached, MethodCache
 from pimc.tasks.common import Pretrained, TaskModel, finish, resolve_pretrained, tower_backbone
 from pimc.tasks.fit import Log, Setup, transfer
-from pimc.tasks.methods import method_plan
-from pimc.tasks.pixel_cls import Labelled, train_classifier
+from pimc.tasks.methods import Method, method_plan
+from pimc.tasks.pixel_cls import Labelled, confusion_png, train_classifier
 from pimc.training.pairs import augment_images, image_stats
 from pimc.training.utils import resolve_device, seed_everything
 
@@ -124,36 +123,36 @@ def run_eurosat(
     names = list(EuroSAT.classes)
 
     store = MethodCache(cache, "eurosat", params, [eurosat_root(params.data.root)], device)
-    methods, curves, models, plots, norms = {}, {}, {}, [], {}
+    norms: dict[str, str] = {}
+
+    def fit_one(spec: Method) -> tuple[Cached, TaskModel]:
+        seed_everything(cfg.seed)
+        use_pretrained = spec.pretrained and source.model is not None
+        # A pretrained tower reads bands as it was pretrained (its first layer expects that
+        # scale); a random one gets EuroSAT's own statistics, so neither is handicapped.
+        mean, std, norms[spec.name] = _normalisation(
+            source if use_pretrained else Pretrained(None), data["train"]["image"]
+        )
+        weights = source.model if use_pretrained else None
+        backbone = tower_backbone(weights, "image_encoder", bands, params.model)
+        model = TaskModel(backbone, len(names), frozen=spec.frozen, in_mean=mean, in_std=std)
+        metrics, curve, cm = train_classifier(
+            model.to(device),
+            method=spec.name,
+            data=Labelled(inputs, labels, names),
+            setup=setup,
+            schedule=transfer(cfg, use_pretrained),
+            augment=augment_images,
+            select=HEADLINE,
+            extra={"band_mean": mean, "band_std": std, "bands": list(cfg.bands)},
+        )
+        return Cached(metrics, curve, {"confusion": cm.numpy()}), model
+
+    methods, curves, models, plots = {}, {}, {}, []
     for spec in method_plan(cfg):
-        method = spec.name
-        done = store.get(spec)
-        if done is None:  # train it
-            seed_everything(cfg.seed)
-            use_pretrained = spec.pretrained and source.model is not None
-            # A pretrained tower reads bands as it was pretrained (its first layer expects that
-            # scale); a random one gets EuroSAT's own statistics, so neither is handicapped.
-            mean, std, norms[method] = _normalisation(
-                source if use_pretrained else Pretrained(None), data["train"]["image"]
-            )
-            weights = source.model if use_pretrained else None
-            backbone = tower_backbone(weights, "image_encoder", bands, params.model)
-            model = TaskModel(backbone, len(names), frozen=spec.frozen, in_mean=mean, in_std=std)
-            metrics, curve, cm = train_classifier(
-                model.to(device),
-                method=method,
-                data=Labelled(inputs, labels, names),
-                setup=setup,
-                schedule=transfer(cfg, use_pretrained),
-                augment=augment_images,
-                select=HEADLINE,
-                extra={"band_mean": mean, "band_std": std, "bands": list(cfg.bands)},
-            )
-            models[method], done = model, Cached(metrics, curve, {"confusion": cm.numpy()})
-            store.put(spec, done)
-        methods[method], curves[method] = done.metrics, done.curves
-        cm = torch.from_numpy(done.arrays["confusion"])
-        plots.append(plot_confusion_matrix(cm, names, out_dir / f"confusion_{method}.png", method))
+        done, models[spec.name] = store.result(spec, fit_one)
+        methods[spec.name], curves[spec.name] = done.metrics, done.curves
+        plots.append(confusion_png(done, names, out_dir, spec.name))
 
     plots.append(task_curves(curves, f"val/{HEADLINE}", out_dir / "eurosat_curves.png", "EuroSAT"))
     result = finish(

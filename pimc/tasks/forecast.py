@@ -277,6 +277,14 @@ def run_forecast(
     std, names = data["std"], data["names"]
     target, recent, closed = _standardised(data, cfg)
     store = MethodCache(cache, "forecast", params, [Path(params.prepare.out)], setup.device)
+
+    def fit_one(spec: Method) -> tuple[Cached, Forecaster]:
+        windows = Windows({}, target, recent, names)
+        model, fit, pred = _fit_method(spec, sources[spec.weights], params, data, windows, setup)
+        metrics = forecast_metrics(pred, target["test"], std, names)
+        metrics.update(best_epoch=fit.best_epoch, train_seconds=fit.seconds)
+        return Cached(metrics, fit.curves, {"pred": pred.numpy()}), model
+
     methods: dict[str, dict[str, float]] = {}
     preds: dict[str, Tensor] = {}
     curves, models = {}, {}
@@ -286,17 +294,7 @@ def run_forecast(
             preds[method] = closed[method]()
             methods[method] = forecast_metrics(preds[method], target["test"], std, names)
             continue
-        done = store.get(spec)
-        if done is None:  # train it
-            windows = Windows({}, target, recent, names)
-            model, fit_result, pred = _fit_method(
-                spec, sources[spec.weights], params, data, windows, setup
-            )
-            metrics = forecast_metrics(pred, target["test"], std, names)
-            metrics.update(best_epoch=fit_result.best_epoch, train_seconds=fit_result.seconds)
-            models[method] = model
-            done = Cached(metrics, fit_result.curves, {"pred": pred.numpy()})
-            store.put(spec, done)
+        done, models[method] = store.result(spec, fit_one)
         methods[method], curves[method] = done.metrics, done.curves
         preds[method] = torch.from_numpy(done.arrays["pred"])
 

@@ -163,6 +163,12 @@ def train_classifier(
     return metrics, result.curves, cm
 
 
+def confusion_png(done: Cached, names: Sequence[str], out_dir: Path, method: str) -> Path:
+    """``<out_dir>/confusion_<method>.png`` of a (trained or cached) result's test confusion."""
+    cm = torch.from_numpy(done.arrays["confusion"])
+    return plot_confusion_matrix(cm, names, out_dir / f"confusion_{method}.png", method)
+
+
 def _validation_metrics(out: Tensor, y: Tensor, names: Sequence[str]) -> dict[str, float]:
     """Loss (over pixels of seen classes), accuracy and macro-F1 of logits ``(N, C)``."""
     seen = y != UNSEEN
@@ -265,29 +271,26 @@ def run_pixel_cls(
     _add_normalised_rps(data, params.recurrence, plan)
     store = MethodCache(cache, "pixel_cls", params, [Path(params.prepare.out)], device)
 
+    def fit_one(spec: Method) -> tuple[Cached, TaskModel]:
+        seed_everything(cfg.seed)
+        weights = sources[spec.weights]
+        pretrained_weights = spec.pretrained and weights.model is not None
+        model, key = _build(spec, weights if pretrained_weights else None, params, data, stats)
+        metrics, curve, cm = train_classifier(
+            model.to(device),
+            method=spec.name,
+            data=Labelled({s: data[s][key] for s in ("train", "val", "test")}, labels, names),
+            setup=setup,
+            schedule=transfer(cfg, pretrained_weights),
+            extra={"class_ids": data["class_ids"]},
+        )
+        return Cached(metrics, curve, {"confusion": cm.numpy()}), model
+
     methods, curves, models, plots = {}, {}, {}, []
     for spec in plan:
-        method = spec.name
-        done = store.get(spec)
-        if done is None:  # train it
-            seed_everything(cfg.seed)
-            weights = sources[spec.weights]
-            pretrained_weights = spec.pretrained and weights.model is not None
-            model, key = _build(spec, weights if pretrained_weights else None, params, data, stats)
-            inputs = {s: data[s][key] for s in ("train", "val", "test")}
-            metrics, curve, cm = train_classifier(
-                model.to(device),
-                method=method,
-                data=Labelled(inputs, labels, names),
-                setup=setup,
-                schedule=transfer(cfg, pretrained_weights),
-                extra={"class_ids": data["class_ids"]},
-            )
-            models[method], done = model, Cached(metrics, curve, {"confusion": cm.numpy()})
-            store.put(spec, done)
-        methods[method], curves[method] = done.metrics, done.curves
-        cm = torch.from_numpy(done.arrays["confusion"])
-        plots.append(plot_confusion_matrix(cm, names, out_dir / f"confusion_{method}.png", method))
+        done, models[spec.name] = store.result(spec, fit_one)
+        methods[spec.name], curves[spec.name] = done.metrics, done.curves
+        plots.append(confusion_png(done, names, out_dir, spec.name))
 
     title, path = "Pixel classification", out_dir / "pixel_cls_curves.png"
     plots.append(task_curves(curves, f"val/{HEADLINE}", path, title))

@@ -5,6 +5,8 @@ registered models, and loading a logged model without unpickling anything.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -60,10 +62,7 @@ def version_tagged(name: str, key: str, value: str) -> str | None:
 def weights_digest(model: Any, metadata: Mapping[str, Any] | None = None) -> str:
     """sha256 of a module's class, state dict (names, dtypes, shapes, bytes) and deployment
     metadata: equal for the same model however often it is logged."""
-    import hashlib
-    import json
-
-    import torch
+    import torch  # here: importing pimc.tracking stays light
 
     h = hashlib.sha256(type(model).__qualname__.encode())
     for key, value in sorted(model.state_dict().items()):

@@ -101,13 +101,14 @@ class PairDataset(Dataset):
         self.generator = make_generator(seed, BATCH)
         shards = list(dict.fromkeys(rows["shard"]))
         keys = ("series", "valid", "image") if images else ("series", "valid")
-        _check_memory(prepared, shards[0], keys, len(rows), folds)
         parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
         for name in shards:
             local = rows.loc[rows["shard"] == name, "index"].to_numpy()
             with np.load(prepared / SHARDS / name) as z:
                 for key in parts:
                     parts[key].append(z[key][local])
+            if name == shards[0]:  # a row's size is known now: check before loading the rest
+                _check_memory(prepared, [p[0] for p in parts.values()], len(rows), folds)
         self.series = torch.from_numpy(np.concatenate(parts["series"]))
         self.valid = torch.from_numpy(np.concatenate(parts["valid"]))
         self.image = torch.from_numpy(np.concatenate(parts["image"])) if images else None
@@ -342,11 +343,11 @@ def available_memory() -> int | None:
 
 
 def _check_memory(
-    prepared: Path, shard: str, keys: Sequence[str], rows: int, folds: Sequence[int]
+    prepared: Path, first: Sequence[np.ndarray], rows: int, folds: Sequence[int]
 ) -> None:
-    """Refuse to load more pairs than RAM holds (a clear error instead of the OOM killer)."""
-    with np.load(prepared / SHARDS / shard) as z:
-        per_row = sum(z[k].itemsize * int(np.prod(z[k].shape[1:])) for k in keys) + 5 * 8
+    """Refuse to load more pairs than RAM holds (a clear error instead of the OOM killer);
+    ``first``: the first shard's loaded arrays (rows first)."""
+    per_row = sum(a.itemsize * int(np.prod(a.shape[1:])) for a in first) + 5 * 8
     need, free = 2 * rows * per_row, available_memory()  # 2x: the parts, then their concat
     if free is not None and need > free:
         raise ConfigError(

@@ -460,7 +460,9 @@ def test_eurosat_mean_spectra_separate_classes(data: Path) -> None:
     centroids = np.stack([((x_train - mu) / sd)[y_train == c].mean(0) for c in range(10)])
     dist = ((((x_test - mu) / sd)[:, None] - centroids[None]) ** 2).sum(-1)
     accuracy = (dist.argmin(1) == y_test).mean()
-    assert accuracy > 0.6
+    # Mean spectra carry the class (chance: 0.1) but do not name it: season, region and mixed
+    # tiles spread each class (seed 3: 0.36; the cleaner generator before scored ~0.9).
+    assert 0.25 < accuracy < 0.8
     # ... yet tiles are not copies of a class template: they vary within a class and in space.
     for c in range(10):
         assert np.all(x_train[y_train == c].std(0) > 0)

@@ -47,7 +47,8 @@ def test_data_flow_writes_metrics_and_logs_run(
     assert run.data.metrics["pastis_patches"] == 5
     assert run.data.metrics["eurosat_train_tiles"] + run.data.metrics["eurosat_test_tiles"] > 0
     assert len(PASTIS("data/raw/PASTIS", folds=PASTIS.all_folds)) == 5
-    for key in ("nn1_macro_f1", "centroid_macro_f1", "chance_macro_f1", "cloud_share"):
+    for key in ("nn1_macro_f1", "centroid_macro_f1", "chance_macro_f1", "cloud_share",
+                "eurosat_nn1_accuracy", "eurosat_centroid_accuracy"):  # fmt: skip
         assert 0.0 <= run.data.metrics[f"difficulty_{key}"] <= 1.0, key
         assert report["difficulty"][key] == run.data.metrics[f"difficulty_{key}"]
     assert any(k.startswith("difficulty_parcels_fold") for k in run.data.metrics)

@@ -198,16 +198,22 @@ CARD_METRICS = (
     "centroid_accuracy",
     "chance_macro_f1",
     "cloud_share",
+    "eurosat_nn1_accuracy",
+    "eurosat_centroid_accuracy",
 )
 
 
 def difficulty(cfg: DataConfig) -> dict[str, float]:
-    """The PASTIS difficulty card (:func:`pimc.data.difficulty.difficulty_card`) of the data
-    just produced: learning-free 1-NN / nearest-centroid scores on raw NDVI, cloud share,
-    per-class counts and independent parcels per fold."""
+    """The difficulty card of the data just produced: PASTIS's
+    (:func:`pimc.data.difficulty.difficulty_card`: learning-free 1-NN / nearest-centroid
+    scores on raw NDVI, cloud share, per-class counts, independent parcels per fold) and
+    EuroSAT's ``eurosat_*`` keys (:func:`pimc.data.difficulty_eurosat.eurosat_card`: the same
+    on tile spectral statistics)."""
     from pimc.data.difficulty import difficulty_card
+    from pimc.data.difficulty_eurosat import eurosat_card
 
-    return difficulty_card(pastis_root(cfg.root), seed=cfg.seed)
+    card = difficulty_card(pastis_root(cfg.root), seed=cfg.seed)
+    return {**card, **eurosat_card(eurosat_root(cfg.root), seed=cfg.seed)}
 
 
 def card_metrics(card: dict[str, float]) -> dict[str, float]:

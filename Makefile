@@ -44,7 +44,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/recurrence.py
 
-# The multi-seed, multi-label-budget comparison (benchmarks/dvc.yaml; ~80 min on 2 cores): writes
+# The multi-seed, multi-label-budget comparison (benchmarks/dvc.yaml; ~75 min on 2 cores, 3 seeds): writes
 # reports/benchmark.{md,csv}, plots/label_efficiency.png and reports/benchmark.json.
 benchmark: install
 	test -d .dvc || dvc init --quiet
@@ -65,7 +65,7 @@ serve: install
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$${PREFECT_PORT:-4200}/api} \
 	$(BIN)/python -m flows.retrain serve --cron "$${CRON:-0 3 * * 1}"
 
-# Outputs of `make run` (dvc.yaml). The benchmark's (benchmarks/dvc.yaml: ~80 minutes of
+# Outputs of `make run` (dvc.yaml). The benchmark's (benchmarks/dvc.yaml: ~75 minutes of
 # compute) survive it; `make clean-benchmark` removes those.
 BENCHMARK_OUTS = data/benchmark reports/benchmark.md reports/benchmark.csv \
 	reports/benchmark.json plots/label_efficiency.png

@@ -36,7 +36,7 @@ def tile_features(tile: np.ndarray) -> np.ndarray:
 
 def _split(root: Path, split: str, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     ds = EuroSAT(root, split=split)
-    rng = np.random.default_rng([seed, len(split)])
+    rng = np.random.default_rng([seed, list(EuroSAT.split_filenames).index(split)])
     keep = np.sort(rng.permutation(len(ds))[:limit])
     x = np.stack([tile_features(ds.read_tile(ds.files[i])) for i in keep])
     return x, np.asarray(ds.labels)[keep]

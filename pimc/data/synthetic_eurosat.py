@@ -79,18 +79,14 @@ def scene_palette(rng: np.random.Generator) -> Palette:
     green = rng.uniform(0.3, 1.0)  # season: vigour of green vegetation (winter, dry summer)
     for veg in ("crop", "grass", "orchard"):
         g = np.clip(green + rng.uniform(-0.15, 0.15), 0.0, 1.0)
-        pal[veg] = _mix_endmember(g, pal[veg], pal["dry"])
-    pal["forest"] = _mix_endmember(
+        pal[veg] = _mix(g, pal[veg], pal["dry"])
+    pal["forest"] = _mix(
         1 - (1 - green) * rng.uniform(0.0, 0.7), pal["forest"], pal["litter"]
     )  # deciduous share: leaf-off canopy
     pal["soil"] = pal["soil"] * rng.uniform(0.6, 1.4)  # dark loams to bright calcareous soils
     for water in ("river", "sea"):  # suspended sediment brightens water, SWIR stays absorbed
         pal[water] = pal[water] + rng.uniform(0.0, 0.3) * pal["soil"] * _SEDIMENT
     return pal
-
-
-def _mix_endmember(frac: float, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-    return bottom + frac * (top - bottom)
 
 
 def _coords(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +96,9 @@ def _coords(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return xx * np.cos(theta) + yy * np.sin(theta), -xx * np.sin(theta) + yy * np.cos(theta)
 
 
-def _mix(frac: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> Surface:
-    return bottom + frac[None] * (top - bottom)
+def _mix(frac: np.ndarray | float, top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """``top`` over ``bottom`` at ``frac``: a (H, W) map per pixel, or one number for all."""
+    return bottom + (frac if np.ndim(frac) == 0 else frac[None]) * (top - bottom)
 
 
 def _fields(rng: np.random.Generator, u: np.ndarray, width: tuple[float, float]) -> np.ndarray:
@@ -155,7 +152,7 @@ def herbaceous(rng: np.random.Generator, pal: Palette) -> Surface:
 
 def pasture(rng: np.random.Generator, pal: Palette) -> Surface:
     # Grazed fields in a field pattern like cropland's, some bounded by hedgerows (bocage).
-    u, v = _coords(rng)
+    u, _ = _coords(rng)
     field = _fields(rng, u, (10.0, 30.0))
     grazed = rng.uniform(0.55, 0.98, 32)[field]
     frac = np.clip(grazed + 0.05 * smooth_noise(rng, u.shape, 3.0), 0, 1)

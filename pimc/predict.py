@@ -196,6 +196,25 @@ def _run(model: Callable, x: torch.Tensor) -> torch.Tensor:
     return model(x)
 
 
+def _observed_series(
+    patch: Patch, prepare: PrepareConfig, grid: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pixel_series` of every pixel, ``(H*W, I, L)`` and ``(H*W, L)``; a pixel with no
+    observation at all (a scene's nodata margin) is NaN / not valid without being computed,
+    so an empty window costs its read only. Series are per pixel, so the rest are unchanged."""
+    height, width = patch.image.shape[-2:]
+    seen = torch.isfinite(patch.image).any(0).any(0).flatten()  # (H*W,)
+    pick = torch.nonzero(seen).flatten()
+    if len(pick) == 0:  # one (unobserved) pixel gives the output shapes
+        pick = torch.zeros(1, dtype=torch.long)
+    rows, cols = pick // width, pick % width
+    some, some_valid = pixel_series(patch.image, patch.dates, rows, cols, prepare, grid)
+    series = some.new_full((height * width, *some.shape[1:]), float("nan"))
+    valid = some_valid.new_zeros((height * width, *some_valid.shape[1:]))
+    series[pick], valid[pick] = some, some_valid
+    return series, valid
+
+
 def predict_patch(
     model: Callable[[torch.Tensor], torch.Tensor],
     meta: dict[str, Any],
@@ -224,10 +243,7 @@ def predict_patch(
     rec_cfg = from_dict(RecurrenceConfig, meta["recurrence"], source="model metadata")
     grid = date_grid(prepare)
     height, width = patch.image.shape[-2:]
-    rows, cols = (g.flatten() for g in torch.meshgrid(
-        torch.arange(height), torch.arange(width), indexing="ij"
-    ))  # fmt: skip
-    series, valid = pixel_series(patch.image, patch.dates, rows, cols, prepare, grid)
+    series, valid = _observed_series(patch, prepare, grid)
     # Nodata observations (NaN) the despiking could not fill: those pixels get no prediction.
     ok = torch.isfinite(series).flatten(1).all(1)
     kept, outputs = torch.nonzero(ok).flatten(), []
@@ -238,9 +254,9 @@ def predict_patch(
             take = kept[start : start + batch_size]
             x = spec.predict_input(series[take], valid[take], rec_cfg, meta)
             outputs.append(_run(model, x))
-    if not outputs:  # nothing observed well enough: one dummy row gives the output shape
-        x = spec.predict_input(torch.zeros_like(series[:1]), valid[:1], rec_cfg, meta)
-        outputs.append(_run(model, x)[:0])
+        if not outputs:  # nothing observed well enough: one dummy row gives the output shape
+            x = spec.predict_input(torch.zeros_like(series[:1]), valid[:1], rec_cfg, meta)
+            outputs.append(_run(model, x)[:0])
     out = torch.cat(outputs)
     full = out.new_zeros(len(series), *out.shape[1:])
     full[kept] = out

@@ -117,6 +117,30 @@ def test_predict_matches_model_on_pipeline_input(registered, tiny_data):
     assert a["classes"][r, c] == CLASS_IDS[int(logits[0].argmax())]
 
 
+@pytest.mark.parametrize("name", ["pimc-test-classifier", "pimc-test-forecaster"])
+def test_unobserved_pixels_are_skipped_and_the_rest_unchanged(registered, tiny_data, name):
+    """A scene's nodata margin (no observation at all) is not computed: those pixels get no
+    prediction, every other pixel the answer it gets without the margin; an empty window
+    gives an all-nodata answer."""
+    from dataclasses import replace
+
+    model, meta = load_deployed(name)
+    patch = read_patch(_first_patch(tiny_data)[1])
+    full = predict_patch(model, meta, patch, progress=False)
+    image = patch.image.clone()
+    image[..., :, 5:] = float("nan")  # columns 5.. never observed
+    margin = predict_patch(model, meta, replace(patch, image=image), progress=False)
+    key = "classes" if "classes" in full else "forecast"
+    np.testing.assert_array_equal(margin[key][..., :5], full[key][..., :5])
+    nodata = margin[key][..., 5:]
+    assert (nodata == 255).all() if key == "classes" else np.isnan(nodata).all()
+    assert margin["no_prediction"] == full["no_prediction"] + image.shape[-2] * (
+        image.shape[-1] - 5
+    )
+    empty = predict_patch(model, meta, replace(patch, image=image * np.nan), progress=False)
+    assert empty["no_prediction"] == image.shape[-2] * image.shape[-1]
+
+
 def test_forecaster_raster_by_patch_id(registered, tiny_data, tmp_path, capsys):
     feature, _ = _first_patch(tiny_data)
     pid = str(feature["properties"]["ID_PATCH"])

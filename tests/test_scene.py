@@ -119,6 +119,28 @@ def test_nodata_pixels_get_no_prediction_and_are_counted(registered, tiny_data, 
     assert classes[0, 0] == CLASS_NODATA and (classes != CLASS_NODATA).sum() == 1023
 
 
+def test_a_nodata_margin_of_whole_windows_is_mapped_as_nodata(
+    registered, tiny_data, tmp_path, capsys
+):
+    """A scene's nodata margin (whole windows never observed, as at a swath edge)."""
+    patch = _patch(tiny_data)
+    folder = per_date_folder(patch, tmp_path / "scene")
+    for file in sorted(folder.iterdir()):  # the right half: two 16-px windows of nodata
+        with rasterio.open(file, "r+") as src:
+            data = src.read()
+            data[:, :, 16:] = 0
+            src.write(data)
+    out = tmp_path / "map.tif"
+    assert _predict("pimc-test-classifier", "--scene", str(folder), "--out", str(out)) == 0
+    assert "512 of 1024 px without a prediction" in capsys.readouterr().out
+    model, meta = load_deployed("pimc-test-classifier")
+    expected = predict_patch(model, meta, patch, progress=False)["classes"]
+    with rasterio.open(out) as src:
+        classes = src.read(1)
+    np.testing.assert_array_equal(classes[:, :16], np.tile(expected, (2, 1)))
+    assert (classes[:, 16:] == CLASS_NODATA).all()
+
+
 def _masks(folder, masks_dir, cloudy):
     """Per-date uint8 masks (1 = cloudy) of ``folder``'s files; ``cloudy[t]`` (H, W) bool."""
     masks_dir.mkdir()

@@ -71,15 +71,16 @@ def build_scene(root: Path, side: int, dates: int, observed: int | None = None) 
     reps = -(-side // 64)
     for t, date in enumerate(patch.dates):
         row = np.tile(image[t], (1, 1, reps))[:, :, :side]  # (10, 64, side)
-        if observed is not None:
-            row[:, :, observed:] = 0
         with rasterio.open(folder / f"{date}.tif", "w", **profile) as dst:
             for b, band in enumerate(PASTIS_BANDS, start=1):
                 dst.set_band_description(b, band)
             for r in range(0, side, 64):
-                h = min(64, side - r)
-                block = row[:, :h] if observed is None or r < observed else row[:, :h] * 0
-                dst.write(block, window=rasterio.windows.Window(0, r, side, h))
+                block = row[:, : min(64, side - r)].copy()
+                if observed is not None:  # nodata below and right of the observed block
+                    block[:, max(observed - r, 0) :] = 0
+                    block[:, :, observed:] = 0
+                window = rasterio.windows.Window(0, r, side, block.shape[1])
+                dst.write(block, window=window)
     return folder
 
 

@@ -20,7 +20,7 @@ from pimc.core.config import Params, PrepareConfig, RecurrenceConfig
 from pimc.core.errors import DatasetCorruptError
 from pimc.core.task_config import FinetuneConfig, ForecastConfig
 from pimc.data.pastis import PASTIS
-from pimc.predict import load_deployed, predict_patch, read_patch
+from pimc.predict import CLASS_NODATA, load_deployed, predict_patch, read_patch
 from pimc.tasks.common import TaskModel, tower_backbone
 from pimc.tasks.forecast import Forecaster
 from pimc.tasks.registry import TASKS
@@ -133,7 +133,7 @@ def test_unobserved_pixels_are_skipped_and_the_rest_unchanged(registered, tiny_d
     key = "classes" if "classes" in full else "forecast"
     np.testing.assert_array_equal(margin[key][..., :5], full[key][..., :5])
     nodata = margin[key][..., 5:]
-    assert (nodata == 255).all() if key == "classes" else np.isnan(nodata).all()
+    assert (nodata == CLASS_NODATA).all() if key == "classes" else np.isnan(nodata).all()
     assert margin["no_prediction"] == full["no_prediction"] + image.shape[-2] * (
         image.shape[-1] - 5
     )

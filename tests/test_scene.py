@@ -55,6 +55,16 @@ def per_date_folder(patch, folder, order=PASTIS_BANDS):
     return folder
 
 
+def _blank(folder, rows, cols):
+    """Set pixels ``[rows, cols]`` of every file in ``folder`` to 0 (nodata); returns it."""
+    for file in sorted(folder.iterdir()):
+        with rasterio.open(file, "r+") as src:
+            data = src.read()
+            data[:, rows, cols] = 0
+            src.write(data)
+    return folder
+
+
 def _predict(*args):
     return main(["predict", "--model", *args, "--window", "16", "--quiet"])
 
@@ -105,12 +115,7 @@ def test_stack_and_forecast_match_the_patch(registered, tiny_data, tmp_path):
 
 def test_nodata_pixels_get_no_prediction_and_are_counted(registered, tiny_data, tmp_path, capsys):
     patch = _patch(tiny_data)
-    folder = per_date_folder(patch, tmp_path / "scene")
-    for file in sorted(folder.iterdir()):  # pixel (0, 0) is never observed
-        with rasterio.open(file, "r+") as src:
-            data = src.read()
-            data[:, 0, 0] = 0
-            src.write(data)
+    folder = _blank(per_date_folder(patch, tmp_path / "scene"), 0, 0)  # never observed
     out = tmp_path / "map.tif"
     assert _predict("pimc-test-classifier", "--scene", str(folder), "--out", str(out)) == 0
     assert "1 of 1024 px without a prediction" in capsys.readouterr().out
@@ -124,12 +129,8 @@ def test_a_nodata_margin_of_whole_windows_is_mapped_as_nodata(
 ):
     """A scene's nodata margin (whole windows never observed, as at a swath edge)."""
     patch = _patch(tiny_data)
-    folder = per_date_folder(patch, tmp_path / "scene")
-    for file in sorted(folder.iterdir()):  # the right half: two 16-px windows of nodata
-        with rasterio.open(file, "r+") as src:
-            data = src.read()
-            data[:, :, 16:] = 0
-            src.write(data)
+    # The right half: two 16-px windows of nodata.
+    folder = _blank(per_date_folder(patch, tmp_path / "scene"), slice(None), slice(16, None))
     out = tmp_path / "map.tif"
     assert _predict("pimc-test-classifier", "--scene", str(folder), "--out", str(out)) == 0
     assert "512 of 1024 px without a prediction" in capsys.readouterr().out

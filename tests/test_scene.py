@@ -322,3 +322,36 @@ def test_dask_flow_writes_the_same_map(registered, tiny_data, tmp_path):
     )  # fmt: skip
     assert "4 windows" in run(args)
     assert out.read_bytes() == single.read_bytes()
+
+
+@pytest.mark.parametrize("user", [False, True])
+def test_gdal_block_cache_is_bounded_unless_the_user_sets_it(
+    registered, tiny_data, tmp_path, monkeypatch, user
+):
+    """GDAL's default cache (5 % of RAM) kept every block read, so peak RSS grew with the scene.
+    GDAL reads ``GDAL_CACHEMAX`` once per process; a user who set it keeps GDAL's value."""
+    import rasterio.shutil
+    from rasterio.env import get_gdal_config
+
+    from pimc import scene_predict
+    from pimc.scene import Scene
+
+    before = get_gdal_config("GDAL_CACHEMAX")
+    if user:
+        monkeypatch.setenv("GDAL_CACHEMAX", "300")
+    seen = []
+    real_read, real_copy = Scene.read, rasterio.shutil.copy
+    monkeypatch.setattr(
+        Scene, "read", lambda *a: seen.append(get_gdal_config("GDAL_CACHEMAX")) or real_read(*a)
+    )
+    monkeypatch.setattr(
+        rasterio.shutil,
+        "copy",
+        lambda *a, **kw: seen.append(get_gdal_config("GDAL_CACHEMAX")) or real_copy(*a, **kw),
+    )
+    folder = per_date_folder(_patch(tiny_data), tmp_path / "scene")
+    out = tmp_path / "m.tif"
+    assert _predict("pimc-test-classifier", "--scene", str(folder), "--out", str(out)) == 0
+    bound = before if user else min(before, scene_predict.GDAL_CACHE_MIB * 2**20)
+    assert len(seen) == 5 and set(seen) == {bound}  # 4 windows read, 1 COG copy
+    assert get_gdal_config("GDAL_CACHEMAX") == before  # restored

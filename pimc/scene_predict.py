@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pimc import __version__
+from pimc.cog import write_cog
 from pimc.core.errors import InputError, PimcError, UsageError
 from pimc.core.io import STAMP, atomic_path, fingerprint, fresh_output_dir
 from pimc.scene import SUFFIXES, Scene
@@ -40,13 +41,11 @@ __all__ = [
 # Training series start and end a little inside the season grid (the grid's edges are filled
 # with the nearest observation), so a scene may leave up to a month uncovered at each end.
 EDGE_SLACK = np.timedelta64(31, "D")
-COG_TILE = 256  # the map's internal tile side (GDAL's COG driver takes >= 128)
 # GDAL's block cache defaults to 5 % of RAM and keeps every block it has read until full, so
 # while reading windows it grew with the scene (benchmarks/scene.py: +360 MiB peak RSS from 1k^2
 # to 2k^2 px). Each window is read once, so the cache only has to hold blocks that straddle
-# windows: one 256-px window of 50 dates x 10 uint16 bands is 62 MiB. A user's GDAL_CACHEMAX
-# wins. Not applied to the COG copy: its overviews need a row of the map's tiles in the cache
-# (a 4k^2 30-band forecast took 393 s instead of 29 s with 128 MiB).
+# windows: one 256-px window of 50 dates x 10 uint16 bands is 62 MiB. The COG copy needs less
+# (pimc.cog builds the overviews a tile at a time). A user's GDAL_CACHEMAX wins.
 GDAL_CACHE_MIB = 128
 
 
@@ -247,7 +246,6 @@ def assemble(
     """
     import rasterio
     from rasterio.errors import RasterioError
-    from rasterio.shutil import copy as raster_copy
     from rasterio.windows import Window
 
     missing, layout = 0, None
@@ -274,10 +272,8 @@ def assemble(
             if layout["colormap"]:
                 dst.write_colormap(1, layout["colormap"])
             dst.close()
-            raster_copy(
-                draft, final, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=COG_TILE,
-                RESAMPLING=layout["resampling"], OVERVIEWS="AUTO",
-            )  # fmt: skip
+            with _bounded_gdal_cache():
+                write_cog(draft, final, layout["resampling"])
     except (RasterioError, OSError) as err:
         raise PimcError(f"cannot write {plan.out}: {err}; check the folder is writable") from err
     shutil.rmtree(plan.work, ignore_errors=True)

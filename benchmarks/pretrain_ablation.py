@@ -8,8 +8,12 @@ it on the same seeds' data. Printed per task, label budget and method: mean ± s
 paired difference, a paired t-test and the seeds where the change won; every row also goes to
 ``<out>/results.csv``. Asserts nothing.
 
+Without ``--set`` only the defaults run, their seeds split over ``--jobs`` processes (arms
+``default0``, ``default1``): more seeds for the PIMC vs random-init comparison at low budgets.
+
     python benchmarks/pretrain_ablation.py --out /tmp/neg --set pretrain.negatives=other_parcels
     python benchmarks/pretrain_ablation.py --out /tmp/epochs --set pretrain.epochs=12 --jobs 1
+    python benchmarks/pretrain_ablation.py --out /tmp/seeds --seeds 0 1 2 3 4 5 6 7 --fractions 0.01
 """
 
 from __future__ import annotations
@@ -74,6 +78,16 @@ def compare(base: pd.DataFrame, changed: pd.DataFrame, name: str) -> None:
                                f"pimc_finetune@{arm}", f"{RANDOM[task]}@default"))  # fmt: skip
 
 
+def compare_random(base: pd.DataFrame) -> None:
+    """Print the defaults' PIMC methods vs random init, paired by seed."""
+    m = base.pivot_table(index=KEY, columns="method", values="value").reset_index()
+    m["higher_is_better"] = m["task"].map(base.groupby("task")["higher_is_better"].first())
+    for (task, frac), g in m.groupby(["task", "label_fraction"]):
+        print(f"\n{task}, labels {frac:g} ({len(g)} seeds)")
+        for method in PIMC[task]:
+            print("  " + _line(f"{method} vs {RANDOM[task]}", g, method, RANDOM[task]))
+
+
 def _change(pairs: list[str]) -> dict:
     """``["pretrain.epochs=12"]`` -> ``{"pretrain.epochs": 12}`` (values parsed as YAML)."""
     out = {}
@@ -88,8 +102,13 @@ def _change(pairs: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for both arms")
-    parser.add_argument("--set", nargs="+", required=True, metavar="KEY=VALUE",
-                        help="the change, as dotted params.yaml keys")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the change: dotted params.yaml keys; none: defaults only",
+    )
     parser.add_argument("--name", default="changed", help="the changed arm's folder and label")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1])
@@ -97,14 +116,18 @@ def main() -> None:
     args = parser.parse_args()
     change = _change(args.set)
     load_params(Path(__file__).resolve().parents[1] / "params.yaml", change)  # fail fast
-    arms = [("default", {}), (args.name, change)]
+    if change:
+        arms = [("default", {}, args.seeds), (args.name, change, args.seeds)]
+    else:  # defaults only: each process takes every jobs-th seed
+        arms = [(f"default{i}", {}, args.seeds[i :: args.jobs]) for i in range(args.jobs)]
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_arm, n, c, args.out, args.seeds, args.fractions)
-                   for n, c in arms]  # fmt: skip
-        base, changed = (f.result() for f in futures)
-    both = pd.concat([base.assign(arm="default"), changed.assign(arm=args.name)])
-    both.to_csv(args.out / "results.csv", index=False)  # every row, to re-read later
-    compare(base, changed, args.name)
+        futures = [pool.submit(run_arm, n, c, args.out, s, args.fractions) for n, c, s in arms]
+        results = [f.result().assign(arm=n) for f, (n, _, _) in zip(futures, arms, strict=True)]
+    pd.concat(results).to_csv(args.out / "results.csv", index=False)  # to re-read later
+    if change:
+        compare(results[0], results[1], args.name)
+    else:
+        compare_random(pd.concat(results))
 
 
 if __name__ == "__main__":

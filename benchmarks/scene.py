@@ -13,8 +13,9 @@ overviews) shows alone; ``px/s`` counts observed pixels.
 * ``whole`` (the peer): the whole scene read into memory and predicted in one
   :func:`pimc.predict.predict_patch` call, as a patch is.
 
-Printed: pixels per second, peak RSS above the process's start (MiB), and the ratio of peak RSS
-to the smallest scene's. Nothing is asserted; this only measures. Usage::
+Printed: pixels per second, the process's peak RSS (MiB; and before predicting, with the model
+loaded), and the ratio of peak RSS to the smallest scene's. Nothing is asserted; this only
+measures. Usage::
 
     python benchmarks/scene.py --sides 256 512 1024 --dates 24 --window 256
     python benchmarks/scene.py --sides 512 1024 2048 4096 --observed 512 --modes windowed
@@ -118,7 +119,8 @@ def register(tasks: list[str]) -> None:
 def measure(
     task: str, mode: str, folder: Path, out: Path, window: int, observed: int | None
 ) -> dict[str, float]:
-    """One measurement, in this process: seconds, observed px/s and peak RSS above the start."""
+    """One measurement, in this process: seconds, observed px/s, the process's peak RSS before
+    predicting (model loaded, scene opened) and at the end (the high-water mark, ru_maxrss)."""
     from pimc.predict import Patch, load_deployed, predict_patch
     from pimc.scene import open_scene
     from pimc.scene_predict import predict_scene
@@ -138,8 +140,8 @@ def measure(
         predict_patch(model, meta, patch, progress=False)
     seconds = time.perf_counter() - start
     pixels = min(observed or scene.height, scene.height) * min(observed or scene.width, scene.width)
-    return {"seconds": seconds, "px_per_s": pixels / seconds,
-            "peak_rss_mib": _rss_mib() - start_rss}  # fmt: skip
+    return {"seconds": seconds, "px_per_s": pixels / seconds, "start_rss_mib": start_rss,
+            "peak_rss_mib": _rss_mib()}  # fmt: skip
 
 
 def main() -> None:
@@ -171,7 +173,8 @@ def main() -> None:
                                  **_one(task, mode, folder, root, args, env)})  # fmt: skip
                     print(f"{side:>5}^2 px  {task:<9} {mode:<8}  {rows[-1]['px_per_s']:>7,.0f} "
                           f"px/s  {rows[-1]['seconds']:>7.1f} s  peak RSS "
-                          f"+{rows[-1]['peak_rss_mib']:>7.1f} MiB", flush=True)  # fmt: skip
+                          f"{rows[-1]['peak_rss_mib']:>7.1f} MiB (before predicting "
+                          f"{rows[-1]['start_rss_mib']:.1f})", flush=True)  # fmt: skip
             shutil.rmtree(folder)
         for task in args.tasks:
             for mode in args.modes:

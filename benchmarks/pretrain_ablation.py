@@ -51,6 +51,13 @@ def run_arm(name: str, change: dict, out: Path, seeds: list[int], fractions: lis
     return run_benchmark(params, progress=False, log=lambda m: print(f"[{name}] {m}", flush=True))
 
 
+def _direction(wide: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``wide`` with each task's ``higher_is_better`` (from the long ``rows``) as a column."""
+    return wide.assign(
+        higher_is_better=wide["task"].map(rows.groupby("task")["higher_is_better"].first())
+    )
+
+
 def _line(label: str, g: pd.DataFrame, a: str, b: str) -> str:
     c = paired_comparison(g[a], g[b], bool(g["higher_is_better"].iloc[0]))
     return (
@@ -66,8 +73,7 @@ def compare(base: pd.DataFrame, changed: pd.DataFrame, name: str) -> None:
         df.pivot_table(index=KEY, columns="method", values="value").add_suffix(f"@{arm}")
         for arm, df in (("default", base), (name, changed))
     ]
-    m = wide[0].join(wide[1]).reset_index()
-    m["higher_is_better"] = m["task"].map(base.groupby("task")["higher_is_better"].first())
+    m = _direction(wide[0].join(wide[1]).reset_index(), base)
     for (task, frac), g in m.groupby(["task", "label_fraction"]):
         print(f"\n{task}, labels {frac:g} ({len(g)} seeds)")
         for method in PIMC[task]:
@@ -80,8 +86,9 @@ def compare(base: pd.DataFrame, changed: pd.DataFrame, name: str) -> None:
 
 def compare_random(base: pd.DataFrame) -> None:
     """Print the defaults' PIMC methods vs random init, paired by seed."""
-    m = base.pivot_table(index=KEY, columns="method", values="value").reset_index()
-    m["higher_is_better"] = m["task"].map(base.groupby("task")["higher_is_better"].first())
+    m = _direction(
+        base.pivot_table(index=KEY, columns="method", values="value").reset_index(), base
+    )
     for (task, frac), g in m.groupby(["task", "label_fraction"]):
         print(f"\n{task}, labels {frac:g} ({len(g)} seeds)")
         for method in PIMC[task]:
@@ -101,7 +108,7 @@ def _change(pairs: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for both arms")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the arms")
     parser.add_argument(
         "--set",
         nargs="+",

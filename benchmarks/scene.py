@@ -119,8 +119,9 @@ def register(tasks: list[str]) -> None:
 def measure(
     task: str, mode: str, folder: Path, out: Path, window: int, observed: int | None
 ) -> dict[str, float]:
-    """One measurement, in this process: seconds, observed px/s, the process's peak RSS before
-    predicting (model loaded, scene opened) and at the end (the high-water mark, ru_maxrss)."""
+    """One measurement, in this process: seconds, observed px/s, and ru_maxrss before predicting
+    (model loaded, scene opened) and at the end. Linux counts the parent's RSS at the fork in a
+    child's ru_maxrss, so the first is a floor; a peak above it is this process's own."""
     from pimc.predict import Patch, load_deployed, predict_patch
     from pimc.scene import open_scene
     from pimc.scene_predict import predict_scene

@@ -339,13 +339,18 @@ def test_gdal_block_cache_is_bounded_unless_the_user_sets_it(
     if user:
         monkeypatch.setenv("GDAL_CACHEMAX", "300")
     seen = []
-    real_read = Scene.read
+    real_read, real_cog = Scene.read, scene_predict.write_cog
     monkeypatch.setattr(
         Scene, "read", lambda *a: seen.append(get_gdal_config("GDAL_CACHEMAX")) or real_read(*a)
+    )
+    monkeypatch.setattr(  # the COG copy: its overviews are built a tile at a time (pimc.cog)
+        scene_predict,
+        "write_cog",
+        lambda *a: seen.append(get_gdal_config("GDAL_CACHEMAX")) or real_cog(*a),
     )
     folder = per_date_folder(_patch(tiny_data), tmp_path / "scene")
     out = tmp_path / "m.tif"
     assert _predict("pimc-test-classifier", "--scene", str(folder), "--out", str(out)) == 0
     bound = before if user else min(before, scene_predict.GDAL_CACHE_MIB * 2**20)
-    assert len(seen) == 4 and set(seen) == {bound}  # 4 windows read
+    assert len(seen) == 5 and set(seen) == {bound}  # 4 windows read, 1 COG written
     assert get_gdal_config("GDAL_CACHEMAX") == before  # restored
